@@ -1,0 +1,40 @@
+"""Environment variables turned into typed, clamped constants, read once at import."""
+
+import os
+from pathlib import Path
+
+
+def _int(name: str, default: int, low: int, high: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    try:
+        value = int(raw) if raw else default
+    except ValueError:
+        raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
+    return max(low, min(high, value))
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+DATA_DIR = Path(os.environ.get("INPAINT_DATA_DIR") or Path.home() / ".cache" / "inpaint").expanduser()
+# Tiny models are built here on first use; real Hub models stay in the Hugging Face cache.
+MODELS_DIR = Path(os.environ.get("INPAINT_MODELS_DIR") or DATA_DIR / "models").expanduser()
+USER_CATALOG = os.environ.get("INPAINT_CATALOG") or None
+
+HAS_CUDA = _has_cuda()
+DEFAULT_MODEL = os.environ.get("INPAINT_DEFAULT_MODEL") or ("sd-1_5-inpainting" if HAS_CUDA else "opencv-telea")
+
+MAX_PIPELINES = _int("INPAINT_MAX_PIPELINES", 2, 1, 16)  # loaded pipelines kept in memory (LRU)
+MAX_BATCH = _int("INPAINT_MAX_BATCH", 4, 1, 128)  # samples per pipeline call; numSamples runs in these
+MAX_QUEUE = _int("INPAINT_MAX_QUEUE", 32, 1, 10_000)  # queued REST jobs before 429
+MAX_BODY_BYTES = _int("INPAINT_MAX_BODY_MB", 50, 1, 1024) * 1024 * 1024
+
+API_KEY = os.environ.get("INPAINT_API_KEY") or None
+# Without a key the server is open, so it listens on loopback unless the user asks otherwise.
+HOST = os.environ.get("HOST") or ("0.0.0.0" if API_KEY or os.environ.get("SPACE_ID") else "127.0.0.1")
+PORT = _int("PORT", 7860, 1, 65535)
