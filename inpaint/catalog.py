@@ -37,19 +37,21 @@ class ModelType:
     size: Range
     native_resolution: int | None  # None: classical models work at the region's own size
     size_multiple: int  # what the family's latents need internally (VAE 1/8, Flux packs 2x2 more)
+    scheduler: str | None  # the family's usual scheduler, used unless the entry or the request names one
     is_lora: bool = False
 
 
 _SD15 = dict(family="sd-1_5", guidance_default=7.5, guidance=Range(0, 20), size=Range(64, 1024),
-             native_resolution=512, size_multiple=8)
+             native_resolution=512, size_multiple=8, scheduler="PNDMScheduler")
 _SDXL = dict(family="sd-xl", guidance_default=6.0, guidance=Range(0, 20), size=Range(512, 2048),
-             native_resolution=1024, size_multiple=8)
+             native_resolution=1024, size_multiple=8, scheduler="EulerDiscreteScheduler")
 _FLUX = dict(family="flux.1", guidance_default=3.5, guidance=Range(0, 10), size=Range(64, 2048),
-             native_resolution=1024, size_multiple=16)
+             native_resolution=1024, size_multiple=16,
+             scheduler="FlowMatchEulerDiscreteScheduler")
 
 MODEL_TYPES: dict[str, ModelType] = {
     # Classical inpainting has no latents and no guidance; sizes only bound the work.
-    "opencv": ModelType("opencv", "opencv", 0.0, Range(0, 20), Range(64, 8192), None, 1),
+    "opencv": ModelType("opencv", "opencv", 0.0, Range(0, 20), Range(64, 8192), None, 1, None),
     "sd-1_5": ModelType("sd-1_5", **_SD15),
     "sd-1_5-lora": ModelType("sd-1_5-lora", **_SD15, is_lora=True),
     "sd-xl": ModelType("sd-xl", **_SDXL),
@@ -94,6 +96,11 @@ class ModelEntry:
     compliant_model_ids: tuple[str, ...] = ()
     epochs: tuple[str, ...] = ()  # LoRA only; the last one is the default
     weight_name: str = "{epoch}.safetensors"  # LoRA only: file of one epoch inside `source`
+    scheduler: str | None = None
+
+    @property
+    def default_scheduler(self) -> str | None:
+        return self.scheduler or self.type.scheduler
 
     # A catalog entry may only narrow its type's ranges; these are the effective ones.
     @property
@@ -146,7 +153,8 @@ class ModelEntry:
             "description": self.description,
             "source": self.source,
             "availability": self.availability(),
-            "defaults": {"guidance": self.default_guidance, "resolution": self.type.native_resolution},
+            "defaults": {"guidance": self.default_guidance, "resolution": self.type.native_resolution,
+                         "scheduler": self.default_scheduler, "numInferenceSteps": 30, "strength": 0.75},
             "ranges": {"guidance": self.guidance_range.to_json(), "width": self.size_range.to_json(),
                        "height": self.size_range.to_json()},
             "schedulers": self.scheduler_names,
@@ -181,6 +189,8 @@ def _entry(raw: dict, base_dir: Path) -> ModelEntry:
     if default is not None and float(default) not in (guidance or model_type.guidance):
         raise ValueError(f"catalog entry {model_id!r}: guidance default {default} is outside its range")
     epochs = tuple(str(e) for e in raw.get("epochs", ()))
+    if raw.get("scheduler") is not None and raw["scheduler"] not in SCHEDULERS:
+        raise ValueError(f"catalog entry {model_id!r}: scheduler must be one of {sorted(SCHEDULERS)}")
     if model_type.is_lora and not epochs:
         raise ValueError(f"catalog entry {model_id!r}: a LoRA entry needs at least one epoch")
     return ModelEntry(
@@ -194,6 +204,7 @@ def _entry(raw: dict, base_dir: Path) -> ModelEntry:
         compliant_model_ids=tuple(raw.get("compliantModelIds", ())),
         epochs=epochs,
         weight_name=raw.get("weightName", "{epoch}.safetensors"),
+        scheduler=raw.get("scheduler"),
     )
 
 

@@ -1,0 +1,93 @@
+"""Command line: `python -m inpaint generate REQUEST.json --out DIR` and `python -m inpaint models`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from .errors import RequestError
+
+EXIT_BAD_INPUT = 2
+
+
+def _read_body(source: str) -> object:
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text()
+    except OSError as exc:
+        raise RequestError("REQUEST", f"cannot read {source!r}: {exc.strerror}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RequestError("REQUEST", f"is not valid JSON: {exc}") from None
+
+
+def generate(args: argparse.Namespace) -> int:
+    from .generate import default_engine
+    from .jobs import Job, run_job
+
+    body = _read_body(args.request)
+    engine = default_engine()
+    request = engine.prepare(body)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def copy_result(job: Job, durable: bool) -> None:
+        # Results land in DIR one by one, as they are made: an interrupted run keeps what it made.
+        for asset_id in job.asset_ids:
+            target = out_dir / f"{asset_id}.png"
+            if not target.exists():
+                shutil.copyfile(engine.store.file_path(asset_id, original=True), target)
+        if durable:
+            engine.store.save_job(job.to_json())
+
+    job = Job(request)
+    try:
+        run_job(engine, job, on_change=copy_result)
+    except KeyboardInterrupt:
+        job.cancel.set()
+        return 130
+    print(json.dumps(job.to_json(), indent=2))
+    for warning in job.request.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if job.status != "success":
+        print(f"error: {job.error or job.status}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def models(args: argparse.Namespace) -> int:
+    from . import settings
+    from .catalog import Catalog
+
+    catalog = Catalog.load(settings.USER_CATALOG)
+    if args.json:
+        print(json.dumps([entry.to_json() for entry in catalog.entries()], indent=2))
+        return 0
+    for entry in catalog.entries():
+        print(f"{entry.id:<22} {entry.type.name:<12} {entry.availability():<15} {entry.description}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m inpaint", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    gen = commands.add_parser("generate", help="run one inpaint request (the JSON body of POST /generate/inpaint)")
+    gen.add_argument("request", help="path of the JSON request, or - for standard input")
+    gen.add_argument("--out", required=True, help="folder for the results, written as <assetId>.png")
+    gen.set_defaults(handler=generate)
+    mod = commands.add_parser("models", help="list the model catalog")
+    mod.add_argument("--json", action="store_true", help="print the catalog as JSON, as GET /models does")
+    mod.set_defaults(handler=models)
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except RequestError as exc:
+        print(f"error: {exc.field}: {exc.message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,265 @@
+"""The asset store: ids, image files and their metadata, and the saved jobs; the only code touching the data folder."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import secrets
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import astuple, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from PIL import Image
+
+from inpaint.errors import NotFoundError, RequestError
+
+ASSET_ID_PATTERN = re.compile(r"asset_[A-Za-z0-9_-]{22}")
+JOB_ID_PATTERN = re.compile(r"job_[A-Za-z0-9_-]{22}")
+KINDS = ("image", "mask", "result", "preview")
+WEBP_QUALITY = 90  # visually lossless for photos at a fraction of the PNG's size
+# Another process sharing the folder may be mid-write; a put takes seconds, so older leftovers are a crash's.
+STALE_AFTER_S = 600
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS assets (
+    seq INTEGER PRIMARY KEY,  -- insertion order, stable across VACUUM (a bare rowid is not)
+    id TEXT UNIQUE NOT NULL, kind TEXT NOT NULL, mime_type TEXT NOT NULL,
+    width INTEGER NOT NULL, height INTEGER NOT NULL, hidden INTEGER NOT NULL,
+    parent_id TEXT REFERENCES assets(id), job_id TEXT, seed INTEGER, model_id TEXT, created_at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS assets_job ON assets(job_id);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY, status TEXT NOT NULL, created_at TEXT, updated_at TEXT, json TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
+"""
+# The Asset fields in order, so a row maps to Asset(*row) and astuple(asset) to a row.
+_COLUMNS = "id, kind, mime_type, width, height, hidden, parent_id, job_id, seed, model_id, created_at"
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_urlsafe(16)}"
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _check_id(value: object, pattern: re.Pattern, field: str, example: str) -> str:
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise RequestError(field, f"{shown} must be {example}<22 chars>")
+    return value
+
+
+def check_asset_id(value: object, field: str = "assetId") -> str:
+    return _check_id(value, ASSET_ID_PATTERN, field, "an asset id like asset_")
+
+
+def check_job_id(value: object, field: str = "jobId") -> str:
+    return _check_id(value, JOB_ID_PATTERN, field, "a job id like job_")
+
+
+@dataclass(frozen=True)
+class Asset:
+    id: str
+    kind: str
+    mime_type: str
+    width: int
+    height: int
+    hidden: bool
+    parent_id: str | None
+    job_id: str | None
+    seed: int | None
+    model_id: str | None
+    created_at: str
+
+    def to_json(self, url: str) -> dict:
+        return {"id": self.id, "url": url, "mimeType": self.mime_type, "width": self.width,
+                "height": self.height, "hidden": self.hidden, "parentId": self.parent_id,
+                "jobId": self.job_id, "seed": self.seed, "modelId": self.model_id,
+                "createdAt": self.created_at, "kind": self.kind}
+
+
+def _asset(row: tuple) -> Asset:
+    return Asset(*row[:5], bool(row[5]), *row[6:])
+
+
+def _encode(image: Image.Image, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    if fmt == "PNG":
+        image.save(buffer, format="PNG")
+    else:  # WebP knows only RGB(A)
+        has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+        image.convert("RGBA" if has_alpha else "RGB").save(buffer, format="WEBP", quality=WEBP_QUALITY)
+    return buffer.getvalue()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    # Same folder so os.replace is a rename; a reader sees the old state or the whole file, never a prefix.
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _fsync_dir(folder: Path) -> None:
+    if os.name == "posix":  # makes the renames themselves durable; Windows cannot open a folder
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class AssetStore:
+    def __init__(self, root: Path):
+        self.root = Path(root).resolve()
+        (self.root / "files").mkdir(parents=True, exist_ok=True)
+        self._files = (self.root / "files").resolve()
+        # One connection shared by the server's threads; the lock serialises its use since a
+        # sqlite3 connection's cursor state is not safe across threads. Every call is short.
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.root / "inpaint.db", check_same_thread=False,
+                                   isolation_level=None, timeout=10)  # a second process may hold the write lock
+        self._db.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL-safe; a lost last row only orphans files, swept below
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(_SCHEMA)
+        self._sweep()
+
+    def _sweep(self) -> None:
+        """Removes temp files and row-less originals/renditions that a crash mid-put left behind."""
+        with self._lock:
+            known = {row[0] for row in self._db.execute("SELECT id FROM assets")}
+        cutoff = time.time() - STALE_AFTER_S
+        for path in self._files.iterdir():
+            orphan = path.suffix in (".png", ".webp") and path.stem not in known
+            if (path.suffix == ".tmp" or orphan) and path.is_file() and path.stat().st_mtime < cutoff:
+                path.unlink(missing_ok=True)
+
+    @contextmanager
+    def _transaction(self):
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+
+    def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    def _path(self, asset_id: str, original: bool) -> Path:
+        path = (self._files / f"{check_asset_id(asset_id)}.{'png' if original else 'webp'}").resolve()
+        # The id pattern already rules out separators; this also catches a file swapped for a symlink.
+        if not path.is_relative_to(self._files):
+            raise RequestError("assetId", f"{asset_id} resolves outside the asset folder")
+        return path
+
+    def put(self, image: Image.Image, *, kind: str = "image", hidden: bool = False, parent_id: str | None = None,
+            job_id: str | None = None, seed: int | None = None, model_id: str | None = None) -> Asset:
+        # 1. Check everything before a byte is written, so a rejected put leaves nothing behind.
+        if kind not in KINDS:
+            raise ValueError(f"kind {kind!r} must be one of {KINDS}")
+        if parent_id is not None:
+            self.get(parent_id, field="parentId")
+        if job_id is not None:
+            check_job_id(job_id)
+        asset = Asset(new_id("asset"), kind, "image/png", image.width, image.height, bool(hidden),
+                      parent_id, job_id, None if seed is None else int(seed), model_id, utc_now())
+        # 2. Files first, the row last: a row always points at complete files.
+        paths = [self._path(asset.id, original=True), self._path(asset.id, original=False)]
+        try:
+            _write_atomic(paths[0], _encode(image, "PNG"))
+            _write_atomic(paths[1], _encode(image, "WEBP"))
+            _fsync_dir(self._files)
+            with self._transaction() as db:
+                db.execute(f"INSERT INTO assets ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", astuple(asset))
+        except BaseException:
+            for path in paths:
+                path.unlink(missing_ok=True)
+            raise
+        return asset
+
+    def get(self, asset_id: str, *, field: str = "assetId") -> Asset:
+        rows = self._query(f"SELECT {_COLUMNS} FROM assets WHERE id = ?", (check_asset_id(asset_id, field),))
+        if not rows:
+            raise NotFoundError(field, f"no asset {asset_id}")
+        return _asset(rows[0])
+
+    def exists(self, asset_id: str) -> bool:
+        if not isinstance(asset_id, str) or not ASSET_ID_PATTERN.fullmatch(asset_id):
+            return False
+        return bool(self._query("SELECT 1 FROM assets WHERE id = ?", (asset_id,)))
+
+    def open_image(self, asset_id: str, *, field: str = "assetId") -> Image.Image:
+        self.get(asset_id, field=field)
+        with Image.open(self._path(asset_id, original=True)) as image:
+            return image.copy()  # fully decoded, file handle closed
+
+    def file_path(self, asset_id: str, *, original: bool = True) -> Path:
+        path = self._path(asset_id, original)
+        if not path.is_file():
+            raise NotFoundError("assetId", f"no asset {asset_id}")
+        return path
+
+    def list(self, *, include_hidden: bool = False, limit: int = 100, offset: int = 0,
+             job_id: str | None = None) -> list[Asset]:
+        if not 1 <= limit <= 1000:
+            raise RequestError("limit", f"{limit} must be between 1 and 1000")
+        if offset < 0:
+            raise RequestError("offset", f"{offset} must be 0 or more")
+        where, params = [], []
+        if not include_hidden:
+            where.append("hidden = 0")
+        if job_id is not None:
+            where.append("job_id = ?")
+            params.append(check_job_id(job_id))
+        sql = f"SELECT {_COLUMNS} FROM assets {'WHERE ' + ' AND '.join(where) if where else ''}"
+        return [_asset(row) for row in self._query(f"{sql} ORDER BY seq DESC LIMIT ? OFFSET ?",
+                                                   (*params, limit, offset))]
+
+    def save_job(self, job: dict) -> None:
+        with self._transaction() as db:
+            db.execute("INSERT INTO jobs (id, status, created_at, updated_at, json) VALUES (?,?,?,?,?) "
+                       "ON CONFLICT(id) DO UPDATE SET status = excluded.status, "
+                       "updated_at = excluded.updated_at, json = excluded.json",
+                       (check_job_id(job.get("jobId")), job["status"], job.get("createdAt"),
+                        job.get("updatedAt"), json.dumps(job)))
+
+    def get_job(self, job_id: str) -> dict | None:
+        rows = self._query("SELECT json FROM jobs WHERE id = ?", (check_job_id(job_id),))
+        return json.loads(rows[0][0]) if rows else None
+
+    def fail_interrupted_jobs(self, message: str) -> int:
+        now = utc_now()
+        with self._transaction() as db:
+            rows = db.execute("SELECT id, json FROM jobs WHERE status IN ('queued', 'in-progress')").fetchall()
+            for job_id, text in rows:
+                job = json.loads(text)
+                job.update(status="failure", updatedAt=now)
+                job.setdefault("metadata", {})["error"] = message
+                db.execute("UPDATE jobs SET status = ?, updated_at = ?, json = ? WHERE id = ?",
+                           (job["status"], now, json.dumps(job), job_id))
+        return len(rows)
+
+    def integrity_ok(self) -> bool:
+        return self._query("PRAGMA integrity_check") == [("ok",)]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

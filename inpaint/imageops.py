@@ -1,0 +1,230 @@
+"""Pure PIL/numpy image handling: data URLs, guarded decoding, mask preparation, crop box and paste back."""
+
+import base64
+import binascii
+import io
+import struct
+import warnings
+
+import numpy as np
+from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+
+from inpaint.errors import RequestError
+
+MIN_SIDE = 64
+MAX_SIDE = 8192
+MAX_PIXELS = 40_000_000
+# Brush strokes are anti-aliased: their grey fringe is half covered, so mid-grey is where the
+# stroke's visual edge lies. >= 128 keeps a 50% grey pixel on the repaint side.
+MASK_THRESHOLD = 128
+ALLOWED_MIME = {"image/png", "image/jpeg", "image/webp"}
+
+_MIME_ALIASES = {"image/jpg": "image/jpeg"}
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error)
+
+
+def decode_data_url(value: str, *, field: str) -> bytes:
+    if not isinstance(value, str) or not value.startswith("data:"):
+        shown = repr(value[:40]) if isinstance(value, str) else type(value).__name__
+        raise RequestError(field, f"{shown} is not a data URL; expected data:image/png;base64,...")
+    header, comma, payload = value[5:].partition(",")
+    params = header.split(";")
+    mime = _MIME_ALIASES.get(params[0].strip().lower(), params[0].strip().lower())
+    if not comma or params[-1].strip().lower() != "base64":
+        raise RequestError(field, f"data URL header {header[:60]!r} must end in ';base64,'")
+    if mime not in ALLOWED_MIME:
+        raise RequestError(field, f"data URL type {mime!r} is not allowed; use one of {', '.join(sorted(ALLOWED_MIME))}")
+    # Line-wrapped base64 is common from some clients; any other stray character is an error.
+    payload = "".join(payload.split())
+    if not payload:
+        raise RequestError(field, "data URL has an empty payload")
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise RequestError(field, f"data URL payload is not valid base64 ({exc})") from None
+    if not data:
+        raise RequestError(field, "data URL has an empty payload")
+    return data
+
+
+def _sniff(data: bytes) -> str | None:
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return None
+
+
+def open_image(data: bytes, *, field: str, min_side: int = MIN_SIDE) -> Image.Image:
+    """Decode after checking the header's declared size, so a bomb never allocates its pixels."""
+    fmt = _sniff(data)
+    if fmt is None:
+        raise RequestError(field, f"{field} is not a PNG, JPEG or WebP file (it starts with {data[:12]!r})")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data), formats=[fmt])
+            w, h = img.size
+            if not (min_side <= w <= MAX_SIDE and min_side <= h <= MAX_SIDE):
+                raise RequestError(field, f"{field} is {w}x{h} px; each side must be {min_side}..{MAX_SIDE} px")
+            if w * h > MAX_PIXELS:
+                raise RequestError(field, f"{field} is {w}x{h} px = {w * h / 1e6:.1f} MP; at most {MAX_PIXELS / 1e6:.0f} MP")
+            if getattr(img, "n_frames", 1) > 1:
+                raise RequestError(field, f"{field} is animated ({img.n_frames} frames); send a single still image")
+            img.load()
+            img = ImageOps.exif_transpose(img)
+    except RequestError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise RequestError(field, f"{field} declares a size far over {MAX_PIXELS / 1e6:.0f} MP ({exc})") from None
+    except _DECODE_ERRORS as exc:
+        detail = "damaged header" if isinstance(exc, UnidentifiedImageError) else exc
+        raise RequestError(field, f"{field} is not a readable {fmt} file ({detail})") from None
+    if img.mode in ("I", "I;16", "I;16B", "I;16L"):
+        # 16-bit greyscale PNG: keep the top byte, as a plain convert("L") would clip at 255.
+        img = Image.fromarray((np.asarray(img, dtype=np.uint32) >> 8).astype(np.uint8), "L")
+    return img
+
+
+def _has_alpha(img: Image.Image) -> bool:
+    return img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+
+
+def flatten(img: Image.Image) -> Image.Image:
+    """RGB with any alpha composited on white, as the contract asks of input images."""
+    if _has_alpha(img):
+        rgba = img.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def mask_from(img: Image.Image) -> Image.Image:
+    """The mask as greyscale, not yet thresholded: alpha when it carries information, else luminance."""
+    if _has_alpha(img):
+        alpha = img.convert("RGBA").getchannel("A")
+        if alpha.getextrema()[0] < 255:
+            return alpha
+    return img.convert("L")
+
+
+def load_image(data: bytes, *, field: str) -> Image.Image:
+    return flatten(open_image(data, field=field))
+
+
+def load_mask(data: bytes, *, field: str) -> Image.Image:
+    return mask_from(open_image(data, field=field, min_side=1))
+
+
+def _dilate_np(mask_np: np.ndarray, grow: int) -> np.ndarray:
+    # Square dilation as 1-D window sums over rows, then columns: O(pixels) whatever `grow` is,
+    # where PIL's MaxFilter costs O(pixels * grow**2).
+    for _ in range(2):
+        sums_np = np.cumsum(np.pad(mask_np, ((0, 0), (grow + 1, grow))), axis=1, dtype=np.int32)
+        mask_np = np.ascontiguousarray((sums_np[:, 2 * grow + 1:] > sums_np[:, : -2 * grow - 1]).T)
+    return mask_np
+
+
+def prepare_mask(mask: Image.Image, image_size: tuple[int, int], *, field: str = "mask",
+                 threshold: int = MASK_THRESHOLD, grow: int = 0, invert: bool = False) -> tuple[Image.Image, list[str]]:
+    """A binary (0/255) mask of exactly `image_size`, plus the warnings to return to the user."""
+    notes = []
+    (mw, mh), (iw, ih) = mask.size, tuple(image_size)
+    if (mw, mh) != (iw, ih):
+        if abs((mw / mh) / (iw / ih) - 1) > 0.01:
+            raise RequestError(field, f"mask is {mw}x{mh} px but the image is {iw}x{ih} px; "
+                                      "a mask of another size must have the image's aspect ratio (within 1%)")
+        mask = mask.resize((iw, ih), Image.Resampling.NEAREST)
+        notes.append(f"{field} was {mw}x{mh} px; resized to the image's {iw}x{ih} px (nearest neighbour)")
+    mask_np = np.asarray(mask.convert("L")) >= threshold
+    if invert:
+        mask_np = ~mask_np
+    if not mask_np.any():
+        raise RequestError(field, f"{field} is empty: paint the area to repaint in white")
+    if grow > 0:
+        mask_np = _dilate_np(mask_np, grow)
+    return Image.fromarray(mask_np.astype(np.uint8) * 255, "L"), notes
+
+
+def feather(mask: Image.Image, radius: int) -> Image.Image:
+    """Inward feather: 0 at the mask's edge, 255 about `radius` px inside, 0 everywhere outside."""
+    if radius <= 0:
+        return mask
+    # A Gaussian of sigma r/2 crosses 50% on a straight edge and reaches ~98% at r px inside;
+    # stretching 50..100% to 0..255 gives the ramp in O(pixels) for any radius.
+    blur_np = np.asarray(mask.filter(ImageFilter.GaussianBlur(radius / 2)), dtype=np.int16)
+    alpha_np = np.clip(blur_np * 2 - 255, 0, 255).astype(np.uint8)
+    alpha_np[np.asarray(mask) == 0] = 0
+    return Image.fromarray(alpha_np, "L")
+
+
+def mask_bbox(mask: Image.Image) -> tuple[int, int, int, int]:
+    box = mask.convert("L").getbbox()
+    if box is None:
+        raise RequestError("mask", "mask is empty: paint the area to repaint in white")
+    return box
+
+
+def crop_box(mask: Image.Image, *, context: float = 0.5, min_context: int = 32,
+             min_size: int = 64) -> tuple[int, int, int, int]:
+    """The region generated when merging: the mask's bbox plus context, kept inside the image."""
+    left, top, right, bottom = mask_bbox(mask)
+    pad = max(min_context, round(context * max(right - left, bottom - top)))
+
+    def span(lo: int, hi: int, limit: int) -> tuple[int, int]:
+        lo, hi = lo - pad, hi + pad
+        short = max(0, min_size - (hi - lo))
+        lo, hi = lo - short // 2, hi + short - short // 2
+        size = min(hi - lo, limit)
+        # Shifting rather than cutting at the border keeps the context (and the box's size).
+        lo = min(max(lo, 0), limit - size)
+        return lo, lo + size
+
+    (x0, x1), (y0, y1) = span(left, right, mask.width), span(top, bottom, mask.height)
+    return x0, y0, x1, y1
+
+
+def paste_back(original: Image.Image, generated: Image.Image, box: tuple[int, int, int, int],
+               alpha: Image.Image) -> Image.Image:
+    """`original` with `generated` blended into `box` by `alpha`; bit-identical wherever alpha is 0."""
+    left, top, right, bottom = box
+    if generated.size != (right - left, bottom - top) or alpha.size != original.size:
+        raise ValueError(f"paste_back: generated {generated.size} must be the box's size and alpha "
+                         f"{alpha.size} the original's {original.size}")
+    nonzero = alpha.getbbox()
+    if nonzero and not (left <= nonzero[0] and top <= nonzero[1] and nonzero[2] <= right and nonzero[3] <= bottom):
+        raise ValueError(f"paste_back: alpha's nonzero area {nonzero} is not inside the box {box}")
+    out_np = np.array(original.convert("RGB"))
+    region_np = out_np[top:bottom, left:right]
+    alpha_np = np.asarray(alpha.convert("L"))[top:bottom, left:right, None]
+    orig_f = region_np.astype(np.float32)
+    blend_f = orig_f + (np.asarray(generated.convert("RGB"), dtype=np.float32) - orig_f) * (alpha_np / np.float32(255))
+    blend_np = np.clip(np.rint(blend_f), 0, 255).astype(np.uint8)
+    # Float round trips can move a value by one; the contract is bit-identical outside the mask.
+    out_np[top:bottom, left:right] = np.where(alpha_np == 0, region_np, blend_np)
+    return Image.fromarray(out_np, "RGB")
+
+
+def encode_png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def encode_webp(img: Image.Image, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "WEBP", quality=quality)
+    return buf.getvalue()
+
+
+def to_data_url(img: Image.Image, fmt: str = "png") -> str:
+    encoders = {"png": encode_png, "webp": encode_webp}
+    if fmt not in encoders:
+        raise ValueError(f"to_data_url: fmt {fmt!r} must be one of {sorted(encoders)}")
+    return f"data:image/{fmt};base64,{base64.b64encode(encoders[fmt](img)).decode('ascii')}"
+
+
+def resize(img: Image.Image, size: tuple[int, int], *, mask: bool = False) -> Image.Image:
+    # Nearest keeps a mask binary; Lanczos keeps an image sharp.
+    return img.resize(tuple(size), Image.Resampling.NEAREST if mask else Image.Resampling.LANCZOS)

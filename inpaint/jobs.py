@@ -1,0 +1,185 @@
+"""Jobs of the contract: their states, one worker per device, progress, previews, cancel, persistence."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass, field
+
+from PIL import Image
+
+from .assets import new_id, utc_now
+from .errors import JobCanceled, NotFoundError, RequestError
+from .generate import Engine
+from .pipelines import ModelUnavailable
+from .schema import ResolvedRequest
+
+log = logging.getLogger(__name__)
+
+INTERRUPTED = "the server stopped while this job was running; submit it again"
+FINAL_STATES = ("success", "failure", "canceled")
+
+
+class QueueFull(RequestError):
+    def __init__(self, size: int):
+        super().__init__("job", f"the queue is full ({size} jobs waiting); retry later", status=429)
+
+
+@dataclass
+class Job:
+    request: ResolvedRequest
+    job_id: str = field(default_factory=lambda: new_id("job"))
+    status: str = "queued"
+    progress: float = 0.0
+    created_at: str = field(default_factory=utc_now)
+    updated_at: str = field(default_factory=utc_now)
+    asset_ids: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    previews: list[str] = field(default_factory=list)
+    error: str | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+    def to_json(self) -> dict:
+        return {
+            "jobId": self.job_id,
+            "jobType": "inpaint",
+            "status": self.status,
+            "progress": round(self.progress, 4),
+            "createdAt": self.created_at,
+            "updatedAt": self.updated_at,
+            "metadata": {
+                "input": self.request.to_json(),
+                "assetIds": list(self.asset_ids),
+                "seeds": list(self.seeds),
+                "intermediateImages": list(self.previews),
+                "warnings": list(self.request.warnings),
+                "error": self.error,
+            },
+        }
+
+
+def run_job(engine: Engine, job: Job, *, on_change=None) -> Job:
+    """Run one job to a final state in this thread; `on_change(job, durable)` follows every update."""
+
+    def changed(durable: bool) -> None:
+        job.updated_at = utc_now()
+        if on_change:
+            on_change(job, durable)
+
+    def on_result(asset) -> None:
+        job.asset_ids.append(asset.id)
+        job.seeds.append(asset.seed)
+        changed(True)  # persisted at once: a crash after this keeps the result on the job
+
+    def on_progress(progress: float) -> None:
+        job.progress = progress
+        changed(False)
+
+    def on_preview(previews: list[Image.Image], step: int, steps: int) -> None:
+        preview = engine.store.put(_strip(previews), kind="preview", hidden=True, parent_id=job.request.image_asset_id,
+                                   job_id=job.job_id, model_id=job.request.model_id)
+        job.previews.append(preview.id)
+        changed(False)
+
+    job.status = "in-progress"
+    changed(True)
+    try:
+        engine.generate(job.request, job_id=job.job_id, on_result=on_result, on_preview=on_preview,
+                        on_progress=on_progress, cancel=job.cancel)
+        job.status, job.progress = "success", 1.0
+    except JobCanceled:
+        job.status = "canceled"
+    except (RequestError, ModelUnavailable) as exc:
+        job.status, job.error = "failure", str(exc)
+    except Exception as exc:  # a failed job keeps its assets and says why; the server goes on
+        log.exception("job %s failed", job.job_id)
+        job.status, job.error = "failure", f"generation failed: {type(exc).__name__}: {exc}"
+    changed(True)
+    return job
+
+
+def _strip(images: list[Image.Image]) -> Image.Image:
+    """The previews of one micro-batch side by side, so a step is one small asset."""
+    strip = Image.new("RGB", (sum(im.width for im in images), max(im.height for im in images)))
+    x = 0
+    for im in images:
+        strip.paste(im, (x, 0))
+        x += im.width
+    return strip
+
+
+class JobQueue:
+    """A bounded queue drained by one worker thread: one generation at a time per device."""
+
+    def __init__(self, engine: Engine, *, max_queue: int):
+        self.engine = engine
+        self.store = engine.store
+        self.max_queue = max_queue
+        self._queue: queue.Queue[Job | None] = queue.Queue()
+        self._active: dict[str, Job] = {}  # queued or running; finished jobs are read from the store
+        self._lock = threading.Lock()
+        self._worker: threading.Thread | None = None
+        self.store.fail_interrupted_jobs(INTERRUPTED)
+
+    def start(self) -> None:
+        if self._worker is None:
+            self._worker = threading.Thread(target=self._work, name="inpaint-jobs", daemon=True)
+            self._worker.start()
+
+    def stop(self) -> None:
+        if self._worker is not None:
+            for job in list(self._active.values()):
+                job.cancel.set()
+            self._queue.put(None)
+            self._worker.join(timeout=30)
+            self._worker = None
+
+    def submit(self, request: ResolvedRequest) -> Job:
+        with self._lock:
+            waiting = sum(job.status == "queued" for job in self._active.values())
+            if waiting >= self.max_queue:
+                raise QueueFull(waiting)
+            job = Job(request)
+            self._active[job.job_id] = job
+            self.store.save_job(job.to_json())
+        self._queue.put(job)
+        return job
+
+    def get(self, job_id: str) -> dict:
+        job = self._active.get(job_id)
+        if job is not None:
+            return job.to_json()
+        stored = self.store.get_job(job_id)
+        if stored is None:
+            raise NotFoundError("jobId", f"no job {job_id!r}")
+        return stored
+
+    def cancel(self, job_id: str) -> dict:
+        with self._lock:
+            job = self._active.get(job_id)
+            if job is None:
+                return self.get(job_id)  # already final: cancel changes nothing
+            job.cancel.set()
+            if job.status == "queued":
+                job.status, job.updated_at = "canceled", utc_now()
+                self._finish(job)
+            return job.to_json()
+
+    def _finish(self, job: Job) -> None:
+        self.store.save_job(job.to_json())
+        self._active.pop(job.job_id, None)
+
+    def _work(self) -> None:
+        while (job := self._queue.get()) is not None:
+            with self._lock:
+                if job.status != "queued":
+                    continue  # canceled while waiting
+                job.status = "in-progress"
+            run_job(self.engine, job, on_change=self._changed)
+            with self._lock:
+                self._finish(job)
+
+    def _changed(self, job: Job, durable: bool) -> None:
+        if durable:
+            self.store.save_job(job.to_json())

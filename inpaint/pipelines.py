@@ -1,0 +1,291 @@
+"""The pipeline cache: the only place that calls from_pretrained and picks device and dtype."""
+
+from __future__ import annotations
+
+import copy
+import gc
+import os
+import threading
+from collections import OrderedDict
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import diffusers
+import torch
+from diffusers import DiffusionPipeline
+
+from . import tiny
+from .catalog import FAMILY_SCHEDULER_KIND, SCHEDULERS, Catalog, ModelEntry
+from .errors import RequestError
+
+FAMILY_PIPELINES = {
+    "sd-1_5": "StableDiffusionInpaintPipeline",
+    "sd-xl": "StableDiffusionXLInpaintPipeline",
+    "flux.1": "FluxFillPipeline",
+}
+# Half precision on a GPU; Flux overflows in fp16, so it takes bf16 as its weights were trained.
+CUDA_DTYPES = {"sd-1_5": torch.float16, "sd-xl": torch.float16, "flux.1": torch.bfloat16}
+HUB_PROBE_TIMEOUT_S = 5.0  # an unreachable Hub must fail a request in seconds, not hang on retries
+
+
+class ModelUnavailable(RuntimeError):
+    """A model that cannot be loaded here; the message says what it needs."""
+
+    def __init__(self, model_id: str, message: str):
+        super().__init__(f"model {model_id!r} is unavailable: {message}")
+        self.model_id = model_id
+
+
+@dataclass
+class LoadedPipeline:
+    model_id: str
+    family: str
+    pipe: DiffusionPipeline
+    device: torch.device
+    dtype: torch.dtype
+    # Held by the caller for a whole generation: schedulers and LoRA adapters are not thread-safe.
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+
+def _from_pretrained(cls: type[DiffusionPipeline], source: str | Path, **kwargs) -> DiffusionPipeline:
+    # The single call site, so tests can count real loads.
+    return cls.from_pretrained(source, **kwargs)
+
+
+# ---- the Hugging Face Hub: cache first, then a bounded reachability probe -----------------------
+
+def _hub_offline() -> bool:
+    # huggingface_hub reads HF_HUB_OFFLINE at import; the environment may have changed since.
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def _probe_hub(model_id: str, repo: str, filename: str) -> None:
+    """Raise ModelUnavailable unless `filename` of `repo` can be downloaded now."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    needs = f"it needs a download from the Hugging Face Hub (repo {repo!r})"
+    if _hub_offline():
+        raise ModelUnavailable(model_id, f"{needs}, but HF_HUB_OFFLINE is set and it is not in the local cache")
+    outcome: list[BaseException | None] = []
+
+    def head() -> None:
+        try:
+            get_hf_file_metadata(hf_hub_url(repo, filename), timeout=HUB_PROBE_TIMEOUT_S)
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            outcome.append(exc)
+
+    # A thread with a deadline, because name resolution is not covered by the HTTP timeout.
+    probe = threading.Thread(target=head, daemon=True)
+    probe.start()
+    probe.join(HUB_PROBE_TIMEOUT_S + 1)
+    if not outcome:
+        raise ModelUnavailable(model_id, f"{needs}, which did not answer within {HUB_PROBE_TIMEOUT_S:.0f} s")
+    exc = outcome[0]
+    if exc is None:
+        return
+    if isinstance(exc, GatedRepoError) or (isinstance(exc, HfHubHTTPError) and exc.response is not None
+                                            and exc.response.status_code in (401, 403)):
+        raise ModelUnavailable(model_id, f"{repo!r} is gated: accept its licence on huggingface.co and set "
+                                         "HF_TOKEN to a token of that account") from exc
+    if isinstance(exc, RepositoryNotFoundError):
+        raise ModelUnavailable(model_id, f"the Hub has no repo {repo!r} (or it is private: set HF_TOKEN)") from exc
+    if isinstance(exc, EntryNotFoundError):
+        raise ModelUnavailable(model_id, f"the Hub repo {repo!r} has no {filename!r}") from exc
+    raise ModelUnavailable(model_id, f"{needs}, which cannot be reached ({type(exc).__name__}: {exc}); "
+                                     "connect to the network or pre-fill the Hugging Face cache") from exc
+
+
+def _download_error(model_id: str, repo: str, exc: OSError) -> ModelUnavailable:
+    from huggingface_hub.errors import GatedRepoError
+
+    if isinstance(exc, GatedRepoError):
+        return ModelUnavailable(model_id, f"{repo!r} is gated: accept its licence and set HF_TOKEN")
+    return ModelUnavailable(model_id, f"downloading {repo!r} failed ({exc}); it needs network access and "
+                                      "free disk space in the Hugging Face cache (HF_HOME)")
+
+
+def _load_from_hub(model_id: str, cls: type[DiffusionPipeline], repo: str, **kwargs) -> DiffusionPipeline:
+    try:
+        return _from_pretrained(cls, repo, local_files_only=True, **kwargs)
+    except OSError:  # not (fully) in the cache
+        pass
+    _probe_hub(model_id, repo, "model_index.json")
+    try:
+        return _from_pretrained(cls, repo, **kwargs)
+    except OSError as exc:
+        raise _download_error(model_id, repo, exc) from exc
+
+
+def _hub_file(model_id: str, repo: str, filename: str) -> Path:
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo, filename, local_files_only=True))
+    except OSError:
+        pass
+    _probe_hub(model_id, repo, filename)
+    try:
+        return Path(hf_hub_download(repo, filename))
+    except OSError as exc:
+        raise _download_error(model_id, repo, exc) from exc
+
+
+# ---- the cache --------------------------------------------------------------------------------
+
+class PipelineCache:
+    """Loaded pipelines by model id, least recently used evicted beyond `max_pipelines`."""
+
+    def __init__(self, catalog: Catalog, models_dir: Path, *, max_pipelines: int = 2, device: str | None = None):
+        self.catalog = catalog
+        self.models_dir = Path(models_dir)
+        self.max_pipelines = max(1, max_pipelines)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self._pipelines: OrderedDict[str, LoadedPipeline] = OrderedDict()
+        self._lock = threading.Lock()  # guards the two dicts, never held while loading
+        self._id_locks: dict[str, threading.Lock] = {}  # one load (or tiny build) per id at a time
+
+    def dtype_for(self, family: str) -> torch.dtype:
+        return CUDA_DTYPES[family] if self.device.type == "cuda" else torch.float32
+
+    def cached_ids(self) -> list[str]:
+        """Loaded ids, least recently used first."""
+        with self._lock:
+            return list(self._pipelines)
+
+    def get(self, model_id: str) -> LoadedPipeline:
+        entry = self.catalog.get(model_id)
+        if entry.family not in FAMILY_PIPELINES:
+            raise ValueError(f"{model_id!r} is a {entry.type.name} model: it has no diffusers pipeline")
+        if entry.type.is_lora:
+            raise ValueError(f"{model_id!r} is a LoRA: load its base model and apply it with concepts_applied")
+        with self._lock:
+            if model_id in self._pipelines:
+                self._pipelines.move_to_end(model_id)
+                return self._pipelines[model_id]
+            id_lock = self._id_locks.setdefault(model_id, threading.Lock())
+        with id_lock:
+            with self._lock:  # loaded by another thread while this one waited
+                if model_id in self._pipelines:
+                    self._pipelines.move_to_end(model_id)
+                    return self._pipelines[model_id]
+            # Make room first, so a GPU never holds max_pipelines + 1 models at once.
+            self._evict(self.max_pipelines - 1)
+            loaded = self._load(entry)
+            with self._lock:
+                self._pipelines[model_id] = loaded
+            self._evict(self.max_pipelines)
+            return loaded
+
+    def _evict(self, keep: int) -> None:
+        with self._lock:
+            evicted = [self._pipelines.popitem(last=False) for _ in range(max(0, len(self._pipelines) - keep))]
+        if not evicted:
+            return
+        # The memory comes back once no request holds the pipeline any more; a running one finishes.
+        del evicted
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _load(self, entry: ModelEntry) -> LoadedPipeline:
+        cls = getattr(diffusers, FAMILY_PIPELINES[entry.family])
+        dtype = self.dtype_for(entry.family)
+        # diffusers picks PyTorch's scaled_dot_product_attention by default; nothing to set.
+        if entry.source_kind == "hub":
+            pipe = _load_from_hub(entry.id, cls, entry.source.split(":", 1)[1], dtype=dtype)
+        else:
+            pipe = _from_pretrained(cls, self._local_folder(entry), dtype=dtype)
+        pipe.to(self.device)
+        pipe.set_progress_bar_config(disable=True)
+        return LoadedPipeline(entry.id, entry.family, pipe, self.device, dtype)
+
+    def _local_folder(self, entry: ModelEntry) -> Path:
+        """The folder of a tiny model (built on first use) or of a user's local model."""
+        if entry.source_kind == "tiny":
+            folder = self.models_dir / entry.id
+            marker = "model_index.json" if not entry.type.is_lora else entry.weight_name.format(epoch=entry.epochs[-1])
+            if not (folder / marker).exists():
+                tiny.build(entry.source.split(":", 1)[1], folder)
+            return folder
+        folder = Path(entry.source)
+        if not folder.is_dir():
+            raise ModelUnavailable(entry.id, f"its folder {folder} does not exist; put the model there or fix the "
+                                             "catalog entry")
+        if not entry.type.is_lora and not (folder / "model_index.json").is_file():
+            raise ModelUnavailable(entry.id, f"{folder} is not a diffusers pipeline folder (no model_index.json); "
+                                             "save it with save_pretrained")
+        return folder
+
+    def lora_file(self, entry: ModelEntry, epoch: str | None = None, *, field: str = "modelEpoch") -> Path:
+        """The weight file of one epoch of a LoRA entry (default: the last), fetched or built on first use."""
+        if not entry.type.is_lora:
+            raise ValueError(f"{entry.id!r} is not a LoRA model")
+        epoch = entry.epochs[-1] if epoch is None else epoch
+        if epoch not in entry.epochs:
+            raise RequestError(field, f"{entry.id!r} has no epoch {epoch!r}; valid epochs: {', '.join(entry.epochs)}")
+        name = entry.weight_name.format(epoch=epoch)
+        if entry.source_kind == "hub":
+            return _hub_file(entry.id, entry.source.split(":", 1)[1], name)
+        with self._lock:
+            id_lock = self._id_locks.setdefault(entry.id, threading.Lock())
+        with id_lock:  # two first requests must not build one tiny LoRA twice
+            path = self._local_folder(entry) / name
+        if not path.is_file():
+            raise ModelUnavailable(entry.id, f"its weight file {path} does not exist")
+        return path
+
+
+# ---- per request ------------------------------------------------------------------------------
+
+def make_scheduler(loaded: LoadedPipeline, name: str | None = None):
+    """A new scheduler for one request; the cached pipeline's own scheduler is only read."""
+    config = loaded.pipe.scheduler.config
+    if name is None:
+        return type(loaded.pipe.scheduler).from_config(config)
+    kind = FAMILY_SCHEDULER_KIND[loaded.family]
+    valid = [n for n, (k, _) in SCHEDULERS.items() if k == kind]
+    if name not in valid:
+        raise RequestError("scheduler", f"{name!r} cannot run {loaded.family} models; valid: {', '.join(valid)}")
+    return getattr(diffusers, name).from_config(config, **SCHEDULERS[name][1])
+
+
+def request_pipeline(loaded: LoadedPipeline, scheduler) -> DiffusionPipeline:
+    """A pipeline object for one request: the cached modules (no weight copy) with its own scheduler.
+
+    Not `from_pipe`: it costs ~14 ms on an SD 1.5-size pipeline (fine), but it re-runs `__init__` and
+    casts every shared module with `.to(dtype)`, which logs a warning per module on every request and
+    would undo a component deliberately kept in another dtype. A shallow copy is the cheapest correct
+    thing (<1 ms): assigning `scheduler` on it gives the copy its own config dict, and per-call state
+    (`_guidance_scale`, `_interrupt`, ...) is then set on the copy only.
+    """
+    pipe = copy.copy(loaded.pipe)
+    pipe.scheduler = scheduler
+    return pipe
+
+
+@contextmanager
+def concepts_applied(loaded: LoadedPipeline, adapters: list[tuple[Path, float]]):
+    """Apply LoRA files with their scales for the duration of the block; call it holding `loaded.lock`.
+
+    The adapters live in the shared modules, so every per-request pipeline of `loaded` sees them.
+    On exit they are unloaded (peft layers removed), which gives back the bare model bit for bit.
+    """
+    if not adapters:
+        yield
+        return
+    pipe = loaded.pipe
+    try:
+        names = []
+        for index, (path, _) in enumerate(adapters):
+            name = f"concept-{index}"  # by position: one file may be applied twice with two scales
+            pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=name)
+            names.append(name)
+        pipe.set_adapters(names, adapter_weights=[float(scale) for _, scale in adapters])
+        yield
+    finally:
+        pipe.unload_lora_weights()

@@ -1,0 +1,302 @@
+"""The inpaint request (camelCase, bounds, descriptions) and its resolution into a complete request."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import asdict, dataclass, field
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator
+
+from .catalog import SCHEDULERS, Catalog, ModelEntry
+from .errors import RequestError
+
+SEED_MAX = 2**32 - 1  # the common seed range of diffusion tools; sample i uses seed + i
+PROMPT_MAX_CHARS = 4000  # text encoders read 77-512 tokens; anything far beyond is a client bug
+SchedulerName = Literal[tuple(SCHEDULERS)]  # type: ignore[valid-type]
+
+Number = Union[StrictInt, float]
+
+
+class Concept(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    model_id: str = Field(alias="modelId", min_length=1, max_length=200, description="A LoRA model id of the catalog.")
+    scale: float = Field(1.0, ge=-2, le=2, description="Weight of the LoRA, -2..2.")
+    model_epoch: str | None = Field(None, alias="modelEpoch", max_length=100, description="Epoch of the LoRA.")
+
+
+class InpaintRequest(BaseModel):
+    """The body of `POST /generate/inpaint`, the Gradio API and the CLI: one schema for every surface."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
+
+    image: str | None = Field(None, description="Input image: a data URL (png/jpeg/webp) or an asset id.")
+    image_id: str | None = Field(None, alias="imageId", description="Deprecated: the input image as an asset id.")
+    mask: str | None = Field(None, description="Mask as a data URL. White = repaint, black = keep.")
+    mask_id: str | None = Field(None, alias="maskId", description="The mask as an asset id; ignored if `mask` is given.")
+    model_id: str = Field(alias="modelId", min_length=1, max_length=200, description="A model id of the catalog.")
+    model_epoch: str | None = Field(None, alias="modelEpoch", max_length=100,
+                                    description="LoRA models only: the saved epoch to use (default: the last).")
+    base_model_id: str | None = Field(None, alias="baseModelId", max_length=200,
+                                      description="LoRA models only: base model, one of its compliantModelIds.")
+    prompt: str = Field(max_length=PROMPT_MAX_CHARS, description="What to paint in the masked area.")
+    negative_prompt: str | None = Field(None, alias="negativePrompt", max_length=PROMPT_MAX_CHARS,
+                                        description="What not to paint; ignored when guidance < 1.")
+    negative_prompt_strength: float = Field(0.0, alias="negativePromptStrength", ge=0, le=10,
+                                            description="Flux-dev based models only: weight of the negative prompt.")
+    seed: StrictInt | str | None = Field(None, description="Seed of sample 0 (sample i uses seed + i). Default: random.")
+    strength: float = Field(0.75, ge=0.01, le=1.0, description="Noise added to the masked area; 1 erases it.")
+    guidance: float | None = Field(None, ge=0, le=20, description="Prompt adherence; default and range by model type.")
+    num_inference_steps: int = Field(30, alias="numInferenceSteps", ge=1, le=150, description="Denoising steps.")
+    num_samples: int | None = Field(None, alias="numSamples", ge=1, le=128, description="Images to generate (default 4).")
+    width: int | None = Field(None, ge=8, le=8192, description="Width, a multiple of 8; range by model type.")
+    height: int | None = Field(None, ge=8, le=8192, description="Height, a multiple of 8; range by model type.")
+    scheduler: SchedulerName | None = Field(None, description="Overrides the model's default scheduler.")
+    intermediate_images: StrictBool = Field(False, alias="intermediateImages",
+                                            description="Produce previews of the denoising while it runs.")
+    concepts: list[Concept] = Field(default_factory=list, max_length=8, description="LoRA concepts with their scales.")
+    disable_merging: StrictBool = Field(False, alias="disableMerging",
+                                        description="Regenerate the whole image instead of the region around the mask.")
+    hide_results: StrictBool = Field(False, alias="hideResults", description="Hide the generated assets from listings.")
+    hide: StrictBool = Field(False, description="Hidden status of the input image asset created from a data URL.")
+    parent_id: str | None = Field(None, alias="parentId", description="Parent asset id of the input image asset.")
+
+    @field_validator("seed")
+    @classmethod
+    def _seed_in_range(cls, value: int | str | None) -> int | None:
+        if isinstance(value, str):
+            if not value.strip().isdigit():
+                raise ValueError(f"{value!r} must be an integer or a string of digits")
+            value = int(value)
+        if value is not None and not 0 <= value <= SEED_MAX:
+            raise ValueError(f"{value} must be within [0, {SEED_MAX}]")
+        return value
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty or blank")
+        return value
+
+    @field_validator("width", "height")
+    @classmethod
+    def _multiple_of_8(cls, value: int | None) -> int | None:
+        if value is not None and value % 8:
+            raise ValueError(f"{value} must be a multiple of 8")
+        return value
+
+
+def parse_request(body: object) -> InpaintRequest:
+    """Validate a JSON body; a bad one becomes one RequestError naming the first field at fault."""
+    if not isinstance(body, dict):
+        raise RequestError("body", "the request body must be a JSON object")
+    try:
+        return InpaintRequest.model_validate(body, by_alias=True, by_name=False)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] not in ("missing", "extra_forbidden", "value_error") and "input" in first:
+            shown = repr(first["input"])
+            message = f"{message} (got {shown[:80] + '...' if len(shown) > 80 else shown})"
+        if first["type"] == "extra_forbidden":
+            message = "is not a field of the inpaint request"
+        raise RequestError(where, message) from None
+
+
+@dataclass(frozen=True)
+class ResolvedConcept:
+    model_id: str
+    scale: float
+    model_epoch: str
+
+
+@dataclass(frozen=True)
+class ResolvedRequest:
+    """A request with every default filled in; `to_json()` is the job's `metadata.input`."""
+
+    model_id: str
+    pipeline_model_id: str  # the model whose weights run: the base model for a LoRA model
+    family: str
+    prompt: str
+    negative_prompt: str | None
+    negative_prompt_strength: float
+    seed: int
+    strength: float
+    guidance: float
+    num_inference_steps: int
+    num_samples: int
+    width: int
+    height: int
+    scheduler: str | None
+    intermediate_images: bool
+    concepts: tuple[ResolvedConcept, ...]  # LoRA model itself first (scale 1), then the request's
+    disable_merging: bool
+    hide_results: bool
+    hide: bool
+    image_asset_id: str
+    mask_asset_id: str
+    parent_id: str | None
+    model_epoch: str | None = None
+    base_model_id: str | None = None
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def seeds(self) -> list[int]:
+        return [self.seed + i for i in range(self.num_samples)]
+
+    def to_json(self) -> dict:
+        out = {}
+        for name, value in asdict(self).items():
+            if name in ("warnings", "pipeline_model_id", "family"):
+                continue
+            head, *rest = name.split("_")
+            out[head + "".join(word.title() for word in rest)] = value
+        out["image"] = out.pop("imageAssetId")
+        out["maskId"] = out.pop("maskAssetId")
+        out["concepts"] = [{"modelId": c.model_id, "scale": c.scale, "modelEpoch": c.model_epoch}
+                           for c in self.concepts if c.model_id != self.model_id]
+        return out
+
+
+def _lora(entry: ModelEntry, epoch: str | None, field_name: str) -> str:
+    if epoch is None:
+        return entry.epochs[-1]
+    if epoch not in entry.epochs:
+        raise RequestError(field_name, f"epoch {epoch!r} of {entry.id!r} does not exist; "
+                                       f"valid epochs: {', '.join(entry.epochs)}")
+    return epoch
+
+
+def _snap(value: float, multiple: int) -> int:
+    return max(multiple, int(round(value / multiple)) * multiple)
+
+
+def generation_size(region: tuple[int, int], native: int, size_range) -> tuple[int, int]:
+    """Default size for a region: the model's native area (native x native) at the region's aspect."""
+    scale = native / math.sqrt(region[0] * region[1])
+    return tuple(int(size_range.clamp(_snap(side * scale, 8))) for side in region)  # type: ignore[return-value]
+
+
+def resolve(req: InpaintRequest, catalog: Catalog, *, image_size: tuple[int, int], region_size: tuple[int, int],
+            image_asset_id: str, mask_asset_id: str, warnings: list[str]) -> ResolvedRequest:
+    """Apply the model type's defaults and rules. `region_size` is the crop around the mask (merge mode)."""
+    warnings = list(warnings)
+    given = req.model_fields_set
+    entry = catalog.get(req.model_id)
+    model_type = entry.type
+
+    # 1. Models: a LoRA model runs on a compliant base with itself as the first adapter.
+    concepts: list[ResolvedConcept] = []
+    model_epoch = base_model_id = None
+    if model_type.is_lora:
+        base_model_id = req.base_model_id or entry.compliant_model_ids[0]
+        if base_model_id not in entry.compliant_model_ids:
+            raise RequestError("baseModelId", f"{base_model_id!r} is not compliant with {entry.id!r}; "
+                                              f"allowed: {', '.join(entry.compliant_model_ids)}")
+        catalog.get(base_model_id, field="baseModelId")
+        model_epoch = _lora(entry, req.model_epoch, "modelEpoch")
+        concepts.append(ResolvedConcept(entry.id, 1.0, model_epoch))
+    else:
+        for name in ("model_epoch", "base_model_id"):
+            if getattr(req, name) is not None:
+                alias = InpaintRequest.model_fields[name].alias
+                raise RequestError(alias, f"is only for LoRA models (*-lora types); {entry.id!r} is {model_type.name}")
+    pipeline_model_id = base_model_id or entry.id
+    for i, concept in enumerate(req.concepts):
+        where = f"concepts.{i}.modelId"
+        lora = catalog.get(concept.model_id, field=where)
+        if not lora.type.is_lora:
+            raise RequestError(where, f"{lora.id!r} is a {lora.type.name} model, not a LoRA")
+        if pipeline_model_id not in lora.compliant_model_ids:
+            raise RequestError(where, f"{lora.id!r} cannot be applied on {pipeline_model_id!r}; "
+                                      f"it is compliant with: {', '.join(lora.compliant_model_ids)}")
+        concepts.append(ResolvedConcept(lora.id, concept.scale, _lora(lora, concept.model_epoch,
+                                                                        f"concepts.{i}.modelEpoch")))
+
+    # 2. Guidance, negative prompt and scheduler by family.
+    guidance = entry.default_guidance if req.guidance is None else req.guidance
+    if guidance not in entry.guidance_range:
+        r = entry.guidance_range
+        raise RequestError("guidance", f"{guidance} is outside [{r.low}, {r.high}] for {model_type.name} models")
+    negative_prompt = req.negative_prompt
+    if entry.family == "flux.1":
+        if negative_prompt and req.negative_prompt_strength <= 0:
+            raise RequestError("negativePromptStrength", "must be > 0 when negativePrompt is given to a Flux model")
+        if negative_prompt:
+            warnings.append("negativePrompt is not active in inpaint mode for Flux models; it was not used")
+            negative_prompt = None
+    elif req.negative_prompt_strength:
+        raise RequestError("negativePromptStrength", f"is only for Flux-dev based models; {entry.id!r} is "
+                                                     f"{model_type.name}")
+    if negative_prompt and guidance < 1:
+        warnings.append(f"negativePrompt is ignored when guidance < 1 (guidance is {guidance})")
+        negative_prompt = None
+    scheduler = req.scheduler or entry.default_scheduler
+    if entry.family != "opencv" and scheduler not in entry.scheduler_names:
+        raise RequestError("scheduler", f"{scheduler} cannot drive {model_type.name} models; "
+                                        f"allowed: {', '.join(entry.scheduler_names)}")
+
+    # 3. Sizes: the answer's size in whole-image mode, the generation size of the region in merge mode.
+    size_range = entry.size_range
+    for name in ("width", "height"):
+        value = getattr(req, name)
+        if value is not None and entry.family != "opencv" and value not in size_range:
+            raise RequestError(name, f"{value} is outside [{int(size_range.low)}, {int(size_range.high)}] "
+                                     f"for {model_type.name} models")
+    if entry.family == "opencv" and not req.disable_merging:
+        default_size = region_size  # classical inpainting works on the region as it is
+    elif req.disable_merging:
+        default_size = tuple(int(size_range.clamp(max(8, side // 8 * 8))) for side in image_size)
+    else:
+        default_size = generation_size(region_size, model_type.native_resolution, size_range)
+    width, height = req.width or default_size[0], req.height or default_size[1]
+    if req.disable_merging is False and (req.width is None) != (req.height is None):
+        # One side given: the other keeps the region's aspect.
+        aspect = region_size[0] / region_size[1]
+        width = req.width or int(size_range.clamp(_snap(height * aspect, 8)))
+        height = req.height or int(size_range.clamp(_snap(width / aspect, 8)))
+
+    # 4. Classical models take no diffusion fields: say which ones were ignored.
+    num_samples = req.num_samples
+    if entry.family == "opencv":
+        ignored = sorted(InpaintRequest.model_fields[name].alias or name for name in given & {
+            "negative_prompt", "guidance", "strength", "num_inference_steps", "scheduler", "intermediate_images"})
+        warnings.append(f"{entry.id} is a classical model: the prompt" + (f" and {', '.join(ignored)}" if ignored else "")
+                        + " are ignored")
+        if not req.disable_merging and {"width", "height"} & given:
+            warnings.append(f"{entry.id} works on the region at its own size; width and height are ignored")
+        num_samples = num_samples or 1  # deterministic: more samples would be identical
+        if num_samples > 1:
+            warnings.append(f"{entry.id} is deterministic: the {num_samples} samples are identical")
+
+    return ResolvedRequest(
+        model_id=entry.id,
+        pipeline_model_id=pipeline_model_id,
+        family=entry.family,
+        prompt=req.prompt,
+        negative_prompt=negative_prompt,
+        negative_prompt_strength=req.negative_prompt_strength,
+        seed=random.randint(0, SEED_MAX) if req.seed is None else int(req.seed),
+        strength=req.strength,
+        guidance=guidance,
+        num_inference_steps=req.num_inference_steps,
+        num_samples=num_samples or 4,
+        width=width,
+        height=height,
+        scheduler=scheduler if entry.family != "opencv" else None,
+        intermediate_images=req.intermediate_images,
+        concepts=tuple(concepts),
+        disable_merging=req.disable_merging,
+        hide_results=req.hide_results,
+        hide=req.hide,
+        image_asset_id=image_asset_id,
+        mask_asset_id=mask_asset_id,
+        parent_id=req.parent_id,
+        model_epoch=model_epoch,
+        base_model_id=base_model_id,
+        warnings=tuple(warnings),
+    )
