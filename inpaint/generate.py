@@ -199,10 +199,15 @@ class Engine:
                 pipe._interrupt = True  # diffusers' own flag: the loop stops before the next step
             return callback_kwargs
 
+        # One copy of the image per sample: the pipelines encode image i with generator i, so each sample
+        # draws its random numbers exactly as it would alone (with one shared image, generator 0 encodes it
+        # for the whole batch and sample i of a batch differs from a run with seed + i).
+        image = imageops.resize(region, (width, height))
+        mask = imageops.resize(region_mask, (width, height), mask=True)
         kwargs = dict(
             prompt=[request.prompt] * len(seeds),
-            image=imageops.resize(region, (width, height)),
-            mask_image=imageops.resize(region_mask, (width, height), mask=True),
+            image=[image] * len(seeds),
+            mask_image=[mask] * len(seeds),
             width=width,
             height=height,
             strength=request.strength,

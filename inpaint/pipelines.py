@@ -70,13 +70,13 @@ def _probe_hub(model_id: str, repo: str, filename: str) -> None:
     needs = f"it needs a download from the Hugging Face Hub (repo {repo!r})"
     if _hub_offline():
         raise ModelUnavailable(model_id, f"{needs}, but HF_HUB_OFFLINE is set and it is not in the local cache")
-    outcome: list[BaseException | None] = []
+    outcome: list[Exception | None] = []
 
     def head() -> None:
         try:
             get_hf_file_metadata(hf_hub_url(repo, filename), timeout=HUB_PROBE_TIMEOUT_S)
             outcome.append(None)
-        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+        except Exception as exc:  # handed over to the waiting thread
             outcome.append(exc)
 
     # A thread with a deadline, because name resolution is not covered by the HTTP timeout.
@@ -88,12 +88,15 @@ def _probe_hub(model_id: str, repo: str, filename: str) -> None:
     exc = outcome[0]
     if exc is None:
         return
-    if isinstance(exc, GatedRepoError) or (isinstance(exc, HfHubHTTPError) and exc.response is not None
-                                            and exc.response.status_code in (401, 403)):
+    if isinstance(exc, GatedRepoError):
         raise ModelUnavailable(model_id, f"{repo!r} is gated: accept its licence on huggingface.co and set "
                                          "HF_TOKEN to a token of that account") from exc
+    # The Hub answers 401 for missing repos too, so "not found" may also mean "private".
     if isinstance(exc, RepositoryNotFoundError):
-        raise ModelUnavailable(model_id, f"the Hub has no repo {repo!r} (or it is private: set HF_TOKEN)") from exc
+        raise ModelUnavailable(model_id, f"the Hub has no repo {repo!r}, or it is private (set HF_TOKEN)") from exc
+    if isinstance(exc, HfHubHTTPError) and exc.response is not None and exc.response.status_code in (401, 403):
+        raise ModelUnavailable(model_id, f"the Hub refused access to {repo!r}: set HF_TOKEN to a token that "
+                                         "can read it (and accept its licence if it has one)") from exc
     if isinstance(exc, EntryNotFoundError):
         raise ModelUnavailable(model_id, f"the Hub repo {repo!r} has no {filename!r}") from exc
     raise ModelUnavailable(model_id, f"{needs}, which cannot be reached ({type(exc).__name__}: {exc}); "

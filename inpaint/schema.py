@@ -240,6 +240,11 @@ def resolve(req: InpaintRequest, catalog: Catalog, *, image_size: tuple[int, int
         raise RequestError("scheduler", f"{scheduler} cannot drive {model_type.name} models; "
                                         f"allowed: {', '.join(entry.scheduler_names)}")
 
+    # Diffusion pipelines run int(steps x strength) steps: fewer than one is no generation at all.
+    if entry.family != "opencv" and int(req.num_inference_steps * req.strength) < 1:
+        raise RequestError("strength", f"{req.strength} x numInferenceSteps {req.num_inference_steps} leaves no "
+                                       "denoising step; their product must be at least 1")
+
     # 3. Sizes: the answer's size in whole-image mode, the generation size of the region in merge mode.
     size_range = entry.size_range
     for name in ("width", "height"):

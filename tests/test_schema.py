@@ -33,6 +33,10 @@ def rejected(field: str, **fields) -> str:
 ])
 def test_numeric_bounds_are_inclusive(field, low, high, bad_low, bad_high):
     model = {"modelId": "tiny-flux.1"} if field == "negativePromptStrength" else {}
+    if field == "strength":
+        model = {"numInferenceSteps": 100}  # strength 0.01 leaves a denoising step only from 100 steps
+    if field == "numInferenceSteps":
+        model = {"strength": 1.0}  # one step at the default strength 0.75 would be no step at all
     assert resolved(**model, **{field: low}).to_json()[field] == low
     assert resolved(**model, **{field: high}).to_json()[field] == high
     for bad in (bad_low, bad_high):
@@ -61,6 +65,11 @@ def test_defaults_and_ranges_follow_the_model_type(model_id, guidance, low, high
 
 def test_guidance_above_twenty_is_rejected_by_the_field_bound():
     assert "20" in rejected("guidance", guidance=20.5)
+
+
+def test_strength_must_leave_at_least_one_denoising_step():
+    assert resolved(strength=0.1, numInferenceSteps=10).strength == 0.1
+    assert "at least 1" in rejected("strength", strength=0.1, numInferenceSteps=9)
 
 
 def test_sizes_must_be_multiples_of_eight():

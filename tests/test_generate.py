@@ -1,0 +1,228 @@
+"""The generation flow end to end on the real store: classical models, then the tiny diffusion models."""
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from inpaint.assets import AssetStore
+from inpaint.catalog import Catalog
+from inpaint.errors import JobCanceled, RequestError
+from inpaint.generate import Engine
+from inpaint.pipelines import PipelineCache
+from tests.images import data_url, photo, rect_mask
+
+CATALOG = Catalog.load()
+
+
+@pytest.fixture
+def engine(tmp_path, models_dir):
+    return Engine(CATALOG, AssetStore(tmp_path / "data"), PipelineCache(CATALOG, models_dir, max_pipelines=3))
+
+
+def body(image, mask, **fields):
+    return {"modelId": "opencv-telea", "prompt": "fill", "image": data_url(image), "mask": data_url(mask), **fields}
+
+
+def pixels(engine: Engine, asset) -> np.ndarray:
+    return np.asarray(engine.store.open_image(asset.id).convert("RGB"))
+
+
+def run(engine: Engine, request_body: dict, **hooks):
+    request = engine.prepare(request_body)
+    return request, engine.generate(request, **hooks)
+
+
+# -- classical models: the merge semantics hold without any weights ---------------------------------
+
+@pytest.mark.parametrize("model_id", ["opencv-telea", "opencv-ns"])
+def test_merge_keeps_every_pixel_outside_the_mask_bit_for_bit(engine, model_id):
+    image = photo(1024, 768)
+    request, [result] = run(engine, body(image, rect_mask(1024, 768, (400, 300, 520, 380)), modelId=model_id))
+    out_np, in_np = pixels(engine, result), np.asarray(image)
+    stored_mask_np = np.asarray(engine.store.open_image(request.mask_asset_id)) > 0
+    assert out_np.shape == in_np.shape
+    assert np.array_equal(out_np[~stored_mask_np], in_np[~stored_mask_np])
+    # The painted rectangle itself was repainted (inside it the feathered alpha is full).
+    assert not np.array_equal(out_np[320:360, 420:500], in_np[320:360, 420:500])
+
+
+def test_whole_image_mode_returns_width_by_height(engine):
+    image = photo(300, 200)
+    request, [result] = run(engine, body(image, rect_mask(300, 200, (100, 50, 200, 150)), disableMerging=True,
+                                         width=256, height=128))
+    assert (result.width, result.height) == (256, 128) == (request.width, request.height)
+    request, [result] = run(engine, body(image, rect_mask(300, 200, (100, 50, 200, 150)), disableMerging=True))
+    assert (result.width, result.height) == (296, 200)  # the input size rounded down to a multiple of 8
+
+
+def test_same_request_gives_identical_bytes(engine):
+    image, mask = photo(256, 256, seed=3), rect_mask(256, 256, (64, 64, 160, 160))
+    _, [first] = run(engine, body(image, mask))
+    _, [second] = run(engine, body(image, mask))
+    assert engine.store.file_path(first.id).read_bytes() == engine.store.file_path(second.id).read_bytes()
+
+
+def test_results_are_children_of_the_stored_input(engine):
+    image, mask = photo(128, 128), rect_mask(128, 128, (32, 32, 96, 96))
+    parent = engine.store.put(photo(64, 64))
+    request, [result] = run(engine, body(image, mask, parentId=parent.id, hide=True))
+    stored_input = engine.store.get(request.image_asset_id)
+    assert stored_input.parent_id == parent.id and stored_input.hidden
+    assert result.parent_id == stored_input.id and result.kind == "result" and result.seed == request.seed
+    assert np.array_equal(np.asarray(engine.store.open_image(stored_input.id)), np.asarray(image))
+
+
+def test_asset_id_inputs_and_aliases(engine):
+    image, mask = photo(128, 128), rect_mask(128, 128, (32, 32, 96, 96))
+    image_asset, mask_asset = engine.store.put(image), engine.store.put(mask.convert("RGB"))
+    by_alias = engine.prepare({"modelId": "opencv-telea", "prompt": "x", "imageId": image_asset.id,
+                               "maskId": mask_asset.id})
+    assert by_alias.image_asset_id == image_asset.id
+    other = engine.store.put(photo(128, 128, seed=9))
+    both = engine.prepare({"modelId": "opencv-telea", "prompt": "x", "image": other.id, "imageId": image_asset.id,
+                           "maskId": mask_asset.id})
+    assert both.image_asset_id == other.id  # `image` wins over the deprecated `imageId`
+    # `mask` wins over `maskId`: an all-black maskId would be rejected as empty.
+    black = engine.store.put(Image.new("RGB", (128, 128)))
+    chosen = engine.prepare({"modelId": "opencv-telea", "prompt": "x", "image": other.id, "maskId": black.id,
+                             "mask": data_url(mask)})
+    assert np.asarray(engine.store.open_image(chosen.mask_asset_id)).max() == 255
+
+
+@pytest.mark.parametrize("fields, field", [
+    ({"image": "data:image/png;base64,!!!notbase64"}, "image"),
+    ({"image": "data:image/png;base64," + "aGVsbG8gd29ybGQ="}, "image"),  # "hello world"
+    ({"image": data_url(photo(1, 1))}, "image"),
+    ({"mask": data_url(Image.new("L", (128, 128), 0))}, "mask"),
+    ({"mask": data_url(Image.new("L", (200, 100), 255))}, "mask"),
+    ({"modelId": "no-such-model"}, "modelId"),
+    ({"image": "asset_../../etc/passwd"}, "image"),
+    ({"maskId": "../../etc/passwd", "mask": None}, "maskId"),
+    ({"parentId": "asset_AAAAAAAAAAAAAAAAAAAAAA"}, "parentId"),
+])
+def test_bad_inputs_name_the_field_and_store_nothing(engine, fields, field):
+    request_body = {k: v for k, v in {**body(photo(128, 128), rect_mask(128, 128, (10, 10, 50, 50))),
+                                      **fields}.items() if v is not None}
+    with pytest.raises(RequestError) as caught:
+        engine.prepare(request_body)
+    assert caught.value.field == field and 400 <= caught.value.status < 500
+    assert engine.store.list(include_hidden=True) == []
+
+
+def test_mask_of_another_size_with_the_same_aspect_is_resized_with_a_warning(engine):
+    request = engine.prepare(body(photo(256, 128), rect_mask(128, 64, (10, 10, 50, 50))))
+    assert any("128x64" in warning for warning in request.warnings)
+
+
+# -- tiny diffusion models ----------------------------------------------------------------------------
+
+def tiny_body(model_id="tiny-sd-1_5", size=(96, 80), **fields):
+    image, mask = photo(*size, seed=1), rect_mask(*size, (24, 16, 64, 56))
+    fields = {"numInferenceSteps": 2, "numSamples": 1, "seed": 11, "width": 64, "height": 64, **fields}
+    return body(image, mask, modelId=model_id, **fields)
+
+
+@pytest.mark.parametrize("model_id", ["tiny-sd-1_5", "tiny-sd-xl", "tiny-flux.1"])
+def test_every_family_merges_bit_exact_outside_the_mask(engine, model_id):
+    extra = {"width": 512, "height": 512} if model_id == "tiny-sd-xl" else {}
+    request, [result] = run(engine, tiny_body(model_id, **extra))
+    out_np, in_np = pixels(engine, result), np.asarray(engine.store.open_image(request.image_asset_id))
+    outside_np = np.asarray(engine.store.open_image(request.mask_asset_id)) == 0
+    assert np.array_equal(out_np[outside_np], in_np[outside_np])
+    assert not np.array_equal(out_np[~outside_np], in_np[~outside_np])
+
+
+def test_same_request_twice_gives_identical_bytes(engine):
+    _, [first] = run(engine, tiny_body())
+    _, [second] = run(engine, tiny_body())
+    assert engine.store.file_path(first.id).read_bytes() == engine.store.file_path(second.id).read_bytes()
+
+
+@pytest.mark.parametrize("model_id", ["tiny-sd-1_5", "tiny-sd-xl", "tiny-flux.1"])
+def test_sample_i_of_a_batch_equals_a_single_run_with_seed_plus_i(engine, model_id):
+    size = {"width": 512, "height": 512} if model_id == "tiny-sd-xl" else {}
+    _, batch = run(engine, tiny_body(model_id, numSamples=3, seed=100, **size))
+    _, [alone] = run(engine, tiny_body(model_id, numSamples=1, seed=102, **size))
+    assert [asset.seed for asset in batch] == [100, 101, 102]
+    assert np.abs(pixels(engine, batch[2]).astype(int) - pixels(engine, alone)).max() <= 1
+    assert not np.array_equal(pixels(engine, batch[0]), pixels(engine, batch[1]))
+
+
+@pytest.mark.parametrize("fields", [
+    {"strength": 1.0}, {"guidance": 1.5}, {"negativePrompt": "blurry"}, {"numInferenceSteps": 3},
+    {"scheduler": "EulerAncestralDiscreteScheduler"}, {"prompt": "another prompt"},
+])
+def test_each_diffusion_field_changes_the_output(engine, fields):
+    _, [reference] = run(engine, tiny_body())
+    _, [changed] = run(engine, tiny_body(**fields))
+    assert not np.array_equal(pixels(engine, reference), pixels(engine, changed))
+
+
+def test_concepts_scale_zero_is_the_bare_model_and_the_next_request_is_bare_again(engine):
+    _, [bare] = run(engine, tiny_body())
+    _, [zero] = run(engine, tiny_body(concepts=[{"modelId": "tiny-sd-1_5-lora", "scale": 0}]))
+    _, [one] = run(engine, tiny_body(concepts=[{"modelId": "tiny-sd-1_5-lora", "scale": 1}]))
+    _, [after] = run(engine, tiny_body())
+    assert np.array_equal(pixels(engine, bare), pixels(engine, zero))
+    assert not np.array_equal(pixels(engine, bare), pixels(engine, one))
+    assert np.array_equal(pixels(engine, bare), pixels(engine, after))
+
+
+def test_lora_epochs_differ(engine):
+    _, [first] = run(engine, tiny_body("tiny-sd-1_5-lora", modelEpoch="epoch-1"))
+    _, [second] = run(engine, tiny_body("tiny-sd-1_5-lora", modelEpoch="epoch-2"))
+    assert not np.array_equal(pixels(engine, first), pixels(engine, second))
+
+
+def test_previews_arrive_every_step_and_cancel_stops_within_one_step(engine):
+    steps = []
+    cancel = threading.Event()
+
+    def on_preview(previews, step, total):
+        steps.append(step)
+        assert all(isinstance(p, Image.Image) for p in previews)
+        if step == 2:
+            cancel.set()
+
+    request = engine.prepare(tiny_body(numInferenceSteps=8, intermediateImages=True, numSamples=2))
+    with pytest.raises(JobCanceled):
+        engine.generate(request, on_preview=on_preview, cancel=cancel)
+    assert steps == [1, 2]  # stopped before step 3 began
+    assert engine.store.list(include_hidden=True, job_id=None)  # the inputs are still there
+
+
+def test_out_of_memory_halves_the_batch_and_keeps_the_results(engine, monkeypatch):
+    engine.max_batch = 4
+    calls = []
+    real = Engine._diffuse
+
+    def flaky(self, loaded, request, region, region_mask, seeds, run, *, done):
+        calls.append(len(seeds))
+        if len(seeds) > 1:
+            raise torch.OutOfMemoryError("simulated")
+        return real(self, loaded, request, region, region_mask, seeds, run, done=done)
+
+    monkeypatch.setattr(Engine, "_diffuse", flaky)
+    request, assets = run(engine, tiny_body(numSamples=3))
+    assert [asset.seed for asset in assets] == [11, 12, 13]
+    assert calls == [3, 2, 1, 1, 1]
+
+
+def test_a_failure_mid_batch_keeps_the_samples_already_stored(engine, monkeypatch):
+    engine.max_batch = 1
+    real = Engine._diffuse
+
+    def failing_third(self, loaded, request, region, region_mask, seeds, run, *, done):
+        if done == 2:
+            raise RuntimeError("simulated failure")
+        return real(self, loaded, request, region, region_mask, seeds, run, done=done)
+
+    monkeypatch.setattr(Engine, "_diffuse", failing_third)
+    stored = []
+    with pytest.raises(RuntimeError):
+        run(engine, tiny_body(numSamples=4), on_result=stored.append)
+    assert [asset.seed for asset in stored] == [11, 12]
+    assert all(engine.store.exists(asset.id) for asset in stored)
