@@ -1,13 +1,633 @@
-"""The Gradio studio: sketch a mask, stream the denoising, browse the results."""
+"""The Gradio studio: sketch a mask, stream the denoising, browse and reuse the results."""
 
 from __future__ import annotations
 
+import math
+import queue
+import shutil
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
+
 import gradio as gr
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+from . import imageops, settings
+from .catalog import ModelEntry
+from .errors import JobCanceled, RequestError
+from .generate import Engine
+from .pipelines import ModelUnavailable
+from .schema import SEED_MAX, ResolvedRequest
+
+try:  # ZeroGPU on Hugging Face Spaces; elsewhere the decorator hands the function back unchanged
+    import spaces
+
+    on_gpu = spaces.GPU
+except ImportError:
+    def on_gpu(fn):
+        return fn
+
+CONCEPT_HEADERS = ["concept", "scale", "epoch"]
+MAX_CONCEPTS = 8  # the request's own limit
+DEFAULT_SAMPLES = 4  # the contract's default numSamples
+DEFAULT_STEPS = 30
+DEFAULT_STRENGTH = 0.75
+PREVIEW_HEIGHT_PX = 192  # latent previews are 1/8 of the generation size: enlarged to stay readable
+SAME_IMAGE_MAX_DIFF = 1.0  # mean |difference| in 0..255: the browser's re-encoding of a result still counts as it
+KEEP_FILES_S = 24 * 3600  # served copies older than this are removed when a new run starts
+MASK_OVERLAY_RGB = (255, 45, 85)
+
+# Gradio 6 takes theme and CSS at launch/mount time: the server passes these along with the Blocks.
+THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="rose")
+CSS = """
+#inpaint-status { min-height: 3.2em; }
+#inpaint-status p { margin: 0; }
+"""
 
 
-def build_demo(engine) -> gr.Blocks:
-    """A new Blocks around `engine` (a factory: one Blocks per server). Work in progress."""
-    with gr.Blocks(title="inpaint studio") as demo:
-        gr.Markdown("# inpaint studio")
-        gr.Dropdown(choices=engine.catalog.ids, label="Model")
+# ---- pure helpers (no gradio state): tested directly ---------------------------------------------
+
+def model_label(entry: ModelEntry) -> str:
+    return f"{entry.id}  ·  {entry.type.name}  ·  {entry.availability()}"
+
+
+def is_diffusion(entry: ModelEntry) -> bool:
+    # A model without schedulers is classical (OpenCV): the diffusion controls do not apply to it.
+    return bool(entry.scheduler_names)
+
+
+def fit_size(size: tuple[int, int] | None, entry: ModelEntry) -> tuple[int, int]:
+    """The image's own size, rounded down to a multiple of 8 and kept inside the model's range."""
+    if not size:
+        side = entry.type.native_resolution or 512
+        size = (side, side)
+    low, high = entry.size_range.low, entry.size_range.high
+    return tuple(int(min(high, max(low, side // 8 * 8))) for side in size)  # type: ignore[return-value]
+
+
+def pipeline_model_id(entry: ModelEntry, base_model_id: str | None) -> str:
+    """The model whose weights run: a LoRA model runs on one of its compliant bases."""
+    if entry.type.is_lora:
+        return base_model_id if base_model_id in entry.compliant_model_ids else entry.compliant_model_ids[0]
+    return entry.id
+
+
+def concept_choices(engine: Engine, entry: ModelEntry, base_model_id: str | None) -> list[str]:
+    base = pipeline_model_id(entry, base_model_id)
+    return [e.id for e in engine.catalog.entries() if e.type.is_lora and base in e.compliant_model_ids]
+
+
+def layers_alpha(layers: list[Image.Image], size: tuple[int, int]) -> Image.Image:
+    """Union of the layers' painted pixels: alpha > 0 anywhere (the brush's colour carries nothing)."""
+    painted_np = np.zeros((size[1], size[0]), dtype=bool)
+    for layer in layers or []:
+        if layer is None:
+            continue
+        if layer.mode != "RGBA":
+            layer = layer.convert("RGBA")
+        if layer.size != size:
+            layer = layer.resize(size, Image.Resampling.NEAREST)
+        painted_np |= np.asarray(layer.getchannel("A")) > 0
+    return Image.fromarray(painted_np.astype(np.uint8) * 255, "L")
+
+
+def uploaded_mask(mask: Image.Image) -> Image.Image:
+    """An uploaded mask as the contract reads one: alpha when it is not fully opaque, else luminance."""
+    if mask.mode in ("RGBA", "LA", "PA") or "transparency" in mask.info:
+        alpha = mask.convert("RGBA").getchannel("A")
+        if alpha.getextrema()[0] < 255:
+            return alpha
+    return mask.convert("L")
+
+
+def effective_mask(background: Image.Image, layers: list[Image.Image] | None, upload: Image.Image | None, *,
+                   invert: bool = False, grow: int = 0, feather: int = 0) -> tuple[Image.Image, list[str]]:
+    """The binary mask sent with the request: the sketch (or the uploaded mask, which wins), inverted,
+    grown, then feathered. Raises RequestError("mask", ...) when nothing is left to repaint."""
+    size = background.size
+    raw = uploaded_mask(upload) if upload is not None else layers_alpha(layers or [], size)
+    mask, notes = imageops.prepare_mask(raw, size, field="mask", grow=int(grow), invert=bool(invert))
+    if feather > 0:
+        # The contract thresholds every mask (white >= 128), so a soft edge would be cut back to a hard
+        # one anyway: feathering here blurs then re-thresholds, rounding the brush's jagged outline.
+        mask, _ = imageops.prepare_mask(mask.filter(ImageFilter.GaussianBlur(feather / 2)), size, field="mask")
+    return mask, notes
+
+
+def mask_overlay(background: Image.Image, mask: Image.Image) -> Image.Image:
+    """The image with the area to repaint tinted and the kept area dimmed: what the model will change."""
+    image = background.convert("RGB")
+    dimmed = Image.blend(image, Image.new("RGB", image.size, (0, 0, 0)), 0.45)
+    tinted = Image.blend(image, Image.new("RGB", image.size, MASK_OVERLAY_RGB), 0.55)
+    return Image.composite(tinted, dimmed, mask)
+
+
+def as_rgb(background: Image.Image) -> Image.Image:
+    """Alpha composited on white, as the contract decodes an input image."""
+    if background.mode in ("RGBA", "LA", "PA") or "transparency" in background.info:
+        rgba = background.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    return background.convert("RGB")
+
+
+def same_image(image: Image.Image, stored: Image.Image) -> bool:
+    if image.size != stored.size:
+        return False
+    diff_np = np.abs(np.asarray(image.convert("RGB"), dtype=np.int16) - np.asarray(stored.convert("RGB"), dtype=np.int16))
+    return float(diff_np.mean()) <= SAME_IMAGE_MAX_DIFF
+
+
+def concepts_from_table(table) -> list[dict]:
+    """Rows of the concepts table (concept, scale, epoch) as the request's `concepts`; blank rows skipped."""
+    rows = table.get("data", []) if isinstance(table, dict) else (table or [])
+    concepts = []
+    for row in rows:
+        row = list(row) + [None] * (3 - len(row))
+        model_id = str(row[0] or "").strip()
+        if not model_id:
+            continue
+        concept: dict = {"modelId": model_id}
+        if row[1] not in (None, ""):
+            try:
+                concept["scale"] = float(row[1])
+            except (TypeError, ValueError):
+                raise RequestError(f"concepts.{len(concepts)}.scale", f"{row[1]!r} must be a number in -2..2") from None
+        if str(row[2] or "").strip():
+            concept["modelEpoch"] = str(row[2]).strip()
+        concepts.append(concept)
+    return concepts
+
+
+def preview_strip(previews: list[Image.Image]) -> Image.Image:
+    """The previews of one micro-batch side by side, enlarged so a latent-sized preview can be read."""
+    scale = max(1, PREVIEW_HEIGHT_PX // max(im.height for im in previews))
+    tiles = [im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST) for im in previews]
+    gap = 4
+    strip = Image.new("RGB", (sum(t.width for t in tiles) + gap * (len(tiles) - 1), max(t.height for t in tiles)),
+                      (255, 255, 255))
+    x = 0
+    for tile in tiles:
+        strip.paste(tile, (x, 0))
+        x += tile.width + gap
+    return strip
+
+
+def draw_example(folder: Path) -> dict[str, Path]:
+    """A small landscape drawn here (no download), with masks over its sun and its house."""
+    folder.mkdir(parents=True, exist_ok=True)
+    width, height = 320, 240
+    y_np = np.linspace(0, 1, height, dtype=np.float32)[:, None, None]
+    sky_np = (1 - y_np) * np.array([96, 150, 230], np.float32) + y_np * np.array([250, 214, 170], np.float32)
+    image = Image.fromarray(np.broadcast_to(sky_np, (height, width, 3)).astype(np.uint8), "RGB")
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((222, 28, 272, 78), fill=(255, 226, 92))  # sun
+    draw.ellipse((-80, 150, 200, 330), fill=(86, 150, 78))  # far hill
+    draw.ellipse((120, 160, 420, 360), fill=(64, 128, 60))  # near hill
+    draw.rectangle((60, 150, 120, 200), fill=(236, 226, 204))  # house
+    draw.polygon([(52, 152), (90, 118), (128, 152)], fill=(170, 60, 50))  # roof
+    draw.rectangle((82, 172, 98, 200), fill=(110, 72, 44))  # door
+    masks = {"sun": (212, 18, 282, 88), "house": (44, 108, 136, 208)}
+    paths = {"image": folder / "landscape.png"}
+    image.save(paths["image"])
+    for name, box in masks.items():
+        mask = Image.new("L", (width, height), 0)
+        ImageDraw.Draw(mask).ellipse(box, fill=255)
+        paths[name] = folder / f"landscape-mask-{name}.png"
+        mask.save(paths[name])
+    return paths
+
+
+def _prune(folder: Path, max_age_s: float) -> None:
+    cutoff = time.time() - max_age_s
+    for path in folder.glob("*"):
+        if path.is_file() and path.stat().st_mtime < cutoff:
+            path.unlink(missing_ok=True)
+
+
+# ---- the generation stream -----------------------------------------------------------------------
+
+def stream_generation(engine: Engine, request: ResolvedRequest, *, cancel: threading.Event,
+                      device_lock: threading.Lock, preview_dir: Path) -> Iterator[tuple[str, object]]:
+    """Run one prepared request in a worker thread and yield its events as they happen:
+    ("waiting", None), ("started", None), ("preview", (path, step, steps)), ("progress", fraction),
+    ("result", asset). Ends after the last result; raises what the generation raised (JobCanceled
+    when `cancel` was set). Closing the iterator early cancels the generation."""
+    events: queue.Queue = queue.Queue()
+    run_id = f"{time.time_ns():x}"
+    batch = {"index": 0, "last_step": 0}
+
+    def on_preview(previews: list[Image.Image], step: int, steps: int) -> None:
+        if step <= batch["last_step"]:
+            batch["index"] += 1  # the steps start over: the next micro-batch
+        batch["last_step"] = step
+        # Saved once, then only its path travels: a Gallery/Image re-encodes every image on every yield.
+        path = preview_dir / f"preview-{run_id}-{batch['index']:03d}-{step:03d}.webp"
+        preview_strip(previews).save(path, quality=80)
+        events.put(("preview", (str(path), step, steps)))
+
+    def work() -> None:
+        try:
+            if device_lock.locked():
+                events.put(("waiting", None))
+            # One generation at a time per device, whoever asked; a stopped run finishes its step first.
+            with device_lock:
+                if cancel.is_set():
+                    raise JobCanceled()
+                events.put(("started", None))
+                engine.generate(request, on_result=lambda asset: events.put(("result", asset)),
+                                on_preview=on_preview, on_progress=lambda f: events.put(("progress", f)),
+                                cancel=cancel)
+            events.put(("done", None))
+        except BaseException as exc:  # handed to the consumer's thread, which raises it
+            events.put(("error", exc))
+
+    thread = threading.Thread(target=work, name="inpaint-ui-generation", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = events.get()
+            if kind == "done":
+                return
+            if kind == "error":
+                raise value
+            yield kind, value
+    finally:
+        if thread.is_alive():  # the consumer left early (stopped, disconnected): stop within a step
+            cancel.set()
+
+
+# ZeroGPU registers the functions it runs at import time; elsewhere this is the function itself.
+run_on_device = on_gpu(stream_generation)
+
+
+# ---- the Blocks ----------------------------------------------------------------------------------
+
+def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: int = settings.MAX_QUEUE) -> gr.Blocks:
+    """A new Blocks around `engine` (a factory: one Blocks per server, never shared)."""
+    catalog = engine.catalog
+    default_id = default_model or settings.DEFAULT_MODEL
+    if default_id not in catalog:
+        default_id = catalog.ids[0]
+    default = catalog.get(default_id)
+    files_dir = Path(tempfile.mkdtemp(prefix="inpaint-ui-"))  # served copies: results, previews, examples
+    examples = draw_example(files_dir / "examples")
+    device_lock = threading.Lock()
+    running: dict[str, threading.Event] = {}  # session -> cancel token of its generation
+    diffusion = is_diffusion(default)
+    width0, height0 = fit_size(None, default)
+
+    with gr.Blocks(title="inpaint studio", delete_cache=(3600, KEEP_FILES_S)) as demo:
+        weakref.finalize(demo, shutil.rmtree, files_dir, True)
+        session = gr.State({"source": None, "input": None, "results": [], "selected": None})
+        image_size = gr.State(None)
+        previous_model = gr.State(default_id)
+
+        gr.Markdown("## inpaint studio\nUpload or paste an image, paint over what should change, describe it, "
+                    "generate. Pick a result to compare, download it, or keep editing from it.")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=5, min_width=380):
+                editor = gr.ImageEditor(
+                    label="Image: paint the area to repaint",
+                    type="pil", image_mode="RGBA", format="png", sources=["upload", "clipboard"],
+                    brush=gr.Brush(default_size=24, colors=["#ff2d55"], color_mode="fixed"),
+                    eraser=gr.Eraser(default_size=24), layers=False, transforms=(), height=440,
+                    elem_id="inpaint-editor")
+                with gr.Accordion("Mask", open=True):
+                    with gr.Row():
+                        mask_upload = gr.Image(label="Mask upload (overrides the sketch; white = repaint)",
+                                               type="pil", image_mode=None, sources=["upload", "clipboard"],
+                                               height=160, elem_id="inpaint-mask-upload")
+                        mask_preview = gr.Image(label="Effective mask", interactive=False, height=160,
+                                                buttons=[], elem_id="inpaint-mask-preview")
+                    with gr.Row():
+                        invert = gr.Checkbox(label="Invert mask", value=False)
+                        grow = gr.Slider(0, 64, value=0, step=1, label="Grow (px)")
+                        feather = gr.Slider(0, 32, value=0, step=1, label="Feather (px)",
+                                            info="Smooths the outline before the mask is thresholded")
+                prompt = gr.Textbox(label="Prompt", lines=2, placeholder="What to paint in the masked area",
+                                    elem_id="inpaint-prompt")
+                negative_prompt = gr.Textbox(label="Negative prompt", lines=1, placeholder="What to avoid",
+                                             interactive=diffusion)
+                model = gr.Dropdown(choices=[(model_label(e), e.id) for e in catalog.entries()], value=default_id,
+                                    label="Model", info=default.description, elem_id="inpaint-model")
+                with gr.Row():
+                    num_samples = gr.Slider(1, 128, value=DEFAULT_SAMPLES if diffusion else 1, step=1,
+                                            label="Samples", interactive=diffusion, elem_id="inpaint-samples")
+                    steps = gr.Slider(1, 150, value=DEFAULT_STEPS, step=1, label="Steps", interactive=diffusion,
+                                      elem_id="inpaint-steps")
+                with gr.Row():
+                    intermediate = gr.Checkbox(label="Show the denoising (intermediateImages)", value=False,
+                                               interactive=diffusion, elem_id="inpaint-intermediate")
+                    disable_merging = gr.Checkbox(label="Regenerate the whole image (disableMerging)", value=False)
+                with gr.Accordion("Advanced", open=False, elem_id="inpaint-advanced"):
+                    with gr.Row():
+                        seed = gr.Number(label="Seed", value=0, precision=0, minimum=0, maximum=SEED_MAX,
+                                         elem_id="inpaint-seed")
+                        randomize = gr.Checkbox(label="Randomise seed", value=True, elem_id="inpaint-randomize")
+                    with gr.Row():
+                        strength = gr.Slider(0.01, 1.0, value=DEFAULT_STRENGTH, step=0.01, label="Strength",
+                                             interactive=diffusion)
+                        guidance = gr.Slider(default.guidance_range.low, default.guidance_range.high,
+                                             value=default.default_guidance, step=0.1, label="Guidance",
+                                             interactive=diffusion, elem_id="inpaint-guidance")
+                    scheduler = gr.Dropdown(choices=default.scheduler_names, value=default.default_scheduler,
+                                            label="Scheduler", interactive=diffusion)
+                    with gr.Row():
+                        auto_size = gr.Checkbox(label="Auto size", value=True,
+                                                info="The image's own size for a whole-image run; the model's "
+                                                     "native resolution around the mask when merging")
+                        width = gr.Slider(default.size_range.low, default.size_range.high, value=width0, step=8,
+                                          label="Width", interactive=False)
+                        height = gr.Slider(default.size_range.low, default.size_range.high, value=height0, step=8,
+                                           label="Height", interactive=False)
+                    with gr.Row():
+                        base_model = gr.Dropdown(choices=list(default.compliant_model_ids),
+                                                 value=(default.compliant_model_ids or [None])[0],
+                                                 label="Base model (LoRA models)", visible=default.type.is_lora)
+                        model_epoch = gr.Dropdown(choices=list(default.epochs), value=(default.epochs or [None])[-1],
+                                                  label="Epoch (LoRA models)", visible=bool(default.epochs))
+                    negative_strength = gr.Slider(0, 10, value=0, step=0.1, label="Negative prompt strength",
+                                                  visible=default.family == "flux.1")
+                    with gr.Row():
+                        concept_pick = gr.Dropdown(choices=concept_choices(engine, default, None), value=None,
+                                                   label="LoRA concept", scale=3)
+                        add_concept = gr.Button("Add concept", scale=1, size="sm")
+                        clear_concepts = gr.Button("Clear", scale=1, size="sm")
+                    concepts = gr.Dataframe(value=[], headers=CONCEPT_HEADERS, datatype=["str", "number", "str"],
+                                            type="array", column_count=3, label="Concepts (scale -2..2)",
+                                            interactive=True, elem_id="inpaint-concepts")
+                with gr.Row():
+                    generate_btn = gr.Button("Generate", variant="primary", elem_id="inpaint-generate")
+                    stop_btn = gr.Button("Stop", variant="stop", elem_id="inpaint-stop")
+                gr.Examples(
+                    examples=[[str(examples["image"]), str(examples["sun"]), "a full moon in a night sky", default_id],
+                              [str(examples["image"]), str(examples["house"]), "a red barn with a tall silo",
+                               "tiny-sd-1_5" if "tiny-sd-1_5" in catalog else default_id]],
+                    inputs=[editor, mask_upload, prompt, model], label="Examples")
+
+            with gr.Column(scale=6, min_width=380):
+                status = gr.Markdown("Ready.", elem_id="inpaint-status")
+                preview = gr.Image(label="Denoising preview", type="filepath", interactive=False, height=200,
+                                   visible=False, buttons=[], elem_id="inpaint-preview")
+                gallery = gr.Gallery(label="Results", columns=4, height=360, object_fit="contain", format="png",
+                                     buttons=["download", "fullscreen"], elem_id="inpaint-gallery")
+                with gr.Row():
+                    use_input = gr.Button("Use as input", elem_id="inpaint-use-input")
+                    download = gr.DownloadButton("Download PNG", value=None, elem_id="inpaint-download")
+                compare = gr.ImageSlider(label="Before / after", type="filepath", interactive=False,
+                                         max_height=420, elem_id="inpaint-compare")
+                with gr.Accordion("Parameters", open=False):
+                    params = gr.JSON(label="Effective parameters", elem_id="inpaint-params")
+
+        # ---- event handlers ----------------------------------------------------------------------
+
+        def show_mask(value, upload, invert_mask, grow_px, feather_px):
+            background = (value or {}).get("background")
+            if background is None:
+                return None, None
+            size = background.size
+            try:
+                mask, _ = effective_mask(background, value.get("layers"), upload, invert=invert_mask,
+                                         grow=grow_px, feather=feather_px)
+            except RequestError:
+                return None, size  # nothing painted yet
+            return mask_overlay(background, mask), size
+
+        def follow_model(model_id, size, previous, samples, base_id):
+            entry = catalog.get(model_id)
+            before = catalog.get(previous) if previous in catalog else entry
+            live = is_diffusion(entry)
+            w, h = fit_size(size, entry)
+            sizes = dict(minimum=entry.size_range.low, maximum=entry.size_range.high, step=8)
+            if not live:
+                samples = 1  # classical models are deterministic
+            elif not is_diffusion(before):
+                samples = DEFAULT_SAMPLES
+            base_id = base_id if base_id in entry.compliant_model_ids else (list(entry.compliant_model_ids) or [None])[0]
+            return (
+                gr.update(minimum=entry.guidance_range.low, maximum=entry.guidance_range.high,
+                          value=entry.default_guidance, interactive=live),
+                gr.update(value=w, **sizes),
+                gr.update(value=h, **sizes),
+                gr.update(choices=entry.scheduler_names, value=entry.default_scheduler, interactive=live),
+                gr.update(choices=list(entry.compliant_model_ids), value=base_id, visible=entry.type.is_lora),
+                gr.update(choices=list(entry.epochs), value=(list(entry.epochs) or [None])[-1],
+                          visible=bool(entry.epochs)),
+                gr.update(visible=entry.family == "flux.1", value=0),
+                gr.update(choices=concept_choices(engine, entry, base_id), value=None),
+                gr.update(value=samples, interactive=live),
+                gr.update(interactive=live),
+                gr.update(interactive=live),
+                gr.update(interactive=live),
+                gr.update(interactive=live),
+                gr.update(info=entry.description),
+                model_id,
+            )
+
+        def follow_base(model_id, base_id):
+            return gr.update(choices=concept_choices(engine, catalog.get(model_id), base_id), value=None)
+
+        def follow_image(value, model_id):
+            background = (value or {}).get("background")
+            size = background.size if background is not None else None
+            w, h = fit_size(size, catalog.get(model_id))
+            return w, h, size
+
+        def add_concept_row(table, concept_id):
+            rows = [list(r) for r in (table or []) if r and str(r[0] or "").strip()]
+            if not concept_id:
+                raise gr.Error("Pick a LoRA concept first", title="concepts")
+            if len(rows) >= MAX_CONCEPTS:
+                raise gr.Error(f"concepts: at most {MAX_CONCEPTS} concepts", title="concepts")
+            entry = catalog.get(concept_id)
+            rows.append([concept_id, 1.0, entry.epochs[-1] if entry.epochs else ""])
+            return rows
+
+        def request_body(value, upload, invert_mask, grow_px, feather_px, prompt_text, negative, model_id, epoch,
+                         base_id, samples, seed_value, randomize_seed, strength_value, guidance_value, steps_value,
+                         scheduler_name, auto, width_value, height_value, merge_off, previews, concept_table,
+                         negative_weight, state) -> tuple[dict, list[str]]:
+            """The contract's request body for the UI's values: the same validation as every surface."""
+            entry = catalog.get(model_id)
+            body: dict = {"modelId": model_id, "prompt": prompt_text or "", "disableMerging": bool(merge_off)}
+            notes: list[str] = []
+            background = (value or {}).get("background")
+            if background is not None:
+                image = as_rgb(background)
+                source = state.get("source")
+                if source and engine.store.exists(source) and same_image(image, engine.store.open_image(source)):
+                    body["image"] = source  # the same picture again (e.g. a result kept as input): its asset
+                else:
+                    body["image"] = imageops.to_data_url(image)
+                mask, notes = effective_mask(background, value.get("layers"), upload, invert=invert_mask,
+                                             grow=grow_px, feather=feather_px)
+                body["mask"] = imageops.to_data_url(mask)
+            if entry.type.is_lora:
+                body["modelEpoch"] = epoch or None
+                body["baseModelId"] = base_id or None
+            if is_diffusion(entry):
+                body.update(numSamples=int(samples), strength=float(strength_value), guidance=float(guidance_value),
+                            numInferenceSteps=int(steps_value), intermediateImages=bool(previews))
+                if scheduler_name:
+                    body["scheduler"] = scheduler_name
+                if negative and negative.strip():
+                    body["negativePrompt"] = negative
+                if negative_weight:
+                    body["negativePromptStrength"] = float(negative_weight)
+            else:
+                body["numSamples"] = int(samples)
+            if not randomize_seed and seed_value is not None:
+                body["seed"] = int(seed_value)
+            if not auto:
+                body.update(width=int(width_value), height=int(height_value))
+            picked = concepts_from_table(concept_table)
+            if picked:
+                body["concepts"] = picked
+            return {k: v for k, v in body.items() if v is not None}, notes
+
+        # The API's parameters carry the contract's field names (camelCase, as in the JSON body), so a
+        # gradio_client call reads like a REST request; the mask controls come first, as in the UI.
+        def inpaint(image, mask, invertMask, maskGrow, maskFeather, prompt, negativePrompt, modelId, modelEpoch,  # noqa: N803
+                    baseModelId, numSamples, seed, randomizeSeed, strength, guidance, numInferenceSteps, scheduler,
+                    autoSize, width, height, disableMerging, intermediateImages, concepts, negativePromptStrength,
+                    state, request: gr.Request, progress=gr.Progress()):
+            """Inpaint the masked area of the image; streams previews and results, returns the effective parameters."""
+            state = dict(state or {})
+            try:
+                body, notes = request_body(image, mask, invertMask, maskGrow, maskFeather, prompt, negativePrompt,
+                                           modelId, modelEpoch, baseModelId, numSamples, seed, randomizeSeed,
+                                           strength, guidance, numInferenceSteps, scheduler, autoSize, width, height,
+                                           disableMerging, intermediateImages, concepts, negativePromptStrength,
+                                           state)
+                resolved = engine.prepare(body)
+            except RequestError as exc:
+                raise gr.Error(f"{exc.field}: {exc.message}", title="Bad input") from None
+            warnings = [*notes, *resolved.warnings]
+            _prune(files_dir, KEEP_FILES_S)
+            input_path = files_dir / f"{resolved.image_asset_id}.png"
+            if not input_path.exists():
+                shutil.copyfile(engine.store.file_path(resolved.image_asset_id), input_path)
+            state.update(source=resolved.image_asset_id, input=str(input_path), results=[], selected=None)
+            summary = {"input": resolved.to_json(), "assetIds": [], "seeds": [], "warnings": warnings}
+            shown: list[tuple[str, str]] = []
+            total = resolved.num_samples
+            note = "".join(f"\n\n⚠️ {w}" for w in warnings)
+            last_preview = None
+
+            def update(text: str):
+                return (shown.copy(), gr.update(value=last_preview, visible=resolved.intermediate_images),
+                        text + note, summary, resolved.seed, state)
+
+            cancel = threading.Event()
+            key = request.session_hash if request is not None else None
+            if key:
+                running[key] = cancel
+            started = time.monotonic()
+            yield update(f"**Queued** · {total} image{'s' * (total > 1)} with {resolved.model_id}")
+            progress(0.0, desc="Starting")
+            try:
+                for kind, value in run_on_device(engine, resolved, cancel=cancel,
+                                                     device_lock=device_lock, preview_dir=files_dir):
+                    if kind == "waiting":
+                        yield update("**Waiting** for the previous generation to stop…")
+                    elif kind == "started":
+                        yield update(f"**Loading / running** {resolved.model_id}…")
+                    elif kind == "progress":
+                        progress(value, desc=f"{len(shown)}/{total} images")
+                    elif kind == "preview":
+                        last_preview, step, steps = value
+                        yield update(f"**Denoising** · step {step}/{steps} · {len(shown)}/{total} images done")
+                    elif kind == "result":
+                        path = files_dir / f"{value.id}.png"
+                        shutil.copyfile(engine.store.file_path(value.id, original=True), path)
+                        shown.append((str(path), f"seed {value.seed}"))
+                        state["results"] = [*state["results"], {"id": value.id, "seed": value.seed, "path": str(path)}]
+                        summary["assetIds"].append(value.id)
+                        summary["seeds"].append(value.seed)
+                        yield update(f"**Generating** · {len(shown)}/{total} images done")
+            except JobCanceled:
+                yield update(f"**Stopped** · kept {len(shown)} of {total} images")
+                return
+            except ModelUnavailable as exc:
+                raise gr.Error(str(exc), title="Model unavailable") from None
+            except RequestError as exc:
+                raise gr.Error(f"{exc.field}: {exc.message}", title="Bad input") from None
+            except Exception as exc:
+                raise gr.Error(f"generation failed: {type(exc).__name__}: {exc}", title="Generation failed") from None
+            finally:
+                if key and running.get(key) is cancel:
+                    del running[key]
+            seeds = f"seed {resolved.seed}" if total == 1 else f"seeds {resolved.seed}–{resolved.seed + total - 1}"
+            yield update(f"**Done** · {len(shown)} image{'s' * (len(shown) > 1)} in "
+                         f"{time.monotonic() - started:.1f} s · {seeds}")
+
+        def stop(request: gr.Request):
+            cancel = running.get(request.session_hash) if request is not None else None
+            if cancel is None:
+                return "Nothing is running."
+            cancel.set()
+            return "**Stopping** at the end of the current step…"
+
+        def select_result(state, evt: gr.SelectData):
+            results = (state or {}).get("results") or []
+            if not 0 <= evt.index < len(results):
+                return gr.update(), gr.update(), state
+            state = {**state, "selected": evt.index}
+            picked = results[evt.index]
+            return (state["input"], picked["path"]), gr.update(value=picked["path"]), state
+
+        def show_first(state):
+            results = (state or {}).get("results") or []
+            if not results:
+                return gr.update(), gr.update(), state
+            index = state.get("selected") if state.get("selected") is not None else 0
+            picked = results[index]
+            return (state["input"], picked["path"]), gr.update(value=picked["path"]), {**state, "selected": index}
+
+        def keep_editing(state):
+            results = (state or {}).get("results") or []
+            index = (state or {}).get("selected")
+            if index is None or not results:
+                raise gr.Error("Pick a result in the gallery first", title="Use as input")
+            picked = results[index]
+            # The result's asset becomes the next input (and so the parent of what comes next).
+            state = {**state, "source": picked["id"]}
+            return {"background": picked["path"], "layers": [], "composite": picked["path"]}, None, state
+
+        # ---- wiring: only the generation is public API ------------------------------------------
+
+        private = dict(api_visibility="private")
+        mask_inputs = [editor, mask_upload, invert, grow, feather]
+        for trigger in (editor.change, mask_upload.change, invert.change, grow.release, feather.release):
+            trigger(show_mask, mask_inputs, [mask_preview, image_size], show_progress="hidden",
+                    trigger_mode="always_last", **private)
+        editor.upload(follow_image, [editor, model], [width, height, image_size], show_progress="hidden", **private)
+        model.change(follow_model, [model, image_size, previous_model, num_samples, base_model],
+                     [guidance, width, height, scheduler, base_model, model_epoch, negative_strength, concept_pick,
+                      num_samples, steps, strength, negative_prompt, intermediate, model, previous_model],
+                     show_progress="hidden", **private)
+        base_model.change(follow_base, [model, base_model], concept_pick, show_progress="hidden", **private)
+        auto_size.change(lambda auto: (gr.update(interactive=not auto),) * 2, auto_size, [width, height],
+                         show_progress="hidden", **private)
+        intermediate.change(lambda on: gr.update(visible=on), intermediate, preview, show_progress="hidden", **private)
+        add_concept.click(add_concept_row, [concepts, concept_pick], concepts, show_progress="hidden", **private)
+        clear_concepts.click(lambda: [], None, concepts, show_progress="hidden", **private)
+
+        run_inputs = [editor, mask_upload, invert, grow, feather, prompt, negative_prompt, model, model_epoch,
+                      base_model, num_samples, seed, randomize, strength, guidance, steps, scheduler, auto_size, width,
+                      height, disable_merging, intermediate, concepts, negative_strength, session]
+        run = gr.on([generate_btn.click, prompt.submit], inpaint, run_inputs,
+                    [gallery, preview, status, params, seed, session], api_name="inpaint",
+                    show_progress="full", show_progress_on=[status], concurrency_limit=1,
+                    concurrency_id="inpaint-device")
+        run.then(show_first, session, [compare, download, session], show_progress="hidden", **private)
+        stop_btn.click(stop, None, status, cancels=[run], queue=False, **private)
+        gallery.select(select_result, session, [compare, download, session], show_progress="hidden", **private)
+        use_input.click(keep_editing, session, [editor, mask_upload, session], **private)
+
+    demo.queue(max_size=max_queue, default_concurrency_limit=4)
     return demo

@@ -1,0 +1,504 @@
+"""The JSON REST API of the contract (jobs, assets, models), thin over the engine, the job queue and the store."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic.alias_generators import to_camel
+from starlette.concurrency import run_in_threadpool
+from starlette.convertors import Convertor, register_url_convertor
+from starlette.exceptions import HTTPException
+from starlette.routing import Match
+
+from . import __version__, imageops, settings
+from .assets import ASSET_ID_PATTERN, JOB_ID_PATTERN, Asset
+from .errors import NotFoundError, RequestError
+from .generate import Engine, default_engine
+from .jobs import JobQueue
+from .schema import InpaintRequest
+
+log = logging.getLogger(__name__)
+
+REALM = 'Basic realm="inpaint", Bearer realm="inpaint"'
+UI_LOGIN_MESSAGE = "Log in with any user name and the API key (INPAINT_API_KEY) as the password."
+# The field named by an error that no request field caused, by status.
+FIELD_BY_STATUS = {401: "authorization", 404: "path", 405: "method", 413: "body", 429: "job"}
+ASSET_CACHE = "private, max-age=31536000, immutable"  # an asset's files never change once written
+
+
+class _AssetIdConvertor(Convertor[str]):
+    """Path segments that look like asset ids belong to the API; other `/assets/...` paths are the UI's
+    own static files (Gradio serves its frontend bundle under `/assets/`)."""
+
+    regex = "asset_[^/]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("asset_id", _AssetIdConvertor())
+
+
+class BodyTooLarge(HTTPException):
+    # An HTTPException, so FastAPI's body parsing passes it on instead of calling it a parse error.
+    def __init__(self, limit: int):
+        super().__init__(413, f"the request body is over the limit of {limit // (1024 * 1024)} MB "
+                              "(INPAINT_MAX_BODY_MB)")
+
+
+# ---- request and response models (the OpenAPI schema) --------------------------------------------
+
+class _CamelModel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, serialize_by_alias=True)
+
+
+class AssetUpload(BaseModel):
+    """The body of `POST /assets`."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    image: str = Field(description="The image as a data URL (png/jpeg/webp). Its alpha channel is kept, "
+                                   "so the asset can also serve as a mask (`maskId`).")
+    hide: StrictBool = Field(False, description="Hide the asset from `GET /assets`.")
+    parent_id: str | None = Field(None, alias="parentId", max_length=200, description="The parent asset's id.")
+
+
+class AssetOut(_CamelModel):
+    id: str = Field(description="The asset id, `asset_` and 22 characters.")
+    url: str = Field(description="Where the file is served, relative to the server: a WebP rendition, or the "
+                                 "original PNG when `originalAssets=true` was asked.")
+    mime_type: str = Field(description="The type of the original file.")
+    width: int = Field(ge=1)
+    height: int = Field(ge=1)
+    hidden: bool
+    parent_id: str | None
+    job_id: str | None
+    seed: int | None
+    model_id: str | None
+    created_at: str = Field(description="ISO-8601, UTC.")
+    kind: Literal["image", "mask", "result", "preview"]
+
+
+class AssetEnvelope(_CamelModel):
+    asset: AssetOut
+
+
+class AssetList(_CamelModel):
+    assets: list[AssetOut] = Field(description="Newest first; hidden assets are left out.")
+
+
+class JobMetadata(_CamelModel):
+    input: dict[str, Any] = Field(description="The request with every default resolved (seed, size, guidance, "
+                                              "scheduler, ...), in camelCase.")
+    asset_ids: list[str] = Field(description="Results so far, in order, hidden ones included.")
+    seeds: list[int] = Field(description="The seed of each result: sample i uses seed + i.")
+    intermediate_images: list[str] = Field(description="Asset ids of the denoising previews, when asked for.")
+    warnings: list[str]
+    error: str | None = Field(description="Why the job failed, else null.")
+    assets: list[AssetOut] = Field(description="The results that are not hidden, with their URLs.")
+
+
+class JobOut(_CamelModel):
+    job_id: str
+    job_type: Literal["inpaint"]
+    status: Literal["queued", "in-progress", "success", "failure", "canceled"]
+    progress: float = Field(ge=0, le=1)
+    created_at: str
+    updated_at: str
+    original_assets: bool = Field(False, description="Whether the asset URLs of this job point at the originals.")
+    metadata: JobMetadata
+
+
+class JobEnvelope(_CamelModel):
+    job: JobOut
+
+
+class RangeOut(BaseModel):
+    min: float
+    max: float
+
+
+class ModelOut(_CamelModel):
+    id: str
+    type: str
+    family: str
+    description: str
+    source: str
+    availability: Literal["offline", "needs download", "missing"]
+    defaults: dict[str, Any]
+    ranges: dict[str, RangeOut]
+    schedulers: list[str]
+    compliant_model_ids: list[str] | None = Field(None, description="LoRA models only.")
+    epochs: list[str] | None = Field(None, description="LoRA models only; the last one is the default.")
+
+
+class ModelList(_CamelModel):
+    models: list[ModelOut]
+
+
+class ErrorDetail(BaseModel):
+    field: str = Field(description="The request field (or part) at fault, camelCase, dotted for nested fields.")
+    message: str = Field(description="What is wrong and the rule it breaks.")
+    status: int = Field(description="The HTTP status, repeated.")
+
+
+class ErrorOut(BaseModel):
+    error: ErrorDetail
+
+
+# ---- errors: one JSON shape for every 4xx ---------------------------------------------------------
+
+class SafeJSONResponse(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:  # a lone surrogate echoed from a prompt: escape rather than fail
+            return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode()
+
+
+def _error(status: int, field: str, message: str, headers: dict | None = None) -> JSONResponse:
+    return SafeJSONResponse({"error": {"field": field, "message": message, "status": status}},
+                            status_code=status, headers=headers)
+
+
+async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
+    return _error(exc.status, exc.field, exc.message)
+
+
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    if exc.status_code == 404 and message == "Not Found":
+        message = f"no route {request.url.path}"
+    return _error(exc.status_code, FIELD_BY_STATUS.get(exc.status_code, "request"), message, exc.headers)
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    first = exc.errors()[0]
+    where = [str(part) for part in first.get("loc", ())]
+    if where and where[0] in ("body", "query", "path", "header"):
+        where = where[1:]
+    message = str(first.get("msg", "is invalid")).removeprefix("Value error, ")
+    if first.get("type") == "extra_forbidden":
+        message = "is not a field of this request"
+    elif first.get("type") not in ("missing", "json_invalid") and "input" in first:
+        shown = repr(first["input"])
+        message = f"{message} (got {shown[:80] + '...' if len(shown) > 80 else shown})"
+    return _error(400, ".".join(where) or "body", message)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    # Logged with its traceback for the operator; the client gets no internals.
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return _error(500, "server", "internal server error; the server log has the details")
+
+
+class BodyLimit:
+    """Refuses bodies over `limit` bytes: by the declared Content-Length at once, else while they stream."""
+
+    def __init__(self, app, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            response = _error(413, "body", BodyTooLarge(self.limit).detail) if declared.isdigit() else \
+                _error(400, "body", "Content-Length must be a number of bytes")
+            return await response(scope, receive, send)
+        received = 0
+        started = False
+
+        async def counted_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise BodyTooLarge(self.limit)
+            return message
+
+        async def tracked_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, tracked_send)
+        except BodyTooLarge as exc:  # raised where nothing turned it into a response (the UI's routes)
+            if started:
+                raise
+            await _error(413, "body", exc.detail)(scope, receive, send)
+
+
+# ---- auth -------------------------------------------------------------------------------------------
+
+def _key_check(api_key: str):
+    """A dependency accepting `Authorization: Bearer <key>` or HTTP Basic with the key as password."""
+    expected = api_key.encode()
+    basic_scheme = HTTPBasic(auto_error=False, description="Any user name, the API key as the password.")
+    bearer_scheme = HTTPBearer(auto_error=False, description="The API key as a Bearer token.")
+
+    def require_key(basic: Annotated[HTTPBasicCredentials | None, Depends(basic_scheme)],
+                    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]) -> None:
+        given = bearer.credentials if bearer else basic.password if basic else None
+        if given is None:
+            raise HTTPException(401, "this server needs its API key: send `Authorization: Bearer <key>` or "
+                                     "HTTP Basic with the key as the password", headers={"WWW-Authenticate": REALM})
+        if not secrets.compare_digest(given.encode(), expected):
+            raise HTTPException(401, "the API key is wrong", headers={"WWW-Authenticate": REALM})
+
+    return require_key
+
+
+def _ui_login(api_key: str):
+    expected = api_key.encode()
+
+    def login(username: str, password: str) -> bool:
+        return secrets.compare_digest(str(password).encode(), expected)
+
+    return login
+
+
+# ---- views ------------------------------------------------------------------------------------------
+
+def _engine(request: Request) -> Engine:
+    return request.app.state.engine
+
+
+def _jobs(request: Request) -> JobQueue:
+    return request.app.state.jobs
+
+
+def _asset_json(request: Request, asset: Asset, original: bool) -> dict:
+    root = request.scope.get("root_path", "").rstrip("/")
+    return asset.to_json(f"{root}/assets/{asset.id}/file" + ("?original=true" if original else ""))
+
+
+def _job_json(request: Request, job: dict, original: bool | None) -> dict:
+    """The stored job plus its visible results with URLs (hidden ones stay in `assetIds` only)."""
+    original = bool(job.get("originalAssets", False)) if original is None else original
+    store = _engine(request).store
+    assets = []
+    for asset_id in job["metadata"]["assetIds"]:
+        asset = store.get(asset_id)
+        if not asset.hidden:
+            assets.append(_asset_json(request, asset, original))
+    return {**job, "originalAssets": original, "metadata": {**job["metadata"], "assets": assets}}
+
+
+def _path_id(value: str, pattern, field: str, what: str) -> str:
+    """An id from the path; one that cannot exist is simply not found."""
+    if not pattern.fullmatch(value):
+        shown = repr(value) if len(value) <= 60 else repr(value[:57]) + "..."
+        raise NotFoundError(field, f"no {what} {shown}; {what} ids look like {what}_ and 22 characters")
+    return value
+
+
+async def _json_body(request: Request) -> object:
+    raw = await request.body()
+    try:
+        return await run_in_threadpool(json.loads, raw)
+    except RecursionError:
+        raise RequestError("body", "the JSON body is nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError, bad UTF-8, over-long integers
+        raise RequestError("body", f"is not valid JSON ({exc})") from None
+
+
+OriginalAssets = Annotated[bool | None, Query(alias="originalAssets", description=(
+    "true: asset URLs in the answer point at the original PNG files; false: at the WebP renditions. "
+    "Default: false (for a job, what was asked when it was created)."))]
+AssetIdPath = Annotated[str, Path(alias="assetId", description="An asset id, `asset_` and 22 characters.")]
+JobIdPath = Annotated[str, Path(alias="jobId", description="A job id, `job_` and 22 characters.")]
+
+
+# ---- routes -----------------------------------------------------------------------------------------
+
+async def generate_inpaint(request: Request, original_assets: OriginalAssets = None) -> dict:
+    """Validate the request, store its inputs as assets and queue the job; answers the job at once."""
+    jobs = _jobs(request)
+    jobs.check_room()  # before the inputs are stored for a job that cannot be queued
+    body = await _json_body(request)
+    resolved = await run_in_threadpool(_engine(request).prepare, body)
+    job = jobs.submit(resolved, original_assets=bool(original_assets))
+    return {"job": _job_json(request, job.to_json(), original_assets)}
+
+
+def get_job(request: Request, job_id: JobIdPath, original_assets: OriginalAssets = None) -> dict:
+    """The job: status, progress, results so far, previews when asked for, warnings and error."""
+    job = _jobs(request).get(_path_id(job_id, JOB_ID_PATTERN, "jobId", "job"))
+    return {"job": _job_json(request, job, original_assets)}
+
+
+def cancel_job(request: Request, job_id: JobIdPath, original_assets: OriginalAssets = None) -> dict:
+    """Cancel a queued or running job; results already made are kept. A finished job is left as it is."""
+    job = _jobs(request).cancel(_path_id(job_id, JOB_ID_PATTERN, "jobId", "job"))
+    return {"job": _job_json(request, job, original_assets)}
+
+
+def list_assets(request: Request, original_assets: OriginalAssets = None,
+                limit: Annotated[int, Query(ge=1, le=1000, description="Page size.")] = 100,
+                offset: Annotated[int, Query(ge=0, le=2**62, description="Assets to skip.")] = 0) -> dict:
+    """The assets that are not hidden, newest first."""
+    assets = _engine(request).store.list(limit=limit, offset=offset)
+    return {"assets": [_asset_json(request, asset, bool(original_assets)) for asset in assets]}
+
+
+def upload_asset(request: Request, body: AssetUpload) -> dict:
+    """Store an image; it can then be used as `image`/`imageId` or `maskId` of a request."""
+    image = imageops.open_image(imageops.decode_data_url(body.image, field="image"), field="image")
+    # Alpha is kept: as a mask (`maskId`) the alpha is what counts; as an image it is flattened on white.
+    image = image.convert("RGBA" if image.has_transparency_data else "RGB")
+    asset = _engine(request).store.put(image, kind="image", hidden=body.hide, parent_id=body.parent_id)
+    return {"asset": _asset_json(request, asset, False)}
+
+
+def get_asset(request: Request, asset_id: AssetIdPath, original_assets: OriginalAssets = None) -> dict:
+    """One asset by id, hidden ones included."""
+    asset = _engine(request).store.get(_path_id(asset_id, ASSET_ID_PATTERN, "assetId", "asset"))
+    return {"asset": _asset_json(request, asset, bool(original_assets))}
+
+
+def asset_file(request: Request, asset_id: AssetIdPath,
+               original: Annotated[bool, Query(description="true: the original PNG; false: the WebP rendition.")]
+               = False) -> FileResponse:
+    """The asset's file."""
+    path = _engine(request).store.file_path(_path_id(asset_id, ASSET_ID_PATTERN, "assetId", "asset"),
+                                            original=original)
+    return FileResponse(path, media_type="image/png" if original else "image/webp",
+                        headers={"Cache-Control": ASSET_CACHE})
+
+
+def list_models(request: Request) -> dict:
+    """The model catalog: types, defaults, ranges, availability; epochs and compliant bases of LoRAs."""
+    return {"models": [entry.to_json() for entry in _engine(request).catalog.entries()]}
+
+
+def _errors(*statuses: int) -> dict:
+    return {status: {"model": ErrorOut} for status in statuses}
+
+
+# method, path, handler, response model (None: a file), summary, error statuses besides 400/401/404/413
+ROUTES = [
+    ("POST", "/generate/inpaint", generate_inpaint, JobEnvelope, "Start an inpaint job", (429,)),
+    ("GET", "/jobs/{jobId}", get_job, JobEnvelope, "Follow a job", ()),
+    ("POST", "/jobs/{jobId}/cancel", cancel_job, JobEnvelope, "Cancel a job", ()),
+    ("GET", "/assets", list_assets, AssetList, "List the visible assets", ()),
+    ("POST", "/assets", upload_asset, AssetEnvelope, "Upload an image", ()),
+    ("GET", "/assets/{assetId:asset_id}", get_asset, AssetEnvelope, "Get an asset", ()),
+    ("GET", "/assets/{assetId:asset_id}/file", asset_file, None, "Download an asset's file", ()),
+    ("GET", "/models", list_models, ModelList, "List the model catalog", ()),
+]
+# Everything under these belongs to the API: unknown paths and methods answer in its error shape.
+API_ROOTS = ["/generate", "/jobs", "/models", "/assets"]
+
+_FILE_RESPONSE = {"content": {"image/webp": {"schema": {"type": "string", "format": "binary"}},
+                              "image/png": {"schema": {"type": "string", "format": "binary"}}},
+                  "description": "The image file."}
+
+
+def _no_such_route(request: Request) -> None:
+    allowed = set()
+    for route in request.app.state.api_routes:
+        match, _ = route.matches(request.scope)
+        if match == Match.PARTIAL:
+            allowed |= route.methods
+    if allowed:
+        raise HTTPException(405, f"{request.method} is not allowed on {request.url.path}; "
+                                 f"allowed: {', '.join(sorted(allowed))}", headers={"Allow": ", ".join(sorted(allowed))})
+    raise HTTPException(404, f"no route {request.url.path}")
+
+
+def _openapi(app: FastAPI):
+    """FastAPI's schema, plus the inpaint request as the body of POST /generate/inpaint and without the
+    422 answers: every validation error of this API is a 400 in the one error shape."""
+
+    def build() -> dict:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(title="inpaint", version=__version__, routes=app.routes, description=(
+            "Inpainting jobs, assets and models. Asset URLs are relative to the server. "
+            + ("Every route needs the API key (Bearer, or HTTP Basic with the key as password)."
+               if app.state.api_key else "")))
+        request_schema = InpaintRequest.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(request_schema.pop("$defs", {}))
+        components["InpaintRequest"] = request_schema
+        for name in ("HTTPValidationError", "ValidationError"):
+            components.pop(name, None)
+        for operations in schema["paths"].values():
+            for operation in operations.values():
+                operation["responses"].pop("422", None)
+        schema["paths"]["/generate/inpaint"]["post"]["requestBody"] = {
+            "required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/InpaintRequest"}}}}
+        app.openapi_schema = schema
+        return schema
+
+    return build
+
+
+def create_app(engine: Engine | None = None, *, api_key: str | None = settings.API_KEY,
+               max_queue: int = settings.MAX_QUEUE, with_ui: bool = True) -> FastAPI:
+    """The server: the REST routes, and the Gradio UI mounted at `/` (last, so it gets every other path)."""
+    owns_engine = engine is None
+    engine = engine or default_engine()
+    jobs = JobQueue(engine, max_queue=max_queue)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        jobs.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(jobs.stop)
+            if owns_engine:
+                engine.store.close()
+
+    app = FastAPI(title="inpaint", version=__version__, lifespan=lifespan, default_response_class=SafeJSONResponse)
+    app.state.engine, app.state.jobs, app.state.api_key = engine, jobs, api_key
+    app.add_middleware(BodyLimit, limit=settings.MAX_BODY_BYTES)
+    app.add_exception_handler(RequestError, _request_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+
+    guard = [Depends(_key_check(api_key))] if api_key else []
+    common_errors = _errors(400, 404, 413, *((401,) if api_key else ()))
+    for method, path, handler, model, summary, statuses in ROUTES:
+        app.add_api_route(path, handler, methods=[method], response_model=model, dependencies=guard,
+                          responses={**common_errors, **_errors(*statuses),
+                                     **({200: _FILE_RESPONSE} if model is None else {})},
+                          response_model_exclude_unset=model is ModelList,
+                          response_class=FileResponse if model is None else SafeJSONResponse,
+                          summary=summary, description=handler.__doc__, operation_id=handler.__name__)
+    app.state.api_routes = list(app.router.routes)
+    for root in API_ROOTS:
+        rest = "{rest:asset_id}{tail:path}" if root == "/assets" else "{rest:path}"
+        for path in (root, f"{root}/{rest}"):
+            app.add_api_route(path, _no_such_route, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+                              dependencies=guard, include_in_schema=False)
+    app.openapi = _openapi(app)
+
+    if with_ui:
+        import gradio as gr
+
+        from . import ui
+
+        gr.mount_gradio_app(app, ui.build_demo(engine), path="/", max_file_size=settings.MAX_BODY_BYTES,
+                            auth=_ui_login(api_key) if api_key else None,
+                            auth_message=UI_LOGIN_MESSAGE if api_key else None)
+    return app

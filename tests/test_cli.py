@@ -1,0 +1,77 @@
+"""The command line, run as a user runs it: a subprocess with the JSON body of the REST API."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from tests.images import data_url, photo, rect_mask
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: str, tmp_path: Path, stdin: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "INPAINT_DATA_DIR": str(tmp_path / "data"), "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "inpaint", *args], cwd=ROOT, env=env, input=stdin,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_generate_writes_each_result_and_prints_the_job(tmp_path):
+    image = photo(200, 150)
+    request = {"modelId": "opencv-ns", "prompt": "remove it", "image": data_url(image),
+               "mask": data_url(rect_mask(200, 150, (60, 40, 120, 90))), "seed": 5, "numSamples": 2}
+    (tmp_path / "request.json").write_text(json.dumps(request))
+    done = cli("generate", str(tmp_path / "request.json"), "--out", str(tmp_path / "out"), tmp_path=tmp_path)
+    assert done.returncode == 0, done.stderr
+    job = json.loads(done.stdout)
+    assert job["status"] == "success" and job["jobType"] == "inpaint" and job["progress"] == 1.0
+    assert job["metadata"]["seeds"] == [5, 6] and job["metadata"]["input"]["seed"] == 5
+    assert job["metadata"]["warnings"]  # the classical model says what it ignored
+    written = sorted(p.stem for p in (tmp_path / "out").glob("*.png"))
+    assert written == sorted(job["metadata"]["assetIds"])
+    result_np = np.asarray(Image.open(tmp_path / "out" / f"{written[0]}.png").convert("RGB"))
+    assert np.array_equal(result_np[:30], np.asarray(image)[:30])  # far from the mask: untouched
+
+
+def test_generate_reads_standard_input_with_a_tiny_diffusion_model(tmp_path):
+    request = {"modelId": "tiny-sd-1_5", "prompt": "a cat", "image": data_url(photo(96, 96)),
+               "mask": data_url(rect_mask(96, 96, (20, 20, 70, 70))), "seed": 3, "numSamples": 1,
+               "numInferenceSteps": 2, "width": 64, "height": 64}
+    done = cli("generate", "-", "--out", str(tmp_path / "out"), tmp_path=tmp_path, stdin=json.dumps(request))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["metadata"]["input"]["scheduler"] == "PNDMScheduler"
+
+
+def test_bad_input_exits_2_with_one_line_naming_the_field(tmp_path):
+    request = {"modelId": "opencv-telea", "prompt": "x", "image": data_url(photo(128, 128)),
+               "mask": data_url(Image.new("L", (128, 128), 0))}
+    done = cli("generate", "-", "--out", str(tmp_path / "out"), tmp_path=tmp_path, stdin=json.dumps(request))
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("error: mask:") and "empty" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()
+    not_json = cli("generate", "-", "--out", str(tmp_path / "out"), tmp_path=tmp_path, stdin="{not json")
+    assert not_json.returncode == 2 and "not valid JSON" in not_json.stderr
+
+
+def test_models_lists_the_catalog(tmp_path):
+    done = cli("models", "--json", tmp_path=tmp_path)
+    assert done.returncode == 0
+    models = {entry["id"]: entry for entry in json.loads(done.stdout)}
+    assert models["opencv-telea"]["availability"] == "offline"
+    assert models["tiny-sd-1_5-lora"]["epochs"] == ["epoch-1", "epoch-2"]
+    assert models["sd-xl-inpainting"]["ranges"]["width"] == {"min": 512, "max": 2048}
+
+
+def test_an_unreachable_hub_model_fails_fast_with_what_it_needs(tmp_path):
+    request = {"modelId": "sd-1_5-inpainting", "prompt": "x", "image": data_url(photo(96, 96)),
+               "mask": data_url(rect_mask(96, 96, (20, 20, 70, 70))), "numSamples": 1}
+    done = cli("generate", "-", "--out", str(tmp_path / "out"), tmp_path=tmp_path, stdin=json.dumps(request))
+    assert done.returncode == 1
+    job = json.loads(done.stdout)
+    assert job["status"] == "failure" and "Hugging Face Hub" in job["metadata"]["error"]
+    assert "Traceback" not in done.stderr
