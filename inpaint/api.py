@@ -55,8 +55,8 @@ register_url_convertor("asset_id", _AssetIdConvertor())
 class BodyTooLarge(HTTPException):
     # An HTTPException, so FastAPI's body parsing passes it on instead of calling it a parse error.
     def __init__(self, limit: int):
-        super().__init__(413, f"the request body is over the limit of {limit // (1024 * 1024)} MB "
-                              "(INPAINT_MAX_BODY_MB)")
+        shown = f"{limit // 2**20} MB" if limit >= 2**20 else f"{limit} bytes"
+        super().__init__(413, f"the request body is over the limit of {shown} (INPAINT_MAX_BODY_MB)")
 
 
 # ---- request and response models (the OpenAPI schema) --------------------------------------------
@@ -179,10 +179,12 @@ async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
 
 
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
-    message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    message, headers = exc.detail if isinstance(exc.detail, str) else str(exc.detail), exc.headers
     if exc.status_code == 404 and message == "Not Found":
         message = f"no route {request.url.path}"
-    return _error(exc.status_code, FIELD_BY_STATUS.get(exc.status_code, "request"), message, exc.headers)
+    if exc.status_code == 401 and message == "Not authenticated":  # FastAPI's answer to a garbled Basic header
+        message, headers = "the Authorization header is not valid HTTP Basic", {"WWW-Authenticate": REALM}
+    return _error(exc.status_code, FIELD_BY_STATUS.get(exc.status_code, "request"), message, headers)
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -245,6 +247,39 @@ class BodyLimit:
             await _error(413, "body", exc.detail)(scope, receive, send)
 
 
+class NotFoundShape:
+    """Gives the UI's plain "Not Found" answers (paths nobody serves) the API's error shape."""
+
+    PLAIN = b'{"detail":"Not Found"}'
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        held: dict | None = None
+        body = b""
+
+        async def reshaping_send(message):
+            nonlocal held, body
+            if message["type"] == "http.response.start" and message["status"] == 404:
+                held = message  # decided once the body is known
+                return
+            if held is None or message["type"] != "http.response.body":
+                return await send(message)
+            body += message.get("body", b"")
+            if message.get("more_body") and len(body) <= len(self.PLAIN):
+                return
+            if body == self.PLAIN and not message.get("more_body"):
+                return await _error(404, "path", f"no route {scope['path']}")(scope, receive, send)
+            await send(held)
+            held = None
+            await send({**message, "body": body})
+
+        await self.app(scope, receive, reshaping_send)
+
+
 # ---- auth -------------------------------------------------------------------------------------------
 
 def _key_check(api_key: str):
@@ -253,8 +288,9 @@ def _key_check(api_key: str):
     basic_scheme = HTTPBasic(auto_error=False, description="Any user name, the API key as the password.")
     bearer_scheme = HTTPBearer(auto_error=False, description="The API key as a Bearer token.")
 
-    def require_key(basic: Annotated[HTTPBasicCredentials | None, Depends(basic_scheme)],
-                    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]) -> None:
+    # Plain defaults, not Annotated: the schemes are locals, which postponed annotations cannot see.
+    def require_key(basic: HTTPBasicCredentials | None = Depends(basic_scheme),
+                    bearer: HTTPAuthorizationCredentials | None = Depends(bearer_scheme)) -> None:
         given = bearer.credentials if bearer else basic.password if basic else None
         if given is None:
             raise HTTPException(401, "this server needs its API key: send `Authorization: Bearer <key>` or "
@@ -289,9 +325,9 @@ def _asset_json(request: Request, asset: Asset, original: bool) -> dict:
     return asset.to_json(f"{root}/assets/{asset.id}/file" + ("?original=true" if original else ""))
 
 
-def _job_json(request: Request, job: dict, original: bool | None) -> dict:
+def _job_json(request: Request, job: dict, original: bool) -> dict:
     """The stored job plus its visible results with URLs (hidden ones stay in `assetIds` only)."""
-    original = bool(job.get("originalAssets", False)) if original is None else original
+    original = original or bool(job.get("originalAssets"))
     store = _engine(request).store
     assets = []
     for asset_id in job["metadata"]["assetIds"]:
@@ -319,43 +355,43 @@ async def _json_body(request: Request) -> object:
         raise RequestError("body", f"is not valid JSON ({exc})") from None
 
 
-OriginalAssets = Annotated[bool | None, Query(alias="originalAssets", description=(
-    "true: asset URLs in the answer point at the original PNG files; false: at the WebP renditions. "
-    "Default: false (for a job, what was asked when it was created)."))]
+OriginalAssets = Annotated[bool, Query(alias="originalAssets", description=(
+    "true: asset URLs in the answer point at the original PNG files, else at WebP renditions. A job "
+    "created with originalAssets=true keeps answering with the originals."))]
 AssetIdPath = Annotated[str, Path(alias="assetId", description="An asset id, `asset_` and 22 characters.")]
 JobIdPath = Annotated[str, Path(alias="jobId", description="A job id, `job_` and 22 characters.")]
 
 
 # ---- routes -----------------------------------------------------------------------------------------
 
-async def generate_inpaint(request: Request, original_assets: OriginalAssets = None) -> dict:
+async def generate_inpaint(request: Request, original_assets: OriginalAssets = False) -> dict:
     """Validate the request, store its inputs as assets and queue the job; answers the job at once."""
     jobs = _jobs(request)
     jobs.check_room()  # before the inputs are stored for a job that cannot be queued
     body = await _json_body(request)
     resolved = await run_in_threadpool(_engine(request).prepare, body)
-    job = jobs.submit(resolved, original_assets=bool(original_assets))
+    job = jobs.submit(resolved, original_assets=original_assets)
     return {"job": _job_json(request, job.to_json(), original_assets)}
 
 
-def get_job(request: Request, job_id: JobIdPath, original_assets: OriginalAssets = None) -> dict:
+def get_job(request: Request, job_id: JobIdPath, original_assets: OriginalAssets = False) -> dict:
     """The job: status, progress, results so far, previews when asked for, warnings and error."""
     job = _jobs(request).get(_path_id(job_id, JOB_ID_PATTERN, "jobId", "job"))
     return {"job": _job_json(request, job, original_assets)}
 
 
-def cancel_job(request: Request, job_id: JobIdPath, original_assets: OriginalAssets = None) -> dict:
+def cancel_job(request: Request, job_id: JobIdPath, original_assets: OriginalAssets = False) -> dict:
     """Cancel a queued or running job; results already made are kept. A finished job is left as it is."""
     job = _jobs(request).cancel(_path_id(job_id, JOB_ID_PATTERN, "jobId", "job"))
     return {"job": _job_json(request, job, original_assets)}
 
 
-def list_assets(request: Request, original_assets: OriginalAssets = None,
+def list_assets(request: Request, original_assets: OriginalAssets = False,
                 limit: Annotated[int, Query(ge=1, le=1000, description="Page size.")] = 100,
                 offset: Annotated[int, Query(ge=0, le=2**62, description="Assets to skip.")] = 0) -> dict:
     """The assets that are not hidden, newest first."""
     assets = _engine(request).store.list(limit=limit, offset=offset)
-    return {"assets": [_asset_json(request, asset, bool(original_assets)) for asset in assets]}
+    return {"assets": [_asset_json(request, asset, original_assets) for asset in assets]}
 
 
 def upload_asset(request: Request, body: AssetUpload) -> dict:
@@ -367,10 +403,10 @@ def upload_asset(request: Request, body: AssetUpload) -> dict:
     return {"asset": _asset_json(request, asset, False)}
 
 
-def get_asset(request: Request, asset_id: AssetIdPath, original_assets: OriginalAssets = None) -> dict:
+def get_asset(request: Request, asset_id: AssetIdPath, original_assets: OriginalAssets = False) -> dict:
     """One asset by id, hidden ones included."""
     asset = _engine(request).store.get(_path_id(asset_id, ASSET_ID_PATTERN, "assetId", "asset"))
-    return {"asset": _asset_json(request, asset, bool(original_assets))}
+    return {"asset": _asset_json(request, asset, original_assets)}
 
 
 def asset_file(request: Request, asset_id: AssetIdPath,
@@ -452,7 +488,8 @@ def _openapi(app: FastAPI):
 
 
 def create_app(engine: Engine | None = None, *, api_key: str | None = settings.API_KEY,
-               max_queue: int = settings.MAX_QUEUE, with_ui: bool = True) -> FastAPI:
+               max_queue: int = settings.MAX_QUEUE, max_body_bytes: int = settings.MAX_BODY_BYTES,
+               with_ui: bool = True) -> FastAPI:
     """The server: the REST routes, and the Gradio UI mounted at `/` (last, so it gets every other path)."""
     owns_engine = engine is None
     engine = engine or default_engine()
@@ -470,7 +507,8 @@ def create_app(engine: Engine | None = None, *, api_key: str | None = settings.A
 
     app = FastAPI(title="inpaint", version=__version__, lifespan=lifespan, default_response_class=SafeJSONResponse)
     app.state.engine, app.state.jobs, app.state.api_key = engine, jobs, api_key
-    app.add_middleware(BodyLimit, limit=settings.MAX_BODY_BYTES)
+    app.add_middleware(BodyLimit, limit=max_body_bytes)
+    app.add_middleware(NotFoundShape)
     app.add_exception_handler(RequestError, _request_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -498,7 +536,7 @@ def create_app(engine: Engine | None = None, *, api_key: str | None = settings.A
 
         from . import ui
 
-        gr.mount_gradio_app(app, ui.build_demo(engine), path="/", max_file_size=settings.MAX_BODY_BYTES,
+        gr.mount_gradio_app(app, ui.build_demo(engine), path="/", max_file_size=max_body_bytes,
                             auth=_ui_login(api_key) if api_key else None,
                             auth_message=UI_LOGIN_MESSAGE if api_key else None)
     return app

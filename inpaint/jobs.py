@@ -17,7 +17,7 @@ from .schema import ResolvedRequest
 
 log = logging.getLogger(__name__)
 
-INTERRUPTED = "the server stopped while this job was running; submit it again"
+INTERRUPTED = "the server stopped before this job finished; submit it again"
 FINAL_STATES = ("success", "failure", "canceled")
 
 
@@ -38,6 +38,7 @@ class Job:
     seeds: list[int] = field(default_factory=list)
     previews: list[str] = field(default_factory=list)
     error: str | None = None
+    original_assets: bool = False  # the REST answers' asset URLs point at the original files
     cancel: threading.Event = field(default_factory=threading.Event)
 
     def to_json(self) -> dict:
@@ -48,6 +49,7 @@ class Job:
             "progress": round(self.progress, 4),
             "createdAt": self.created_at,
             "updatedAt": self.updated_at,
+            "originalAssets": self.original_assets,
             "metadata": {
                 "input": self.request.to_json(),
                 "assetIds": list(self.asset_ids),
@@ -120,27 +122,45 @@ class JobQueue:
         self._active: dict[str, Job] = {}  # queued or running; finished jobs are read from the store
         self._lock = threading.Lock()
         self._worker: threading.Thread | None = None
+        self._stopping = False
+        self._canceled_by_user: set[str] = set()
         self.store.fail_interrupted_jobs(INTERRUPTED)
 
     def start(self) -> None:
         if self._worker is None:
+            self._stopping = False
             self._worker = threading.Thread(target=self._work, name="inpaint-jobs", daemon=True)
             self._worker.start()
 
     def stop(self) -> None:
-        if self._worker is not None:
-            for job in list(self._active.values()):
-                job.cancel.set()
-            self._queue.put(None)
-            self._worker.join(timeout=30)
-            self._worker = None
-
-    def submit(self, request: ResolvedRequest) -> Job:
+        """Interrupt the running job and drop the queued ones: all end as failures saying why."""
+        if self._worker is None:
+            return
         with self._lock:
-            waiting = sum(job.status == "queued" for job in self._active.values())
-            if waiting >= self.max_queue:
+            self._stopping = True
+            for job in self._active.values():
+                job.cancel.set()
+        self._queue.put(None)
+        self._worker.join(timeout=30)
+        self._worker = None
+        with self._lock:
+            for job in list(self._active.values()):  # never started, or still unwinding after the timeout
+                self._interrupted(job)
+
+    def _waiting(self) -> int:
+        return sum(job.status == "queued" for job in self._active.values())
+
+    def check_room(self) -> None:
+        """Raise QueueFull now, so a request that cannot be queued stores nothing."""
+        with self._lock:
+            if (waiting := self._waiting()) >= self.max_queue:
                 raise QueueFull(waiting)
-            job = Job(request)
+
+    def submit(self, request: ResolvedRequest, *, original_assets: bool = False) -> Job:
+        with self._lock:
+            if (waiting := self._waiting()) >= self.max_queue:
+                raise QueueFull(waiting)
+            job = Job(request, original_assets=original_assets)
             self._active[job.job_id] = job
             self.store.save_job(job.to_json())
         self._queue.put(job)
@@ -160,6 +180,7 @@ class JobQueue:
             job = self._active.get(job_id)
             if job is None:
                 return self.get(job_id)  # already final: cancel changes nothing
+            self._canceled_by_user.add(job_id)
             job.cancel.set()
             if job.status == "queued":
                 job.status, job.updated_at = "canceled", utc_now()
@@ -167,18 +188,34 @@ class JobQueue:
             return job.to_json()
 
     def _finish(self, job: Job) -> None:
-        self.store.save_job(job.to_json())
-        self._active.pop(job.job_id, None)
+        if job.job_id in self._active:  # once: a worker that outlived stop() must not undo it
+            self.store.save_job(job.to_json())
+            del self._active[job.job_id]
+            self._canceled_by_user.discard(job.job_id)
+
+    def _interrupted(self, job: Job) -> None:
+        job.status, job.error, job.updated_at = "failure", INTERRUPTED, utc_now()
+        self._finish(job)
 
     def _work(self) -> None:
         while (job := self._queue.get()) is not None:
             with self._lock:
-                if job.status != "queued":
-                    continue  # canceled while waiting
+                if job.status != "queued" or self._stopping:
+                    continue  # canceled while waiting, or left for stop() to close
                 job.status = "in-progress"
-            run_job(self.engine, job, on_change=self._changed)
+            try:
+                run_job(self.engine, job, on_change=self._changed)
+            except Exception as exc:  # the store failed while saving: the worker must live on
+                log.exception("job %s could not be saved", job.job_id)
+                job.status, job.error = "failure", f"the job could not be saved: {type(exc).__name__}: {exc}"
             with self._lock:
-                self._finish(job)
+                try:
+                    if job.status == "canceled" and self._stopping and job.job_id not in self._canceled_by_user:
+                        self._interrupted(job)  # the server stopped it, not the user
+                    else:
+                        self._finish(job)
+                except Exception:
+                    log.exception("job %s could not be saved", job.job_id)
 
     def _changed(self, job: Job, durable: bool) -> None:
         if durable:

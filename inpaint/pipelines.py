@@ -176,12 +176,13 @@ class PipelineCache:
                 if model_id in self._pipelines:
                     self._pipelines.move_to_end(model_id)
                     return self._pipelines[model_id]
-            # Make room first, so a GPU never holds max_pipelines + 1 models at once.
+            loaded = self._load(entry)  # on the CPU: a model that fails to load evicts nothing
+            # Make room before moving it, so a GPU never holds max_pipelines + 1 models at once.
             self._evict(self.max_pipelines - 1)
-            loaded = self._load(entry)
+            loaded.pipe.to(self.device)
             with self._lock:
                 self._pipelines[model_id] = loaded
-            self._evict(self.max_pipelines)
+            self._evict(self.max_pipelines)  # loads of other ids may have filled it meanwhile
             return loaded
 
     def _evict(self, keep: int) -> None:
@@ -203,7 +204,6 @@ class PipelineCache:
             pipe = _load_from_hub(entry.id, cls, entry.source.split(":", 1)[1], dtype=dtype)
         else:
             pipe = _from_pretrained(cls, self._local_folder(entry), dtype=dtype)
-        pipe.to(self.device)
         pipe.set_progress_bar_config(disable=True)
         return LoadedPipeline(entry.id, entry.family, pipe, self.device, dtype)
 

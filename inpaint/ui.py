@@ -42,7 +42,9 @@ KEEP_FILES_S = 24 * 3600  # served copies older than this are removed when a new
 MASK_OVERLAY_RGB = (255, 45, 85)
 
 # Gradio 6 takes theme and CSS at launch/mount time: the server passes these along with the Blocks.
-THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="rose")
+# System fonts: a self-hosted studio must not wait on a font CDN it may not reach.
+THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="rose",
+                       font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
 CSS = """
 #inpaint-status { min-height: 3.2em; }
 #inpaint-status p { margin: 0; }
@@ -289,99 +291,102 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
         gr.Markdown("## inpaint studio\nUpload or paste an image, paint over what should change, describe it, "
                     "generate. Pick a result to compare, download it, or keep editing from it.")
         with gr.Row(equal_height=False):
-            with gr.Column(scale=5, min_width=380):
+            with gr.Column(scale=4, min_width=340):
                 editor = gr.ImageEditor(
-                    label="Image: paint the area to repaint",
+                    label="Image: paint over what should change",
                     type="pil", image_mode="RGBA", format="png", sources=["upload", "clipboard"],
                     brush=gr.Brush(default_size=24, colors=["#ff2d55"], color_mode="fixed"),
-                    eraser=gr.Eraser(default_size=24), layers=False, transforms=(), height=440,
+                    eraser=gr.Eraser(default_size=24), layers=False, transforms=(), height=420,
                     elem_id="inpaint-editor")
                 with gr.Accordion("Mask", open=True):
                     with gr.Row():
-                        mask_upload = gr.Image(label="Mask upload (overrides the sketch; white = repaint)",
-                                               type="pil", image_mode=None, sources=["upload", "clipboard"],
-                                               height=160, elem_id="inpaint-mask-upload")
-                        mask_preview = gr.Image(label="Effective mask", interactive=False, height=160,
+                        mask_preview = gr.Image(label="Effective mask", interactive=False, height=150,
                                                 buttons=[], elem_id="inpaint-mask-preview")
+                        mask_upload = gr.Image(label="Mask file (overrides the sketch)", type="pil", image_mode=None,
+                                               sources=["upload", "clipboard"], height=150,
+                                               elem_id="inpaint-mask-upload")
                     with gr.Row():
-                        invert = gr.Checkbox(label="Invert mask", value=False)
-                        grow = gr.Slider(0, 64, value=0, step=1, label="Grow (px)")
-                        feather = gr.Slider(0, 32, value=0, step=1, label="Feather (px)",
-                                            info="Smooths the outline before the mask is thresholded")
-                prompt = gr.Textbox(label="Prompt", lines=2, placeholder="What to paint in the masked area",
+                        grow = gr.Slider(0, 64, value=0, step=1, label="Grow (px)", min_width=120)
+                        feather = gr.Slider(0, 32, value=0, step=1, label="Feather (px)", min_width=120)
+                    invert = gr.Checkbox(label="Invert mask (repaint everything but the sketch)", value=False)
+                examples_box = gr.Column()
+
+            with gr.Column(scale=3, min_width=300):
+                prompt = gr.Textbox(label="Prompt", lines=3, placeholder="What to paint in the masked area",
                                     elem_id="inpaint-prompt")
                 negative_prompt = gr.Textbox(label="Negative prompt", lines=1, placeholder="What to avoid",
                                              interactive=diffusion)
                 model = gr.Dropdown(choices=[(model_label(e), e.id) for e in catalog.entries()], value=default_id,
                                     label="Model", info=default.description, elem_id="inpaint-model")
                 with gr.Row():
-                    num_samples = gr.Slider(1, 128, value=DEFAULT_SAMPLES if diffusion else 1, step=1,
-                                            label="Samples", interactive=diffusion, elem_id="inpaint-samples")
-                    steps = gr.Slider(1, 150, value=DEFAULT_STEPS, step=1, label="Steps", interactive=diffusion,
-                                      elem_id="inpaint-steps")
-                with gr.Row():
-                    intermediate = gr.Checkbox(label="Show the denoising (intermediateImages)", value=False,
-                                               interactive=diffusion, elem_id="inpaint-intermediate")
-                    disable_merging = gr.Checkbox(label="Regenerate the whole image (disableMerging)", value=False)
+                    generate_btn = gr.Button("Generate", variant="primary", scale=2, min_width=80,
+                                             elem_id="inpaint-generate")
+                    stop_btn = gr.Button("Stop", variant="stop", scale=1, min_width=60, elem_id="inpaint-stop")
+                num_samples = gr.Slider(1, 128, value=DEFAULT_SAMPLES if diffusion else 1, step=1,
+                                        label="Samples", interactive=diffusion, elem_id="inpaint-samples")
+                steps = gr.Slider(1, 150, value=DEFAULT_STEPS, step=1, label="Steps", interactive=diffusion,
+                                  elem_id="inpaint-steps")
+                intermediate = gr.Checkbox(label="Show the denoising (intermediateImages)", value=False,
+                                           interactive=diffusion, elem_id="inpaint-intermediate")
+                disable_merging = gr.Checkbox(label="Regenerate the whole image (disableMerging)", value=False)
                 with gr.Accordion("Advanced", open=False, elem_id="inpaint-advanced"):
                     with gr.Row():
                         seed = gr.Number(label="Seed", value=0, precision=0, minimum=0, maximum=SEED_MAX,
-                                         elem_id="inpaint-seed")
-                        randomize = gr.Checkbox(label="Randomise seed", value=True, elem_id="inpaint-randomize")
-                    with gr.Row():
-                        strength = gr.Slider(0.01, 1.0, value=DEFAULT_STRENGTH, step=0.01, label="Strength",
-                                             interactive=diffusion)
-                        guidance = gr.Slider(default.guidance_range.low, default.guidance_range.high,
-                                             value=default.default_guidance, step=0.1, label="Guidance",
-                                             interactive=diffusion, elem_id="inpaint-guidance")
+                                         min_width=120, elem_id="inpaint-seed")
+                        randomize = gr.Checkbox(label="Randomise seed", value=True, min_width=120,
+                                                elem_id="inpaint-randomize")
+                    strength = gr.Slider(0.01, 1.0, value=DEFAULT_STRENGTH, step=0.01, label="Strength",
+                                         interactive=diffusion)
+                    guidance = gr.Slider(default.guidance_range.low, default.guidance_range.high,
+                                         value=default.default_guidance, step=0.1, label="Guidance",
+                                         interactive=diffusion, elem_id="inpaint-guidance")
                     scheduler = gr.Dropdown(choices=default.scheduler_names, value=default.default_scheduler,
                                             label="Scheduler", interactive=diffusion)
+                    auto_size = gr.Checkbox(label="Auto size", value=True,
+                                            info="Whole image: the image's own size. Merging: the model's "
+                                                 "native resolution around the mask.")
                     with gr.Row():
-                        auto_size = gr.Checkbox(label="Auto size", value=True,
-                                                info="The image's own size for a whole-image run; the model's "
-                                                     "native resolution around the mask when merging")
                         width = gr.Slider(default.size_range.low, default.size_range.high, value=width0, step=8,
-                                          label="Width", interactive=False)
+                                          label="Width", interactive=False, min_width=120)
                         height = gr.Slider(default.size_range.low, default.size_range.high, value=height0, step=8,
-                                           label="Height", interactive=False)
-                    with gr.Row():
-                        base_model = gr.Dropdown(choices=list(default.compliant_model_ids),
-                                                 value=(default.compliant_model_ids or [None])[0],
-                                                 label="Base model (LoRA models)", visible=default.type.is_lora)
-                        model_epoch = gr.Dropdown(choices=list(default.epochs), value=(default.epochs or [None])[-1],
-                                                  label="Epoch (LoRA models)", visible=bool(default.epochs))
+                                           label="Height", interactive=False, min_width=120)
+                    base_model = gr.Dropdown(choices=list(default.compliant_model_ids),
+                                             value=(default.compliant_model_ids or [None])[0],
+                                             label="Base model (LoRA models)", visible=default.type.is_lora)
+                    model_epoch = gr.Dropdown(choices=list(default.epochs), value=(default.epochs or [None])[-1],
+                                              label="Epoch (LoRA models)", visible=bool(default.epochs))
                     negative_strength = gr.Slider(0, 10, value=0, step=0.1, label="Negative prompt strength",
                                                   visible=default.family == "flux.1")
+                    concept_pick = gr.Dropdown(choices=concept_choices(engine, default, None), value=None,
+                                               label="LoRA concept")
                     with gr.Row():
-                        concept_pick = gr.Dropdown(choices=concept_choices(engine, default, None), value=None,
-                                                   label="LoRA concept", scale=3)
-                        add_concept = gr.Button("Add concept", scale=1, size="sm")
-                        clear_concepts = gr.Button("Clear", scale=1, size="sm")
+                        add_concept = gr.Button("Add concept", size="sm")
+                        clear_concepts = gr.Button("Clear concepts", size="sm")
                     concepts = gr.Dataframe(value=[], headers=CONCEPT_HEADERS, datatype=["str", "number", "str"],
                                             type="array", column_count=3, label="Concepts (scale -2..2)",
                                             interactive=True, elem_id="inpaint-concepts")
-                with gr.Row():
-                    generate_btn = gr.Button("Generate", variant="primary", elem_id="inpaint-generate")
-                    stop_btn = gr.Button("Stop", variant="stop", elem_id="inpaint-stop")
-                gr.Examples(
-                    examples=[[str(examples["image"]), str(examples["sun"]), "a full moon in a night sky", default_id],
-                              [str(examples["image"]), str(examples["house"]), "a red barn with a tall silo",
-                               "tiny-sd-1_5" if "tiny-sd-1_5" in catalog else default_id]],
-                    inputs=[editor, mask_upload, prompt, model], label="Examples")
 
-            with gr.Column(scale=6, min_width=380):
+            with gr.Column(scale=5, min_width=340):
                 status = gr.Markdown("Ready.", elem_id="inpaint-status")
                 preview = gr.Image(label="Denoising preview", type="filepath", interactive=False, height=200,
                                    visible=False, buttons=[], elem_id="inpaint-preview")
-                gallery = gr.Gallery(label="Results", columns=4, height=360, object_fit="contain", format="png",
+                gallery = gr.Gallery(label="Results", columns=3, height=340, object_fit="contain", format="png",
                                      buttons=["download", "fullscreen"], elem_id="inpaint-gallery")
                 with gr.Row():
                     use_input = gr.Button("Use as input", elem_id="inpaint-use-input")
                     download = gr.DownloadButton("Download PNG", value=None, elem_id="inpaint-download")
                 compare = gr.ImageSlider(label="Before / after", type="filepath", interactive=False,
-                                         max_height=420, elem_id="inpaint-compare")
+                                         max_height=400, elem_id="inpaint-compare")
                 with gr.Accordion("Parameters", open=False):
                     params = gr.JSON(label="Effective parameters", elem_id="inpaint-params")
+
+        with examples_box:
+            gr.Examples(
+                examples=[[str(examples["image"]), str(examples["sun"]), "a full moon in a night sky", default_id],
+                          [str(examples["image"]), str(examples["house"]), "a red barn with a tall silo",
+                           "tiny-sd-1_5" if "tiny-sd-1_5" in catalog else default_id]],
+                inputs=[editor, mask_upload, prompt, model], label="Examples",
+                example_labels=["The sun becomes a moon", "The house becomes a barn"])
 
         # ---- event handlers ----------------------------------------------------------------------
 

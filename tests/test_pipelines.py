@@ -63,9 +63,13 @@ def test_pil_output_has_the_requested_size(pipeline_cache):
 
 def test_loading_is_from_pretrained_and_reproducible(pipeline_cache, models_dir, monkeypatch):
     pipeline_cache.get("tiny-sd-1_5")  # built and saved
-    sources = []
-    real = pipelines._from_pretrained
-    monkeypatch.setattr(pipelines, "_from_pretrained", lambda cls, src, **kw: sources.append(src) or real(cls, src, **kw))
+    sources, real = [], pipelines._from_pretrained
+
+    def recording(cls, source, **kwargs):
+        sources.append(source)
+        return real(cls, source, **kwargs)
+
+    monkeypatch.setattr(pipelines, "_from_pretrained", recording)
     again = PipelineCache(Catalog.load(), models_dir, max_pipelines=1, device="cpu").get("tiny-sd-1_5")
     assert sources == [models_dir / "tiny-sd-1_5"]
     first = pipeline_cache.get("tiny-sd-1_5").pipe.unet.state_dict()
@@ -135,14 +139,17 @@ def test_only_diffusion_base_models_load(pipeline_cache):
         pipeline_cache.get("no-such-model")
 
 
-def test_missing_local_folder_is_unavailable(tmp_path):
+def test_missing_local_folder_is_unavailable_and_evicts_nothing(tmp_path, models_dir):
     folder = tmp_path / "my-model"
     entry = ModelEntry(id="my-model", type=MODEL_TYPES["sd-1_5"], source=str(folder))
+    cache = PipelineCache(custom_catalog(entry), models_dir, max_pipelines=1, device="cpu")
+    cache.get("tiny-sd-1_5")
     with pytest.raises(ModelUnavailable, match="my-model.*does not exist"):
-        PipelineCache(custom_catalog(entry), tmp_path, device="cpu").get("my-model")
+        cache.get("my-model")
     folder.mkdir()
     with pytest.raises(ModelUnavailable, match="model_index.json"):
-        PipelineCache(custom_catalog(entry), tmp_path, device="cpu").get("my-model")
+        cache.get("my-model")
+    assert cache.cached_ids() == ["tiny-sd-1_5"]
 
 
 @pytest.mark.parametrize("offline", ["1", None])
@@ -182,6 +189,7 @@ def test_gated_hub_model_names_token_and_licence(tmp_path, monkeypatch):
 # ---- schedulers: a new one per request, the cached one untouched -------------------------------
 
 @pytest.mark.parametrize("name", [name for name, (kind, _) in SCHEDULERS.items() if kind == "sd"])
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # thousands from numpy 2 inside diffusers' k-schedulers
 def test_every_sd_scheduler_runs_without_touching_the_cached_one(pipeline_cache, name):
     loaded = pipeline_cache.get("tiny-sd-1_5")
     cached, config = loaded.pipe.scheduler, dict(loaded.pipe.scheduler.config)
