@@ -13,7 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 from pydantic.alias_generators import to_camel
 from starlette.concurrency import run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
@@ -161,17 +162,9 @@ class ErrorOut(BaseModel):
 
 # ---- errors: one JSON shape for every 4xx ---------------------------------------------------------
 
-class SafeJSONResponse(JSONResponse):
-    def render(self, content: Any) -> bytes:
-        try:
-            return super().render(content)
-        except UnicodeEncodeError:  # a lone surrogate echoed from a prompt: escape rather than fail
-            return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode()
-
-
 def _error(status: int, field: str, message: str, headers: dict | None = None) -> JSONResponse:
-    return SafeJSONResponse({"error": {"field": field, "message": message, "status": status}},
-                            status_code=status, headers=headers)
+    return JSONResponse({"error": {"field": field, "message": message, "status": status}},
+                        status_code=status, headers=headers)
 
 
 async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
@@ -193,9 +186,13 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     if where and where[0] in ("body", "query", "path", "header"):
         where = where[1:]
     message = str(first.get("msg", "is invalid")).removeprefix("Value error, ")
-    if first.get("type") == "extra_forbidden":
+    if first.get("type") == "json_invalid":  # FastAPI locates it at a character offset, not a field
+        where, message = [], f"is not valid JSON ({first.get('ctx', {}).get('error', message)})"
+    elif not where and first.get("type") in ("model_type", "model_attributes_type", "dict_type"):
+        message = "the request body must be a JSON object"
+    elif first.get("type") == "extra_forbidden":
         message = "is not a field of this request"
-    elif first.get("type") not in ("missing", "json_invalid") and "input" in first:
+    elif first.get("type") != "missing" and "input" in first:
         shown = repr(first["input"])
         message = f"{message} (got {shown[:80] + '...' if len(shown) > 80 else shown})"
     return _error(400, ".".join(where) or "body", message)
@@ -366,11 +363,15 @@ JobIdPath = Annotated[str, Path(alias="jobId", description="A job id, `job_` and
 
 async def generate_inpaint(request: Request, original_assets: OriginalAssets = False) -> dict:
     """Validate the request, store its inputs as assets and queue the job; answers the job at once."""
-    jobs = _jobs(request)
-    jobs.check_room()  # before the inputs are stored for a job that cannot be queued
+    _jobs(request).check_room()  # before the inputs are stored for a job that cannot be queued
     body = await _json_body(request)
-    resolved = await run_in_threadpool(_engine(request).prepare, body)
-    job = jobs.submit(resolved, original_assets=original_assets)
+    # Decoding and storing images is CPU and disk work: off the event loop.
+    return await run_in_threadpool(_start_job, request, body, original_assets)
+
+
+def _start_job(request: Request, body: object, original_assets: bool) -> dict:
+    resolved = _engine(request).prepare(body)
+    job = _jobs(request).submit(resolved, original_assets=original_assets)
     return {"job": _job_json(request, job.to_json(), original_assets)}
 
 
@@ -394,12 +395,21 @@ def list_assets(request: Request, original_assets: OriginalAssets = False,
     return {"assets": [_asset_json(request, asset, original_assets) for asset in assets]}
 
 
-def upload_asset(request: Request, body: AssetUpload) -> dict:
+async def upload_asset(request: Request) -> dict:
     """Store an image; it can then be used as `image`/`imageId` or `maskId` of a request."""
-    image = imageops.open_image(imageops.decode_data_url(body.image, field="image"), field="image")
+    body = await _json_body(request)
+    try:
+        upload = AssetUpload.model_validate(body, by_alias=True, by_name=False)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from None
+    return await run_in_threadpool(_store_upload, request, upload)
+
+
+def _store_upload(request: Request, upload: AssetUpload) -> dict:
+    image = imageops.open_image(imageops.decode_data_url(upload.image, field="image"), field="image")
     # Alpha is kept: as a mask (`maskId`) the alpha is what counts; as an image it is flattened on white.
     image = image.convert("RGBA" if image.has_transparency_data else "RGB")
-    asset = _engine(request).store.put(image, kind="image", hidden=body.hide, parent_id=body.parent_id)
+    asset = _engine(request).store.put(image, kind="image", hidden=upload.hide, parent_id=upload.parent_id)
     return {"asset": _asset_json(request, asset, False)}
 
 
@@ -439,8 +449,10 @@ ROUTES = [
     ("GET", "/assets/{assetId:asset_id}/file", asset_file, None, "Download an asset's file", ()),
     ("GET", "/models", list_models, ModelList, "List the model catalog", ()),
 ]
+JSON_BODIES = {("POST", "/generate/inpaint"): InpaintRequest, ("POST", "/assets"): AssetUpload}
 # Everything under these belongs to the API: unknown paths and methods answer in its error shape.
 API_ROOTS = ["/generate", "/jobs", "/models", "/assets"]
+ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 _FILE_RESPONSE = {"content": {"image/webp": {"schema": {"type": "string", "format": "binary"}},
                               "image/png": {"schema": {"type": "string", "format": "binary"}}},
@@ -454,14 +466,23 @@ def _no_such_route(request: Request) -> None:
         if match == Match.PARTIAL:
             allowed |= route.methods
     if allowed:
-        raise HTTPException(405, f"{request.method} is not allowed on {request.url.path}; "
-                                 f"allowed: {', '.join(sorted(allowed))}", headers={"Allow": ", ".join(sorted(allowed))})
+        methods = ", ".join(sorted(allowed))
+        raise HTTPException(405, f"{request.method} is not allowed on {request.url.path}; allowed: {methods}",
+                            headers={"Allow": methods})
     raise HTTPException(404, f"no route {request.url.path}")
 
 
+def _example_request() -> dict:
+    image = Image.new("RGB", (64, 64), (120, 140, 160))
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    return {"modelId": "opencv-telea", "prompt": "remove the square", "image": imageops.to_data_url(image),
+            "mask": imageops.to_data_url(mask), "numSamples": 1}
+
+
 def _openapi(app: FastAPI):
-    """FastAPI's schema, plus the inpaint request as the body of POST /generate/inpaint and without the
-    422 answers: every validation error of this API is a 400 in the one error shape."""
+    """FastAPI's schema, plus the JSON bodies, and without the 422 answers: every validation error of
+    this API is a 400 in the one error shape."""
 
     def build() -> dict:
         if app.openapi_schema:
@@ -470,17 +491,23 @@ def _openapi(app: FastAPI):
             "Inpainting jobs, assets and models. Asset URLs are relative to the server. "
             + ("Every route needs the API key (Bearer, or HTTP Basic with the key as password)."
                if app.state.api_key else "")))
-        request_schema = InpaintRequest.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        components.update(request_schema.pop("$defs", {}))
-        components["InpaintRequest"] = request_schema
         for name in ("HTTPValidationError", "ValidationError"):
             components.pop(name, None)
         for operations in schema["paths"].values():
             for operation in operations.values():
                 operation["responses"].pop("422", None)
-        schema["paths"]["/generate/inpaint"]["post"]["requestBody"] = {
-            "required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/InpaintRequest"}}}}
+        # The bodies are read and validated by the handlers (the one validation), described here.
+        for (method, path), model in JSON_BODIES.items():
+            body_schema = model.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
+            components.update(body_schema.pop("$defs", {}))
+            components[model.__name__] = body_schema
+            content = {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
+            if model is InpaintRequest:
+                content["examples"] = {"classical": {"summary": "Fill a square of a flat image with OpenCV (no "
+                                                                "weights, instant)", "value": _example_request()}}
+            schema["paths"][path][method.lower()]["requestBody"] = {"required": True,
+                                                                    "content": {"application/json": content}}
         app.openapi_schema = schema
         return schema
 
@@ -505,7 +532,7 @@ def create_app(engine: Engine | None = None, *, api_key: str | None = settings.A
             if owns_engine:
                 engine.store.close()
 
-    app = FastAPI(title="inpaint", version=__version__, lifespan=lifespan, default_response_class=SafeJSONResponse)
+    app = FastAPI(title="inpaint", version=__version__, lifespan=lifespan)
     app.state.engine, app.state.jobs, app.state.api_key = engine, jobs, api_key
     app.add_middleware(BodyLimit, limit=max_body_bytes)
     app.add_middleware(NotFoundShape)
@@ -521,14 +548,13 @@ def create_app(engine: Engine | None = None, *, api_key: str | None = settings.A
                           responses={**common_errors, **_errors(*statuses),
                                      **({200: _FILE_RESPONSE} if model is None else {})},
                           response_model_exclude_unset=model is ModelList,
-                          response_class=FileResponse if model is None else SafeJSONResponse,
+                          response_class=FileResponse if model is None else JSONResponse,
                           summary=summary, description=handler.__doc__, operation_id=handler.__name__)
     app.state.api_routes = list(app.router.routes)
     for root in API_ROOTS:
         rest = "{rest:asset_id}{tail:path}" if root == "/assets" else "{rest:path}"
         for path in (root, f"{root}/{rest}"):
-            app.add_api_route(path, _no_such_route, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
-                              dependencies=guard, include_in_schema=False)
+            app.add_api_route(path, _no_such_route, methods=ANY_METHOD, dependencies=guard, include_in_schema=False)
     app.openapi = _openapi(app)
 
     if with_ui:

@@ -270,8 +270,8 @@ def resolve(req: InpaintRequest, catalog: Catalog, *, image_size: tuple[int, int
     if entry.family == "opencv":
         ignored = sorted(InpaintRequest.model_fields[name].alias or name for name in given & {
             "negative_prompt", "guidance", "strength", "num_inference_steps", "scheduler", "intermediate_images"})
-        warnings.append(f"{entry.id} is a classical model: the prompt" + (f" and {', '.join(ignored)}" if ignored else "")
-                        + " are ignored")
+        warnings.append(f"{entry.id} is a classical model: it ignores the prompt"
+                        + (f" and {', '.join(ignored)}" if ignored else ""))
         if not req.disable_merging and {"width", "height"} & given:
             warnings.append(f"{entry.id} works on the region at its own size; width and height are ignored")
         num_samples = num_samples or 1  # deterministic: more samples would be identical
