@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import secrets
@@ -35,6 +36,8 @@ UI_LOGIN_MESSAGE = "Log in with any user name and the API key (INPAINT_API_KEY) 
 # The field named by an error that no request field caused, by status.
 FIELD_BY_STATUS = {401: "authorization", 404: "path", 405: "method", 413: "body", 429: "job"}
 ASSET_CACHE = "private, max-age=31536000, immutable"  # an asset's files never change once written
+RETRY_AFTER_S = "1"  # seconds a client waits after a 429
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class _AssetIdConvertor(Convertor[str]):
@@ -168,7 +171,15 @@ def _error(status: int, field: str, message: str, headers: dict | None = None) -
 
 
 async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
-    return _error(exc.status, exc.field, exc.message)
+    # A full queue drains in about a job's time; clients that honour Retry-After come back then.
+    return _error(exc.status, exc.field, exc.message, {"Retry-After": RETRY_AFTER_S} if exc.status == 429 else None)
+
+
+async def _os_error(request: Request, exc: OSError) -> JSONResponse:
+    if exc.errno in DISK_FULL:  # the store removed what it had begun to write
+        log.error("disk full on %s %s: %s", request.method, request.url.path, exc)
+        return _error(507, "server", "the server's disk is full: nothing was stored; retry once space is freed")
+    return await _unexpected_error(request, exc)
 
 
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -370,8 +381,14 @@ async def generate_inpaint(request: Request, original_assets: OriginalAssets = F
 
 
 def _start_job(request: Request, body: object, original_assets: bool) -> dict:
-    resolved = _engine(request).prepare(body)
-    job = _jobs(request).submit(resolved, original_assets=original_assets)
+    jobs = _jobs(request)
+    jobs.reserve()  # a place in the queue before the inputs are stored: a 429 after storing would orphan them
+    try:
+        resolved = _engine(request).prepare(body)
+    except BaseException:
+        jobs.release()
+        raise
+    job = jobs.submit(resolved, original_assets=original_assets, reserved=True)
     return {"job": _job_json(request, job.to_json(), original_assets)}
 
 
@@ -439,12 +456,13 @@ def _errors(*statuses: int) -> dict:
 
 
 # method, path, handler, response model (None: a file), summary, error statuses besides 400/401/404/413
+# (429: the queue is full; 507: the disk is)
 ROUTES = [
-    ("POST", "/generate/inpaint", generate_inpaint, JobEnvelope, "Start an inpaint job", (429,)),
+    ("POST", "/generate/inpaint", generate_inpaint, JobEnvelope, "Start an inpaint job", (429, 507)),
     ("GET", "/jobs/{jobId}", get_job, JobEnvelope, "Follow a job", ()),
     ("POST", "/jobs/{jobId}/cancel", cancel_job, JobEnvelope, "Cancel a job", ()),
     ("GET", "/assets", list_assets, AssetList, "List the visible assets", ()),
-    ("POST", "/assets", upload_asset, AssetEnvelope, "Upload an image", ()),
+    ("POST", "/assets", upload_asset, AssetEnvelope, "Upload an image", (507,)),
     ("GET", "/assets/{assetId:asset_id}", get_asset, AssetEnvelope, "Get an asset", ()),
     ("GET", "/assets/{assetId:asset_id}/file", asset_file, None, "Download an asset's file", ()),
     ("GET", "/models", list_models, ModelList, "List the model catalog", ()),
@@ -539,6 +557,7 @@ def create_app(engine: Engine | None = None, *, api_key: str | None = settings.A
     app.add_exception_handler(RequestError, _request_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(OSError, _os_error)
     app.add_exception_handler(Exception, _unexpected_error)
 
     guard = [Depends(_key_check(api_key))] if api_key else []
@@ -563,6 +582,6 @@ def create_app(engine: Engine | None = None, *, api_key: str | None = settings.A
         from . import ui
 
         gr.mount_gradio_app(app, ui.build_demo(engine), path="/", max_file_size=max_body_bytes,
-                            auth=_ui_login(api_key) if api_key else None,
+                            theme=ui.THEME, css=ui.CSS, auth=_ui_login(api_key) if api_key else None,
                             auth_message=UI_LOGIN_MESSAGE if api_key else None)
     return app

@@ -23,6 +23,9 @@ ASSET_ID_PATTERN = re.compile(r"asset_[A-Za-z0-9_-]{22}")
 JOB_ID_PATTERN = re.compile(r"job_[A-Za-z0-9_-]{22}")
 KINDS = ("image", "mask", "result", "preview")
 WEBP_QUALITY = 90  # visually lossless for photos at a fraction of the PNG's size
+# Encoder effort 0 of 0..6 (Pillow's default is 4): 2.5-3x faster, within 0.2 dB PSNR, files -2..+13%.
+# The renditions of a 2048x2048 result otherwise cost as much as a few denoising steps.
+WEBP_METHOD = 0
 # Another process sharing the folder may be mid-write; a put takes seconds, so older leftovers are a crash's.
 STALE_AFTER_S = 600
 
@@ -95,7 +98,8 @@ def _encode(image: Image.Image, fmt: str) -> bytes:
         image.save(buffer, format="PNG")
     else:  # WebP knows only RGB(A)
         has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
-        image.convert("RGBA" if has_alpha else "RGB").save(buffer, format="WEBP", quality=WEBP_QUALITY)
+        image.convert("RGBA" if has_alpha else "RGB").save(buffer, format="WEBP", quality=WEBP_QUALITY,
+                                                           method=WEBP_METHOD)
     return buffer.getvalue()
 
 
@@ -246,13 +250,25 @@ class AssetStore:
         return json.loads(rows[0][0]) if rows else None
 
     def fail_interrupted_jobs(self, message: str) -> int:
+        """Jobs a stopped process left queued or running become failures saying `message`. Their results and
+        previews are read back from the assets: a kill can land after an asset's row and before the job's
+        next save, and previews are not saved on the job one by one."""
         now = utc_now()
         with self._transaction() as db:
             rows = db.execute("SELECT id, json FROM jobs WHERE status IN ('queued', 'in-progress')").fetchall()
             for job_id, text in rows:
                 job = json.loads(text)
                 job.update(status="failure", updatedAt=now)
-                job.setdefault("metadata", {})["error"] = message
+                meta = job.setdefault("metadata", {})
+                meta["error"] = message
+                results, previews = meta.setdefault("assetIds", []), meta.setdefault("intermediateImages", [])
+                for asset_id, kind, seed in db.execute("SELECT id, kind, seed FROM assets WHERE job_id = ? ORDER BY seq",
+                                                       (job_id,)).fetchall():
+                    if kind == "result" and asset_id not in results:
+                        results.append(asset_id)
+                        meta.setdefault("seeds", []).append(seed)
+                    elif kind == "preview" and asset_id not in previews:
+                        previews.append(asset_id)
                 db.execute("UPDATE jobs SET status = ?, updated_at = ?, json = ? WHERE id = ?",
                            (job["status"], now, json.dumps(job), job_id))
         return len(rows)

@@ -124,6 +124,7 @@ class JobQueue:
         self._worker: threading.Thread | None = None
         self._stopping = False
         self._canceled_by_user: set[str] = set()
+        self._reserved = 0  # places held by requests whose inputs are being checked and stored
         self.store.fail_interrupted_jobs(INTERRUPTED)
 
     def start(self) -> None:
@@ -148,7 +149,7 @@ class JobQueue:
                 self._interrupted(job)
 
     def _waiting(self) -> int:
-        return sum(job.status == "queued" for job in self._active.values())
+        return sum(job.status == "queued" for job in self._active.values()) + self._reserved
 
     def check_room(self) -> None:
         """Raise QueueFull now, so a request that cannot be queued stores nothing."""
@@ -156,9 +157,24 @@ class JobQueue:
             if (waiting := self._waiting()) >= self.max_queue:
                 raise QueueFull(waiting)
 
-    def submit(self, request: ResolvedRequest, *, original_assets: bool = False) -> Job:
+    def reserve(self) -> None:
+        """Hold a place for a request about to store its inputs; `submit(reserved=True)` takes it, `release`
+        gives it back. Concurrent requests that all found room before storing would otherwise be refused
+        after it, leaving inputs stored for a job that a 429 said was never made."""
         with self._lock:
             if (waiting := self._waiting()) >= self.max_queue:
+                raise QueueFull(waiting)
+            self._reserved += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._reserved -= 1
+
+    def submit(self, request: ResolvedRequest, *, original_assets: bool = False, reserved: bool = False) -> Job:
+        with self._lock:
+            if reserved:
+                self._reserved -= 1  # the held place becomes the job's
+            elif (waiting := self._waiting()) >= self.max_queue:
                 raise QueueFull(waiting)
             job = Job(request, original_assets=original_assets)
             self._active[job.job_id] = job

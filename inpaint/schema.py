@@ -63,12 +63,23 @@ class InpaintRequest(BaseModel):
     hide: StrictBool = Field(False, description="Hidden status of the input image asset created from a data URL.")
     parent_id: str | None = Field(None, alias="parentId", description="Parent asset id of the input image asset.")
 
+    @field_validator("seed", mode="before")
+    @classmethod
+    def _seed_is_integer_or_digits(cls, value: object) -> object:
+        # Before the union: its own error would name the member tried ("seed.int"), not the field.
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, str))):
+            shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+            raise ValueError(f"{shown} must be an integer or a string of digits")
+        return value
+
     @field_validator("seed")
     @classmethod
     def _seed_in_range(cls, value: int | str | None) -> int | None:
         if isinstance(value, str):
             if not value.strip().isdigit():
                 raise ValueError(f"{value!r} must be an integer or a string of digits")
+            if len(value.strip().lstrip("0")) > len(str(SEED_MAX)):  # int() of thousands of digits is slow
+                raise ValueError(f"{value[:20]!r}... ({len(value)} digits) must be within [0, {SEED_MAX}]")
             value = int(value)
         if value is not None and not 0 <= value <= SEED_MAX:
             raise ValueError(f"{value} must be within [0, {SEED_MAX}]")

@@ -1,5 +1,6 @@
-"""Shared fixtures: tiny models built once per test run, and one pipeline cache over them."""
+"""Shared fixtures: tiny models built once per test run, and one pipeline cache over them; the opt-in long runs."""
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -7,6 +8,21 @@ from pathlib import Path
 import pytest
 
 ARTIFACTS = Path(__file__).parent / ".artifacts"
+LONG_TESTS = os.environ.get("INPAINT_LONG_TESTS") == "1"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "long: minutes-long hardening runs (the big load, the long fuzz); "
+                                       "skipped unless INPAINT_LONG_TESTS=1")
+
+
+def pytest_collection_modifyitems(config, items):
+    if LONG_TESTS:
+        return
+    skip = pytest.mark.skip(reason="a long run: set INPAINT_LONG_TESTS=1")
+    for item in items:
+        if item.get_closest_marker("long"):
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
