@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import queue
 import shutil
 import tempfile
@@ -17,11 +16,12 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from . import imageops, settings
+from .assets import new_id
 from .catalog import ModelEntry
 from .errors import JobCanceled, RequestError
 from .generate import Engine
 from .pipelines import ModelUnavailable
-from .schema import SEED_MAX, ResolvedRequest
+from .schema import ResolvedRequest
 
 try:  # ZeroGPU on Hugging Face Spaces; elsewhere the decorator hands the function back unchanged
     import spaces
@@ -37,7 +37,9 @@ DEFAULT_SAMPLES = 4  # the contract's default numSamples
 DEFAULT_STEPS = 30
 DEFAULT_STRENGTH = 0.75
 PREVIEW_HEIGHT_PX = 192  # latent previews are 1/8 of the generation size: enlarged to stay readable
-SAME_IMAGE_MAX_DIFF = 1.0  # mean |difference| in 0..255: the browser's re-encoding of a result still counts as it
+# A result sent back through the browser's canvas may come back off by a rounding step; any real
+# edit (even a small retouch) moves some pixel by more than this and makes a new input asset.
+SAME_IMAGE_MAX_DIFF = 2
 KEEP_FILES_S = 24 * 3600  # served copies older than this are removed when a new run starts
 MASK_OVERLAY_RGB = (255, 45, 85)
 
@@ -46,7 +48,6 @@ MASK_OVERLAY_RGB = (255, 45, 85)
 THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="rose",
                        font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
 CSS = """
-#inpaint-status { min-height: 3.2em; }
 #inpaint-status p { margin: 0; }
 """
 
@@ -140,14 +141,19 @@ def same_image(image: Image.Image, stored: Image.Image) -> bool:
     if image.size != stored.size:
         return False
     diff_np = np.abs(np.asarray(image.convert("RGB"), dtype=np.int16) - np.asarray(stored.convert("RGB"), dtype=np.int16))
-    return float(diff_np.mean()) <= SAME_IMAGE_MAX_DIFF
+    return int(diff_np.max()) <= SAME_IMAGE_MAX_DIFF
+
+
+def concept_rows(table) -> list[list]:
+    """The rows of a concepts table, as the page sends them (a list) or an API caller may (headers + data)."""
+    rows = table.get("data") if isinstance(table, dict) else table
+    return [list(row) for row in rows or [] if row]
 
 
 def concepts_from_table(table) -> list[dict]:
     """Rows of the concepts table (concept, scale, epoch) as the request's `concepts`; blank rows skipped."""
-    rows = table.get("data", []) if isinstance(table, dict) else (table or [])
     concepts = []
-    for row in rows:
+    for row in concept_rows(table):
         row = list(row) + [None] * (3 - len(row))
         model_id = str(row[0] or "").strip()
         if not model_id:
@@ -262,14 +268,50 @@ def stream_generation(engine: Engine, request: ResolvedRequest, *, cancel: threa
             cancel.set()
 
 
-# ZeroGPU registers the functions it runs at import time; elsewhere this is the function itself.
-run_on_device = on_gpu(stream_generation)
+# One generation at a time on this process's device, whichever page or session asks.
+DEVICE_LOCK = threading.Lock()
+# ZeroGPU runs the GPU function in a worker process and pickles its arguments, so the function takes
+# plain data and finds the engine and the cancel token here (a stop there comes from closing the stream).
+_ENGINES: weakref.WeakValueDictionary[str, Engine] = weakref.WeakValueDictionary()
+_CANCELS: dict[str, threading.Event] = {}
+
+
+@on_gpu
+def run_on_device(engine_key: str, request: ResolvedRequest, run_key: str,
+                  preview_dir: str) -> Iterator[tuple[str, object]]:
+    """The GPU work of one run: stream_generation on the registered engine, under the device lock."""
+    cancel = _CANCELS.setdefault(run_key, threading.Event())
+    try:
+        yield from stream_generation(_ENGINES[engine_key], request, cancel=cancel, device_lock=DEVICE_LOCK,
+                                     preview_dir=Path(preview_dir))
+    finally:
+        _CANCELS.pop(run_key, None)
 
 
 # ---- the Blocks ----------------------------------------------------------------------------------
 
+def optional(slider: gr.Slider) -> gr.Slider:
+    """Let an API caller leave `slider` out (None): the engine then applies the model's own default.
+    (Wrapped on the instance: a gr.Slider subclass would make gradio write a type stub next to this file.)"""
+    preprocess, postprocess = slider.preprocess, slider.postprocess
+    slider.preprocess = lambda payload: None if payload is None else preprocess(payload)
+    slider.postprocess = lambda value: None if value is None else postprocess(value)
+    slider.value = None  # the slider starts at "the model's default"; the page sets its own value on load
+    return slider
+
+
+def _widest(ranges) -> tuple[float, float]:
+    ranges = list(ranges)
+    return min(r.low for r in ranges), max(r.high for r in ranges)
+
+
 def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: int = settings.MAX_QUEUE) -> gr.Blocks:
-    """A new Blocks around `engine` (a factory: one Blocks per server, never shared)."""
+    """A new Blocks around `engine` (a factory: one Blocks per server, never shared).
+
+    The components start at "let the engine decide" (no seed, no guidance, no size), so an API
+    call that leaves a parameter out gets the contract's default for its model; the page's own
+    friendly values (the model's guidance, a random seed each run, auto size) are set on load.
+    """
     catalog = engine.catalog
     default_id = default_model or settings.DEFAULT_MODEL
     if default_id not in catalog:
@@ -277,23 +319,26 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
     default = catalog.get(default_id)
     files_dir = Path(tempfile.mkdtemp(prefix="inpaint-ui-"))  # served copies: results, previews, examples
     examples = draw_example(files_dir / "examples")
-    device_lock = threading.Lock()
+    engine_key = f"engine-{id(engine):x}"
+    _ENGINES[engine_key] = engine
     running: dict[str, threading.Event] = {}  # session -> cancel token of its generation
-    diffusion = is_diffusion(default)
-    width0, height0 = fit_size(None, default)
+    # Server-side bounds are the widest of the catalog, so the engine (not the slider) judges a value
+    # and answers with the contract's message; the page narrows them to the chosen model.
+    guidance_bounds = _widest(e.guidance_range for e in catalog.entries())
+    size_bounds = _widest(e.size_range for e in catalog.entries())
 
     with gr.Blocks(title="inpaint studio", delete_cache=(3600, KEEP_FILES_S)) as demo:
         weakref.finalize(demo, shutil.rmtree, files_dir, True)
         session = gr.State({"source": None, "input": None, "results": [], "selected": None})
         image_size = gr.State(None)
-        previous_model = gr.State(default_id)
+        previous_model = gr.State(None)
 
         gr.Markdown("## inpaint studio\nUpload or paste an image, paint over what should change, describe it, "
-                    "generate. Pick a result to compare, download it, or keep editing from it.")
+                    "generate. Pick a result to compare it, download it, or keep editing from it.")
         with gr.Row(equal_height=False):
             with gr.Column(scale=4, min_width=340):
                 editor = gr.ImageEditor(
-                    label="Image: paint over what should change",
+                    label="Image",
                     type="pil", image_mode="RGBA", format="png", sources=["upload", "clipboard"],
                     brush=gr.Brush(default_size=24, colors=["#ff2d55"], color_mode="fixed"),
                     eraser=gr.Eraser(default_size=24), layers=False, transforms=(), height=420,
@@ -314,60 +359,57 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
             with gr.Column(scale=3, min_width=300):
                 prompt = gr.Textbox(label="Prompt", lines=3, placeholder="What to paint in the masked area",
                                     elem_id="inpaint-prompt")
-                negative_prompt = gr.Textbox(label="Negative prompt", lines=1, placeholder="What to avoid",
-                                             interactive=diffusion)
+                negative_prompt = gr.Textbox(label="Negative prompt", lines=1, placeholder="What to avoid")
                 model = gr.Dropdown(choices=[(model_label(e), e.id) for e in catalog.entries()], value=default_id,
-                                    label="Model", info=default.description, elem_id="inpaint-model")
+                                    label="Model", info=default.description, allow_custom_value=True,
+                                    elem_id="inpaint-model")
                 with gr.Row():
                     generate_btn = gr.Button("Generate", variant="primary", scale=2, min_width=80,
                                              elem_id="inpaint-generate")
                     stop_btn = gr.Button("Stop", variant="stop", scale=1, min_width=60, elem_id="inpaint-stop")
-                num_samples = gr.Slider(1, 128, value=DEFAULT_SAMPLES if diffusion else 1, step=1,
-                                        label="Samples", interactive=diffusion, elem_id="inpaint-samples")
-                steps = gr.Slider(1, 150, value=DEFAULT_STEPS, step=1, label="Steps", interactive=diffusion,
-                                  elem_id="inpaint-steps")
+                num_samples = optional(gr.Slider(1, 128, step=1, label="Samples", elem_id="inpaint-samples"))
+                steps = gr.Slider(1, 150, value=DEFAULT_STEPS, step=1, label="Steps", elem_id="inpaint-steps")
                 intermediate = gr.Checkbox(label="Show the denoising (intermediateImages)", value=False,
-                                           interactive=diffusion, elem_id="inpaint-intermediate")
+                                           elem_id="inpaint-intermediate")
                 disable_merging = gr.Checkbox(label="Regenerate the whole image (disableMerging)", value=False)
                 with gr.Accordion("Advanced", open=False, elem_id="inpaint-advanced"):
                     with gr.Row():
-                        seed = gr.Number(label="Seed", value=0, precision=0, minimum=0, maximum=SEED_MAX,
-                                         min_width=120, elem_id="inpaint-seed")
-                        randomize = gr.Checkbox(label="Randomise seed", value=True, min_width=120,
-                                                elem_id="inpaint-randomize")
-                    strength = gr.Slider(0.01, 1.0, value=DEFAULT_STRENGTH, step=0.01, label="Strength",
-                                         interactive=diffusion)
-                    guidance = gr.Slider(default.guidance_range.low, default.guidance_range.high,
-                                         value=default.default_guidance, step=0.1, label="Guidance",
-                                         interactive=diffusion, elem_id="inpaint-guidance")
-                    scheduler = gr.Dropdown(choices=default.scheduler_names, value=default.default_scheduler,
-                                            label="Scheduler", interactive=diffusion)
-                    auto_size = gr.Checkbox(label="Auto size", value=True,
+                        seed = gr.Number(label="Seed", value=None, precision=0, min_width=120, elem_id="inpaint-seed")
+                        randomize = gr.Checkbox(label="Randomise seed", value=False, min_width=120,
+                                                info="A new seed each run", elem_id="inpaint-randomize")
+                    strength = gr.Slider(0.01, 1.0, value=DEFAULT_STRENGTH, step=0.01, label="Strength")
+                    guidance = optional(gr.Slider(*guidance_bounds, step=0.1, label="Guidance",
+                                                         elem_id="inpaint-guidance"))
+                    scheduler = gr.Dropdown(choices=default.scheduler_names, value=None, label="Scheduler",
+                                            allow_custom_value=True, elem_id="inpaint-scheduler")
+                    auto_size = gr.Checkbox(label="Auto size", value=False, elem_id="inpaint-auto-size",
                                             info="Whole image: the image's own size. Merging: the model's "
                                                  "native resolution around the mask.")
                     with gr.Row():
-                        width = gr.Slider(default.size_range.low, default.size_range.high, value=width0, step=8,
-                                          label="Width", interactive=False, min_width=120)
-                        height = gr.Slider(default.size_range.low, default.size_range.high, value=height0, step=8,
-                                           label="Height", interactive=False, min_width=120)
-                    base_model = gr.Dropdown(choices=list(default.compliant_model_ids),
-                                             value=(default.compliant_model_ids or [None])[0],
-                                             label="Base model (LoRA models)", visible=default.type.is_lora)
-                    model_epoch = gr.Dropdown(choices=list(default.epochs), value=(default.epochs or [None])[-1],
-                                              label="Epoch (LoRA models)", visible=bool(default.epochs))
+                        width = optional(gr.Slider(*size_bounds, step=8, label="Width", min_width=120,
+                                                         elem_id="inpaint-width"))
+                        height = optional(gr.Slider(*size_bounds, step=8, label="Height", min_width=120,
+                                                          elem_id="inpaint-height"))
+                    base_model = gr.Dropdown(choices=list(default.compliant_model_ids), value=None,
+                                             label="Base model (LoRA models)", allow_custom_value=True,
+                                             visible=default.type.is_lora)
+                    model_epoch = gr.Dropdown(choices=list(default.epochs), value=None, label="Epoch (LoRA models)",
+                                              allow_custom_value=True, visible=bool(default.epochs))
                     negative_strength = gr.Slider(0, 10, value=0, step=0.1, label="Negative prompt strength",
                                                   visible=default.family == "flux.1")
-                    concept_pick = gr.Dropdown(choices=concept_choices(engine, default, None), value=None,
-                                               label="LoRA concept")
-                    with gr.Row():
-                        add_concept = gr.Button("Add concept", size="sm")
+                    with gr.Group(visible=bool(concept_choices(engine, default, None))) as concept_box:
+                        with gr.Row(equal_height=True):
+                            concept_pick = gr.Dropdown(choices=concept_choices(engine, default, None), value=None,
+                                                       label="LoRA concept", scale=3, elem_id="inpaint-concept-pick")
+                            add_concept = gr.Button("Add", size="sm", scale=1, min_width=60,
+                                                    elem_id="inpaint-add-concept")
+                        concepts = gr.Dataframe(value=[], headers=CONCEPT_HEADERS, datatype=["str", "number", "str"],
+                                                type="array", column_count=3, label="Concepts (scale -2..2)",
+                                                interactive=True, elem_id="inpaint-concepts")
                         clear_concepts = gr.Button("Clear concepts", size="sm")
-                    concepts = gr.Dataframe(value=[], headers=CONCEPT_HEADERS, datatype=["str", "number", "str"],
-                                            type="array", column_count=3, label="Concepts (scale -2..2)",
-                                            interactive=True, elem_id="inpaint-concepts")
 
             with gr.Column(scale=5, min_width=340):
-                status = gr.Markdown("Ready.", elem_id="inpaint-status")
+                status = gr.Markdown("Ready.", label="Status", min_height=56, elem_id="inpaint-status")
                 preview = gr.Image(label="Denoising preview", type="filepath", interactive=False, height=200,
                                    visible=False, buttons=[], elem_id="inpaint-preview")
                 gallery = gr.Gallery(label="Results", columns=3, height=340, object_fit="contain", format="png",
@@ -390,40 +432,50 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
 
         # ---- event handlers ----------------------------------------------------------------------
 
+        def entry_or_error(model_id) -> ModelEntry:
+            try:
+                return catalog.get(model_id)
+            except RequestError as exc:
+                raise gr.Error(f"{exc.field}: {exc.message}", title="Bad input") from None
+
         def show_mask(value, upload, invert_mask, grow_px, feather_px):
             background = (value or {}).get("background")
             if background is None:
                 return None, None
-            size = background.size
             try:
-                mask, _ = effective_mask(background, value.get("layers"), upload, invert=invert_mask,
-                                         grow=grow_px, feather=feather_px)
+                mask, _ = effective_mask(background, value.get("layers"), upload, invert=bool(invert_mask),
+                                         grow=int(grow_px or 0), feather=int(feather_px or 0))
             except RequestError:
-                return None, size  # nothing painted yet
-            return mask_overlay(background, mask), size
+                return None, background.size  # nothing painted yet
+            return mask_overlay(background, mask), background.size
 
-        def follow_model(model_id, size, previous, samples, base_id):
-            entry = catalog.get(model_id)
-            before = catalog.get(previous) if previous in catalog else entry
+        def follow_model(model_id, size, previous, samples, base_id, auto, table):
+            """Every control follows the model's entry: ranges, defaults, schedulers, LoRA fields."""
+            entry = entry_or_error(model_id)
             live = is_diffusion(entry)
             w, h = fit_size(size, entry)
             sizes = dict(minimum=entry.size_range.low, maximum=entry.size_range.high, step=8)
+            was_live = previous in catalog and is_diffusion(catalog.get(previous))
             if not live:
                 samples = 1  # classical models are deterministic
-            elif not is_diffusion(before):
+            elif samples is None or not was_live:
                 samples = DEFAULT_SAMPLES
             base_id = base_id if base_id in entry.compliant_model_ids else (list(entry.compliant_model_ids) or [None])[0]
+            compatible = concept_choices(engine, entry, base_id)
+            rows = [list(r) for r in concept_rows(table) if str(r[0] or "").strip() in compatible]
             return (
                 gr.update(minimum=entry.guidance_range.low, maximum=entry.guidance_range.high,
                           value=entry.default_guidance, interactive=live),
-                gr.update(value=w, **sizes),
-                gr.update(value=h, **sizes),
+                gr.update(value=w, interactive=not auto, **sizes),
+                gr.update(value=h, interactive=not auto, **sizes),
                 gr.update(choices=entry.scheduler_names, value=entry.default_scheduler, interactive=live),
                 gr.update(choices=list(entry.compliant_model_ids), value=base_id, visible=entry.type.is_lora),
                 gr.update(choices=list(entry.epochs), value=(list(entry.epochs) or [None])[-1],
                           visible=bool(entry.epochs)),
                 gr.update(visible=entry.family == "flux.1", value=0),
-                gr.update(choices=concept_choices(engine, entry, base_id), value=None),
+                gr.update(choices=compatible, value=None),
+                gr.update(visible=bool(compatible)),
+                rows,
                 gr.update(value=samples, interactive=live),
                 gr.update(interactive=live),
                 gr.update(interactive=live),
@@ -433,22 +485,27 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
                 model_id,
             )
 
-        def follow_base(model_id, base_id):
-            return gr.update(choices=concept_choices(engine, catalog.get(model_id), base_id), value=None)
+        def page_defaults(model_id, size, samples, base_id):
+            return (*follow_model(model_id, size, None, samples, base_id, True, []), True, True)
+
+        def follow_base(model_id, base_id, table):
+            compatible = concept_choices(engine, entry_or_error(model_id), base_id)
+            rows = [list(r) for r in concept_rows(table) if str(r[0] or "").strip() in compatible]
+            return gr.update(choices=compatible, value=None), gr.update(visible=bool(compatible)), rows
 
         def follow_image(value, model_id):
             background = (value or {}).get("background")
             size = background.size if background is not None else None
-            w, h = fit_size(size, catalog.get(model_id))
+            w, h = fit_size(size, entry_or_error(model_id))
             return w, h, size
 
         def add_concept_row(table, concept_id):
-            rows = [list(r) for r in (table or []) if r and str(r[0] or "").strip()]
+            rows = [list(r) for r in concept_rows(table) if str(r[0] or "").strip()]
             if not concept_id:
-                raise gr.Error("Pick a LoRA concept first", title="concepts")
+                raise gr.Error("concepts: pick a LoRA concept first", title="Concepts")
             if len(rows) >= MAX_CONCEPTS:
-                raise gr.Error(f"concepts: at most {MAX_CONCEPTS} concepts", title="concepts")
-            entry = catalog.get(concept_id)
+                raise gr.Error(f"concepts: at most {MAX_CONCEPTS} concepts", title="Concepts")
+            entry = entry_or_error(concept_id)
             rows.append([concept_id, 1.0, entry.epochs[-1] if entry.epochs else ""])
             return rows
 
@@ -456,9 +513,9 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
                          base_id, samples, seed_value, randomize_seed, strength_value, guidance_value, steps_value,
                          scheduler_name, auto, width_value, height_value, merge_off, previews, concept_table,
                          negative_weight, state) -> tuple[dict, list[str]]:
-            """The contract's request body for the UI's values: the same validation as every surface."""
-            entry = catalog.get(model_id)
-            body: dict = {"modelId": model_id, "prompt": prompt_text or "", "disableMerging": bool(merge_off)}
+            """The contract's request body for the page's values; None means "the engine's default"."""
+            entry = catalog.get(model_id) if model_id in catalog else None
+            body: dict = {"modelId": model_id, "prompt": prompt_text, "disableMerging": bool(merge_off)}
             notes: list[str] = []
             background = (value or {}).get("background")
             if background is not None:
@@ -468,39 +525,39 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
                     body["image"] = source  # the same picture again (e.g. a result kept as input): its asset
                 else:
                     body["image"] = imageops.to_data_url(image)
-                mask, notes = effective_mask(background, value.get("layers"), upload, invert=invert_mask,
-                                             grow=grow_px, feather=feather_px)
+                mask, notes = effective_mask(background, value.get("layers"), upload, invert=bool(invert_mask),
+                                             grow=int(grow_px or 0), feather=int(feather_px or 0))
                 body["mask"] = imageops.to_data_url(mask)
-            if entry.type.is_lora:
-                body["modelEpoch"] = epoch or None
-                body["baseModelId"] = base_id or None
-            if is_diffusion(entry):
-                body.update(numSamples=int(samples), strength=float(strength_value), guidance=float(guidance_value),
-                            numInferenceSteps=int(steps_value), intermediateImages=bool(previews))
-                if scheduler_name:
-                    body["scheduler"] = scheduler_name
-                if negative and negative.strip():
-                    body["negativePrompt"] = negative
-                if negative_weight:
-                    body["negativePromptStrength"] = float(negative_weight)
-            else:
-                body["numSamples"] = int(samples)
-            if not randomize_seed and seed_value is not None:
-                body["seed"] = int(seed_value)
+            if entry is not None and entry.type.is_lora:
+                body.update(modelEpoch=epoch or None, baseModelId=base_id or None)
+            if entry is None or is_diffusion(entry):
+                body.update(strength=strength_value, guidance=guidance_value, numInferenceSteps=steps_value,
+                            intermediateImages=bool(previews), scheduler=scheduler_name or None,
+                            negativePrompt=negative if negative and negative.strip() else None,
+                            negativePromptStrength=negative_weight or None)
+            body["numSamples"] = samples
+            if not randomize_seed:
+                body["seed"] = seed_value
             if not auto:
-                body.update(width=int(width_value), height=int(height_value))
+                body.update(width=width_value, height=height_value)
             picked = concepts_from_table(concept_table)
             if picked:
                 body["concepts"] = picked
+            # Sliders hand floats; the contract's integer fields take integers.
+            for name in ("numSamples", "numInferenceSteps", "width", "height", "seed"):
+                if isinstance(body.get(name), float) and body[name].is_integer():
+                    body[name] = int(body[name])
             return {k: v for k, v in body.items() if v is not None}, notes
 
         # The API's parameters carry the contract's field names (camelCase, as in the JSON body), so a
-        # gradio_client call reads like a REST request; the mask controls come first, as in the UI.
-        def inpaint(image, mask, invertMask, maskGrow, maskFeather, prompt, negativePrompt, modelId, modelEpoch,  # noqa: N803
-                    baseModelId, numSamples, seed, randomizeSeed, strength, guidance, numInferenceSteps, scheduler,
-                    autoSize, width, height, disableMerging, intermediateImages, concepts, negativePromptStrength,
-                    state, request: gr.Request, progress=gr.Progress()):
-            """Inpaint the masked area of the image; streams previews and results, returns the effective parameters."""
+        # gradio_client call reads like a REST request; each one left out takes the contract's default.
+        def inpaint(image=None, mask=None, invertMask=False, maskGrow=0, maskFeather=0, prompt=None,  # noqa: N803
+                    negativePrompt=None, modelId=None, modelEpoch=None, baseModelId=None, numSamples=None, seed=None,
+                    randomizeSeed=False, strength=None, guidance=None, numInferenceSteps=None, scheduler=None,
+                    autoSize=False, width=None, height=None, disableMerging=False, intermediateImages=False,
+                    concepts=None, negativePromptStrength=None, state=None, request: gr.Request = None,
+                    progress=gr.Progress()):
+            """Inpaint the masked area of an image editor value (or of `mask`); streams previews and results."""
             state = dict(state or {})
             try:
                 body, notes = request_body(image, mask, invertMask, maskGrow, maskFeather, prompt, negativePrompt,
@@ -525,27 +582,37 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
 
             def update(text: str):
                 return (shown.copy(), gr.update(value=last_preview, visible=resolved.intermediate_images),
-                        text + note, summary, resolved.seed, state)
+                        text + note if text else "", summary, resolved.seed, state)
 
-            cancel = threading.Event()
-            key = request.session_hash if request is not None else None
+            cancel, run_key = threading.Event(), new_id("run")
+            _CANCELS[run_key] = cancel
+            key = getattr(request, "session_hash", None)
             if key:
                 running[key] = cancel
             started = time.monotonic()
-            yield update(f"**Queued** · {total} image{'s' * (total > 1)} with {resolved.model_id}")
-            progress(0.0, desc="Starting")
+            fraction, step_note = 0.0, ""
+
+            def tell(stage: str) -> None:
+                # While a run lasts, the bar (drawn over the emptied status line) says where it is.
+                progress(fraction, desc=f"{stage} · {len(shown)}/{total} images{step_note}")
+
+            yield update("")
+            tell("Queued")
             try:
-                for kind, value in run_on_device(engine, resolved, cancel=cancel,
-                                                     device_lock=device_lock, preview_dir=files_dir):
+                stream = run_on_device(engine_key, resolved, run_key, str(files_dir))
+                for kind, value in stream:
                     if kind == "waiting":
-                        yield update("**Waiting** for the previous generation to stop…")
+                        tell("Waiting for the previous generation to stop")
                     elif kind == "started":
-                        yield update(f"**Loading / running** {resolved.model_id}…")
+                        tell(f"Running {resolved.model_id}")
                     elif kind == "progress":
-                        progress(value, desc=f"{len(shown)}/{total} images")
+                        fraction = value
+                        tell("Denoising")
                     elif kind == "preview":
                         last_preview, step, steps = value
-                        yield update(f"**Denoising** · step {step}/{steps} · {len(shown)}/{total} images done")
+                        step_note = f" · step {step}/{steps}"
+                        tell("Denoising")
+                        yield update("")
                     elif kind == "result":
                         path = files_dir / f"{value.id}.png"
                         shutil.copyfile(engine.store.file_path(value.id, original=True), path)
@@ -553,7 +620,11 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
                         state["results"] = [*state["results"], {"id": value.id, "seed": value.seed, "path": str(path)}]
                         summary["assetIds"].append(value.id)
                         summary["seeds"].append(value.seed)
-                        yield update(f"**Generating** · {len(shown)}/{total} images done")
+                        tell("Denoising")
+                        yield update("")
+                    if cancel.is_set():
+                        stream.close()  # stops the generation wherever it runs, within a step
+                        raise JobCanceled()
             except JobCanceled:
                 yield update(f"**Stopped** · kept {len(shown)} of {total} images")
                 return
@@ -564,6 +635,7 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
             except Exception as exc:
                 raise gr.Error(f"generation failed: {type(exc).__name__}: {exc}", title="Generation failed") from None
             finally:
+                _CANCELS.pop(run_key, None)
                 if key and running.get(key) is cancel:
                     del running[key]
             seeds = f"seed {resolved.seed}" if total == 1 else f"seeds {resolved.seed}–{resolved.seed + total - 1}"
@@ -571,7 +643,7 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
                          f"{time.monotonic() - started:.1f} s · {seeds}")
 
         def stop(request: gr.Request):
-            cancel = running.get(request.session_hash) if request is not None else None
+            cancel = running.get(getattr(request, "session_hash", None))
             if cancel is None:
                 return "Nothing is running."
             cancel.set()
@@ -581,17 +653,16 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
             results = (state or {}).get("results") or []
             if not 0 <= evt.index < len(results):
                 return gr.update(), gr.update(), state
-            state = {**state, "selected": evt.index}
             picked = results[evt.index]
-            return (state["input"], picked["path"]), gr.update(value=picked["path"]), state
+            return (state["input"], picked["path"]), picked["path"], {**state, "selected": evt.index}
 
-        def show_first(state):
+        def show_selected(state):
             results = (state or {}).get("results") or []
             if not results:
                 return gr.update(), gr.update(), state
-            index = state.get("selected") if state.get("selected") is not None else 0
+            index = state.get("selected") or 0
             picked = results[index]
-            return (state["input"], picked["path"]), gr.update(value=picked["path"]), {**state, "selected": index}
+            return (state["input"], picked["path"]), picked["path"], {**state, "selected": index}
 
         def keep_editing(state):
             results = (state or {}).get("results") or []
@@ -599,28 +670,30 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
             if index is None or not results:
                 raise gr.Error("Pick a result in the gallery first", title="Use as input")
             picked = results[index]
-            # The result's asset becomes the next input (and so the parent of what comes next).
+            # The result's asset becomes the next input, and so the parent of what comes next.
             state = {**state, "source": picked["id"]}
-            return {"background": picked["path"], "layers": [], "composite": picked["path"]}, None, state
+            # A bare image: the editor takes it as background and composite, on a fresh canvas.
+            return picked["path"], None, None, state
 
         # ---- wiring: only the generation is public API ------------------------------------------
 
-        private = dict(api_visibility="private")
+        private = dict(api_visibility="private", show_progress="hidden")
         mask_inputs = [editor, mask_upload, invert, grow, feather]
         for trigger in (editor.change, mask_upload.change, invert.change, grow.release, feather.release):
-            trigger(show_mask, mask_inputs, [mask_preview, image_size], show_progress="hidden",
-                    trigger_mode="always_last", **private)
-        editor.upload(follow_image, [editor, model], [width, height, image_size], show_progress="hidden", **private)
-        model.change(follow_model, [model, image_size, previous_model, num_samples, base_model],
-                     [guidance, width, height, scheduler, base_model, model_epoch, negative_strength, concept_pick,
-                      num_samples, steps, strength, negative_prompt, intermediate, model, previous_model],
-                     show_progress="hidden", **private)
-        base_model.change(follow_base, [model, base_model], concept_pick, show_progress="hidden", **private)
-        auto_size.change(lambda auto: (gr.update(interactive=not auto),) * 2, auto_size, [width, height],
-                         show_progress="hidden", **private)
-        intermediate.change(lambda on: gr.update(visible=on), intermediate, preview, show_progress="hidden", **private)
-        add_concept.click(add_concept_row, [concepts, concept_pick], concepts, show_progress="hidden", **private)
-        clear_concepts.click(lambda: [], None, concepts, show_progress="hidden", **private)
+            trigger(show_mask, mask_inputs, [mask_preview, image_size], trigger_mode="always_last", **private)
+        editor.upload(follow_image, [editor, model], [width, height, image_size], **private)
+        follows = [guidance, width, height, scheduler, base_model, model_epoch, negative_strength, concept_pick,
+                   concept_box, concepts, num_samples, steps, strength, negative_prompt, intermediate, model,
+                   previous_model]
+        model.change(follow_model, [model, image_size, previous_model, num_samples, base_model, auto_size, concepts],
+                     follows, **private)
+        demo.load(page_defaults, [model, image_size, num_samples, base_model], [*follows, randomize, auto_size],
+                  **private)
+        base_model.change(follow_base, [model, base_model, concepts], [concept_pick, concept_box, concepts], **private)
+        auto_size.change(lambda auto: (gr.update(interactive=not auto),) * 2, auto_size, [width, height], **private)
+        intermediate.change(lambda on: gr.update(visible=on), intermediate, preview, **private)
+        add_concept.click(add_concept_row, [concepts, concept_pick], concepts, **private)
+        clear_concepts.click(lambda: [], None, concepts, **private)
 
         run_inputs = [editor, mask_upload, invert, grow, feather, prompt, negative_prompt, model, model_epoch,
                       base_model, num_samples, seed, randomize, strength, guidance, steps, scheduler, auto_size, width,
@@ -629,10 +702,12 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
                     [gallery, preview, status, params, seed, session], api_name="inpaint",
                     show_progress="full", show_progress_on=[status], concurrency_limit=1,
                     concurrency_id="inpaint-device")
-        run.then(show_first, session, [compare, download, session], show_progress="hidden", **private)
-        stop_btn.click(stop, None, status, cancels=[run], queue=False, **private)
-        gallery.select(select_result, session, [compare, download, session], show_progress="hidden", **private)
-        use_input.click(keep_editing, session, [editor, mask_upload, session], **private)
+        run.then(show_selected, session, [compare, download, session], **private)
+        # The run ends itself within a step and keeps what it made; a queue-level cancel would abandon
+        # its handler mid-stream (the page then shows an error and briefly ignores the next Generate).
+        stop_btn.click(stop, None, status, queue=False, **private)
+        gallery.select(select_result, session, [compare, download, session], **private)
+        use_input.click(keep_editing, session, [editor, mask_upload, mask_preview, session], api_visibility="private")
 
     demo.queue(max_size=max_queue, default_concurrency_limit=4)
     return demo
