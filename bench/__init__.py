@@ -1,0 +1,1 @@
+"""Benchmarks of the engine: ratios against raw diffusers, scaling with the image, previews, cache and memory."""

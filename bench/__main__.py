@@ -1,0 +1,123 @@
+"""`python -m bench [--quick] [--only NAME,...]`: one JSON line per metric on stdout, logs on stderr.
+
+The full run also writes bench/results.md. Exit status 1 when a metric could not be measured (an error,
+not a missed goal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+ORDER = ("engine_overhead", "rest_overhead", "image_size_scaling", "preview_overhead", "preview_vs_vae",
+         "warm_cache", "memory_128", "outside_mask_drift", "gpu")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes and fewer rounds: under a minute")
+    parser.add_argument("--only", default="", help=f"comma-separated metrics to run, of: {', '.join(ORDER)}")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="where the full run writes its table (default bench/results.md)")
+    args = parser.parse_args(argv)
+    only = [name for name in args.only.split(",") if name]
+    unknown = sorted(set(only) - set(ORDER))
+    if unknown:
+        parser.error(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(ORDER)}")
+    selected = [name for name in ORDER if not only or name in only]
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="bench: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll otherwise
+    # Libraries may print; stdout carries the JSON lines only.
+    with contextlib.redirect_stdout(sys.stderr):
+        return _run(args.quick, selected, args.results, full_table=not only)
+
+
+def _run(quick: bool, selected: list[str], results: Path | None, *, full_table: bool) -> int:
+    from . import gpu, metrics, models, report
+    from .timing import Metric, emit, log
+
+    started, load_start = time.perf_counter(), os.getloadavg()[0]
+    profile = metrics.QUICK if quick else metrics.FULL
+    models.CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    work_dir = Path(tempfile.mkdtemp(prefix="run-", dir=models.CACHE_DIR))
+    done: list[Metric] = []
+    failed = False
+
+    def record(name: str, measure) -> None:
+        nonlocal failed
+        log.info("%s ...", name)
+        start = time.perf_counter()
+        try:
+            produced = measure()
+        except Exception as exc:
+            failed = True
+            traceback.print_exc(file=sys.stderr)
+            produced = Metric(name, None, "-", "-", f"error: {type(exc).__name__}: {exc}")
+        log.info("%s: %.1f s", name, time.perf_counter() - start)
+        for metric in produced if isinstance(produced, list) else [produced]:
+            emit(metric)
+            done.append(metric)
+
+    try:
+        bench = metrics.Bench(profile, work_dir)
+        log.info("%s run; model %s loaded in %.1f s, ready after %.1f s", profile.name, models.MID_MODEL_ID,
+                 bench.load_s, time.perf_counter() - started)
+        timed = {"engine_overhead": metrics.engine_overhead, "rest_overhead": metrics.rest_overhead,
+                 "image_size_scaling": metrics.image_size_scaling, "preview_overhead": metrics.preview_overhead,
+                 "preview_vs_vae": metrics.preview_vs_vae}
+        for name, measure in timed.items():
+            if name in selected:
+                record(name, lambda measure=measure: measure(bench))
+
+        # The memory children run while the untimed metrics do (a model load here is not a ratio).
+        children = metrics.memory_start(bench) if "memory_128" in selected else []
+        try:
+            if "warm_cache" in selected:
+                record("warm_cache", lambda: metrics.warm_cache(bench))
+            drift = _attempt(lambda: metrics.outside_mask_drift(bench)) if "outside_mask_drift" in selected else None
+            if children:
+                record("memory_128", lambda: metrics.memory_finish(bench, children))
+            if drift is not None:
+                record("outside_mask_drift", drift)
+        finally:
+            for child in children:
+                if child.poll() is None:
+                    child.kill()
+        if "gpu" in selected:
+            record("gpu", lambda: gpu.run(work_dir, rounds=profile.rounds))
+        bench.engine.store.close()
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+    seconds = time.perf_counter() - started
+    log.info("%s run done in %.0f s", profile.name, seconds)
+    if not quick and full_table:
+        path = results or report.RESULTS
+        report.write(done, report.machine(), profile=profile.name, seconds=seconds,
+                     load=f"{load_start:.2f} / {os.getloadavg()[0]:.2f}", path=path)
+        log.info("wrote %s", path)
+    return 1 if failed else 0
+
+
+def _attempt(measure):
+    """Measure now, report later: a function giving back the result or raising what the measure raised."""
+    try:
+        result = measure()
+    except Exception as exc:
+        def fail(exc=exc):
+            raise exc
+        return fail
+    return lambda: result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

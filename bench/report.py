@@ -1,0 +1,104 @@
+"""bench/results.md: the machine, the versions, the date and one table row per metric."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from . import models
+from .timing import Metric
+
+RESULTS = Path(__file__).with_name("results.md")
+# Load, faults and hostile input are measured by tests/test_hardening.py; their figures are kept here and
+# printed below the benchmark's table, so one page holds every figure.
+HARDENING = Path(__file__).with_name("hardening.md")
+PACKAGES = ("torch", "diffusers", "transformers", "pillow", "numpy", "fastapi", "uvicorn")
+
+METHOD = f"""\
+## How these figures are made
+
+- The timed model is `{models.MID.name}`: a `StableDiffusionInpaintPipeline` with SD 1.5's layout
+  (UNet of 4 levels x 2 layers, block widths {models.MID.unet_channels}, cross-attention on the two middle
+  levels; a 4-block VAE of widths {models.MID.vae_channels}, so latents are 1/8 of the image; a
+  {models.MID.text_layers}-layer CLIP text encoder of width {models.MID.text_dim}), random weights built from
+  configs, saved with `save_pretrained` and loaded through the engine's pipeline cache from a catalog entry,
+  like any local model. Its VAE encode/decode to UNet-step cost proportions are those of the real model, so
+  compute dominates as it does with real weights.
+- Ratios are medians, over interleaved rounds (A B, B A, ...) in one process after one untimed warm-up, of the
+  ratio within each round. The machine may be shared: the detail column gives the median and minimum times.
+- `ours` always starts from the request body with data URLs and ends with the PNG + WebP assets stored.
+- Peak memory is the `ru_maxrss` of a fresh child process per configuration.
+- Run `python -m bench` to rewrite this file; `python -m bench --quick` prints the same metrics in under a minute
+  (smaller sizes, fewer rounds) and leaves it alone.
+"""
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _memory_gb() -> str:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return f"{int(line.split()[1]) / 2**20:.0f} GB"
+    except OSError:
+        pass
+    return "?"
+
+
+def machine() -> dict[str, str]:
+    import torch
+
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "-"
+    return {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": f"{_cpu_model()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, RAM {_memory_gb()}",
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "none",
+        "os": f"{platform.system()} {platform.release()}, Python {sys.version.split()[0]}",
+        "versions": ", ".join(f"{name} {version}" for name, version in versions.items()),
+    }
+
+
+def _cell(text: object) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def write(metrics: list[Metric], info: dict[str, str], *, profile: str, seconds: float, load: str,
+          path: Path = RESULTS) -> None:
+    verdict = {True: "yes", False: "**no**", None: "-"}
+    lines = [
+        "# Benchmark results",
+        "",
+        f"`python -m bench` ({profile} run, {seconds / 60:.1f} min), {info['date']}.",
+        "",
+        f"- Machine: {info['cpu']}; GPU: {info['gpu']}; {info['os']}",
+        f"- Load average (1 min) at the start and the end: {load}",
+        f"- Versions: {info['versions']}",
+        "",
+        "| metric | value | unit | goal | holds | detail |",
+        "|---|---|---|---|---|---|",
+    ]
+    for m in metrics:
+        value = "null" if m.value is None else m.value
+        lines.append(f"| `{m.metric}` | {value} | {_cell(m.unit)} | {_cell(m.goal)} | {verdict[m.holds()]} | "
+                     f"{_cell(m.detail)} |")
+    lines += ["", METHOD]
+    if HARDENING.exists():
+        lines += [HARDENING.read_text().strip(), ""]
+    path.write_text("\n".join(lines))
