@@ -61,6 +61,9 @@ class Engine:
         self.store = store
         self.pipelines = pipelines
         self.max_batch = max_batch
+        # One diffusion run at a time on the device, whoever asks (the studio or a REST job): two would
+        # contend for its memory, and loading another model must not overlap a running generation.
+        self.device_lock = threading.Lock()
 
     # -- validation: everything is checked before anything is stored --------------------------------
 
@@ -135,9 +138,13 @@ class Engine:
 
         assets: list[Asset] = []
         with ExitStack() as holding:
-            # 3. The model, held for the whole request: schedulers and adapters are not thread-safe
+            # 3. The device, then the model, held for the whole request: schedulers and adapters are not
+            #    thread-safe
             loaded = None
             if entry.family != "opencv":
+                holding.enter_context(self.device_lock)
+                if run.canceled():  # stopped while it waited for the device
+                    raise JobCanceled()
                 loaded = self.pipelines.get(request.pipeline_model_id)
                 adapters = [(self.pipelines.lora_file(self.catalog.get(c.model_id), c.model_epoch), c.scale)
                             for c in request.concepts]

@@ -219,9 +219,9 @@ def _prune(folder: Path, max_age_s: float) -> None:
 # ---- the generation stream -----------------------------------------------------------------------
 
 def stream_generation(engine: Engine, request: ResolvedRequest, *, cancel: threading.Event,
-                      device_lock: threading.Lock, preview_dir: Path) -> Iterator[tuple[str, object]]:
+                      preview_dir: Path) -> Iterator[tuple[str, object]]:
     """Run one prepared request in a worker thread and yield its events as they happen:
-    ("waiting", None), ("started", None), ("preview", (path, step, steps)), ("progress", fraction),
+    ("waiting", None), ("preview", (path, step, steps)), ("progress", fraction),
     ("result", asset). Ends after the last result; raises what the generation raised (JobCanceled
     when `cancel` was set). Closing the iterator early cancels the generation."""
     events: queue.Queue = queue.Queue()
@@ -239,16 +239,11 @@ def stream_generation(engine: Engine, request: ResolvedRequest, *, cancel: threa
 
     def work() -> None:
         try:
-            if device_lock.locked():
+            if engine.device_lock.locked():  # the engine runs one generation at a time per device
                 events.put(("waiting", None))
-            # One generation at a time per device, whoever asked; a stopped run finishes its step first.
-            with device_lock:
-                if cancel.is_set():
-                    raise JobCanceled()
-                events.put(("started", None))
-                engine.generate(request, on_result=lambda asset: events.put(("result", asset)),
-                                on_preview=on_preview, on_progress=lambda f: events.put(("progress", f)),
-                                cancel=cancel)
+            engine.generate(request, on_result=lambda asset: events.put(("result", asset)),
+                            on_preview=on_preview, on_progress=lambda f: events.put(("progress", f)),
+                            cancel=cancel)
             events.put(("done", None))
         except BaseException as exc:  # handed to the consumer's thread, which raises it
             events.put(("error", exc))
@@ -268,8 +263,6 @@ def stream_generation(engine: Engine, request: ResolvedRequest, *, cancel: threa
             cancel.set()
 
 
-# One generation at a time on this process's device, whichever page or session asks.
-DEVICE_LOCK = threading.Lock()
 # ZeroGPU runs the GPU function in a worker process and pickles its arguments, so the function takes
 # plain data and finds the engine and the cancel token here (a stop there comes from closing the stream).
 _ENGINES: weakref.WeakValueDictionary[str, Engine] = weakref.WeakValueDictionary()
@@ -279,11 +272,10 @@ _CANCELS: dict[str, threading.Event] = {}
 @on_gpu
 def run_on_device(engine_key: str, request: ResolvedRequest, run_key: str,
                   preview_dir: str) -> Iterator[tuple[str, object]]:
-    """The GPU work of one run: stream_generation on the registered engine, under the device lock."""
+    """The GPU work of one run: stream_generation on the registered engine."""
     cancel = _CANCELS.setdefault(run_key, threading.Event())
     try:
-        yield from stream_generation(_ENGINES[engine_key], request, cancel=cancel, device_lock=DEVICE_LOCK,
-                                     preview_dir=Path(preview_dir))
+        yield from stream_generation(_ENGINES[engine_key], request, cancel=cancel, preview_dir=Path(preview_dir))
     finally:
         _CANCELS.pop(run_key, None)
 
@@ -597,14 +589,12 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
                 progress(fraction, desc=f"{stage} · {len(shown)}/{total} images{step_note}")
 
             yield update("")
-            tell("Queued")
+            tell(f"Running {resolved.model_id}")
             try:
                 stream = run_on_device(engine_key, resolved, run_key, str(files_dir))
                 for kind, value in stream:
                     if kind == "waiting":
                         tell("Waiting for the previous generation to stop")
-                    elif kind == "started":
-                        tell(f"Running {resolved.model_id}")
                     elif kind == "progress":
                         fraction = value
                         tell("Denoising")

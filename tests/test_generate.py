@@ -194,6 +194,29 @@ def test_previews_arrive_every_step_and_cancel_stops_within_one_step(engine):
     assert engine.store.list(include_hidden=True, job_id=None)  # the inputs are still there
 
 
+def test_one_diffusion_run_holds_the_device_and_one_stopped_while_waiting_never_starts(engine):
+    waiting = engine.prepare(tiny_body(numSamples=1))
+    cancel, outcome = threading.Event(), []
+
+    def generate():
+        try:
+            outcome.append(engine.generate(waiting, cancel=cancel))
+        except JobCanceled as exc:
+            outcome.append(exc)
+
+    with engine.device_lock:  # a generation from elsewhere (the studio, a REST job) runs
+        worker = threading.Thread(target=generate)
+        worker.start()
+        worker.join(timeout=1.0)
+        assert worker.is_alive() and not outcome  # it waits for the device
+        # A classical model needs no device: it runs meanwhile.
+        _, [result] = run(engine, body(photo(64, 64), rect_mask(64, 64, (16, 16, 48, 48))))
+        cancel.set()
+    worker.join(timeout=60)
+    assert isinstance(outcome[0], JobCanceled)
+    assert [a.id for a in engine.store.list(include_hidden=True) if a.kind == "result"] == [result.id]
+
+
 def test_out_of_memory_halves_the_batch_and_keeps_the_results(engine, monkeypatch):
     engine.max_batch = 4
     calls = []

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
@@ -40,7 +39,7 @@ from inpaint.assets import AssetStore
 from inpaint.jobs import INTERRUPTED
 from tests.images import data_url, photo, rect_mask
 from tests.test_api import (BAD_BODIES, FINAL, KEY, TINY, assert_error, b64_url, body, client, engine,  # noqa: F401
-                            listed_ids, png_declaring, submit, wait)
+                            listed_ids, submit, wait)
 from tests.test_api_fuzz import CHECKS, RUNS, api_schema  # noqa: F401 (the fuzz's fixture)
 
 REPO = Path(__file__).resolve().parent.parent
