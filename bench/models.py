@@ -18,6 +18,7 @@ from inpaint.catalog import Catalog
 from inpaint.generate import Engine
 from inpaint.pipelines import PipelineCache
 
+REPO = Path(__file__).resolve().parent.parent
 CACHE_DIR = Path(__file__).with_name(".cache")
 MID_MODEL_ID = "bench-sd-1_5-mid"
 # The same folder under a second id: the cache keys by id, so this is a second, separately loaded model.
@@ -139,9 +140,15 @@ def catalog(shape: Shape = MID) -> Catalog:
     ids = [MID_MODEL_ID, MID_MODEL_ID_B] if shape is MID else [REAL_MODEL_ID]
     entries = [{"id": model_id, "type": "sd-1_5", "source": str(folder),
                 "description": f"benchmark pipeline {shape.name}, random weights"} for model_id in ids]
-    path = CACHE_DIR / f"catalog-{shape.name}.json"
+    path = catalog_path(shape)
     path.write_text(json.dumps({"models": entries}, indent=1))
     return Catalog.load(path)
+
+
+def catalog_path(shape: Shape = MID) -> Path:
+    """The user catalog file `catalog(shape)` writes: a server started with INPAINT_CATALOG set to it sees the
+    benchmark models."""
+    return CACHE_DIR / f"catalog-{shape.name}.json"
 
 
 def engine(data_dir: Path, shape: Shape = MID, *, device: str | None = "cpu", max_batch: int | None = None) -> Engine:

@@ -142,9 +142,10 @@ class Engine:
             #    thread-safe
             loaded = None
             if entry.family != "opencv":
-                holding.enter_context(self.device_lock)
-                if run.canceled():  # stopped while it waited for the device
-                    raise JobCanceled()
+                while not self.device_lock.acquire(timeout=0.1):
+                    if run.canceled():  # stopped while it waited for the device: it never starts
+                        raise JobCanceled()
+                holding.callback(self.device_lock.release)
                 loaded = self.pipelines.get(request.pipeline_model_id)
                 adapters = [(self.pipelines.lora_file(self.catalog.get(c.model_id), c.model_epoch), c.scale)
                             for c in request.concepts]

@@ -594,7 +594,7 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
                 stream = run_on_device(engine_key, resolved, run_key, str(files_dir))
                 for kind, value in stream:
                     if kind == "waiting":
-                        tell("Waiting for the previous generation to stop")
+                        tell("Waiting for the device: another generation is running")
                     elif kind == "progress":
                         fraction = value
                         tell("Denoising")
