@@ -154,7 +154,7 @@ def rest_overhead(bench: Bench) -> Metric:
         port = probe.getsockname()[1]
     env = {**os.environ, "INPAINT_CATALOG": str(models.catalog_path()), "HF_HUB_OFFLINE": "1",
            "INPAINT_MODELS_DIR": str(models.CACHE_DIR / "models"), "INPAINT_DATA_DIR": str(bench.work_dir / "rest")}
-    server = subprocess.Popen([sys.executable, "-c", REST_SERVER, str(port)], env=env, cwd=models.REPO,
+    server = subprocess.Popen([sys.executable, "-c", REST_SERVER, str(port)], env=env, cwd=memory.REPO,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600)
 

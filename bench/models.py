@@ -18,7 +18,6 @@ from inpaint.catalog import Catalog
 from inpaint.generate import Engine
 from inpaint.pipelines import PipelineCache
 
-REPO = Path(__file__).resolve().parent.parent
 CACHE_DIR = Path(__file__).with_name(".cache")
 MID_MODEL_ID = "bench-sd-1_5-mid"
 # The same folder under a second id: the cache keys by id, so this is a second, separately loaded model.

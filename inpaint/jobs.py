@@ -13,6 +13,7 @@ from .assets import new_id, utc_now
 from .errors import JobCanceled, NotFoundError, RequestError
 from .generate import Engine
 from .pipelines import ModelUnavailable
+from .previews import side_by_side
 from .schema import ResolvedRequest
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ def run_job(engine: Engine, job: Job, *, on_change=None) -> Job:
         changed(False)
 
     def on_preview(previews: list[Image.Image], step: int, steps: int) -> None:
-        preview = engine.store.put(_strip(previews), kind="preview", hidden=True, parent_id=job.request.image_asset_id,
+        preview = engine.store.put(side_by_side(previews), kind="preview", hidden=True, parent_id=job.request.image_asset_id,
                                    job_id=job.job_id, model_id=job.request.model_id)
         job.previews.append(preview.id)
         changed(False)
@@ -99,16 +100,6 @@ def run_job(engine: Engine, job: Job, *, on_change=None) -> Job:
         job.status, job.error = "failure", f"generation failed: {type(exc).__name__}: {exc}"
     changed(True)
     return job
-
-
-def _strip(images: list[Image.Image]) -> Image.Image:
-    """The previews of one micro-batch side by side, so a step is one small asset."""
-    strip = Image.new("RGB", (sum(im.width for im in images), max(im.height for im in images)))
-    x = 0
-    for im in images:
-        strip.paste(im, (x, 0))
-        x += im.width
-    return strip
 
 
 class JobQueue:

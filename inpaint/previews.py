@@ -26,6 +26,17 @@ RGB_FACTORS = {"sd-1_5": _SD15, "sd-xl": _SDXL, "flux.1": _FLUX}
 VAE_SCALE = 8  # every family's VAE downsamples 8x
 
 
+def side_by_side(images: list[Image.Image], *, gap: int = 0) -> Image.Image:
+    """The previews of one micro-batch in a row, on white: one image per step, whatever the batch."""
+    strip = Image.new("RGB", (sum(im.width for im in images) + gap * (len(images) - 1),
+                              max(im.height for im in images)), (255, 255, 255))
+    x = 0
+    for im in images:
+        strip.paste(im, (x, 0))
+        x += im.width + gap
+    return strip
+
+
 def unpack_flux_latents(latents: torch.Tensor, *, height: int, width: int) -> torch.Tensor:
     """(B, seq, C*4) packed Flux latents -> (B, C, H/8, W/8); Flux packs each 2x2 patch into channels."""
     batch, _, packed = latents.shape

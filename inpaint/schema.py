@@ -192,6 +192,11 @@ def generation_size(region: tuple[int, int], native: int, size_range) -> tuple[i
     return tuple(int(size_range.clamp(_snap(side * scale, 8))) for side in region)  # type: ignore[return-value]
 
 
+def whole_image_size(image_size: tuple[int, int], size_range) -> tuple[int, int]:
+    """Default size with disableMerging: the input's, rounded down to a multiple of 8, inside the range."""
+    return tuple(int(size_range.clamp(max(8, side // 8 * 8))) for side in image_size)  # type: ignore[return-value]
+
+
 def resolve(req: InpaintRequest, catalog: Catalog, *, image_size: tuple[int, int], region_size: tuple[int, int],
             image_asset_id: str, mask_asset_id: str, warnings: list[str]) -> ResolvedRequest:
     """Apply the model type's defaults and rules. `region_size` is the crop around the mask (merge mode)."""
@@ -266,7 +271,7 @@ def resolve(req: InpaintRequest, catalog: Catalog, *, image_size: tuple[int, int
     if entry.family == "opencv" and not req.disable_merging:
         default_size = region_size  # classical inpainting works on the region as it is
     elif req.disable_merging:
-        default_size = tuple(int(size_range.clamp(max(8, side // 8 * 8))) for side in image_size)
+        default_size = whole_image_size(image_size, size_range)
     else:
         default_size = generation_size(region_size, model_type.native_resolution, size_range)
     width, height = req.width or default_size[0], req.height or default_size[1]

@@ -21,7 +21,8 @@ from .catalog import ModelEntry
 from .errors import JobCanceled, RequestError
 from .generate import Engine
 from .pipelines import ModelUnavailable
-from .schema import ResolvedRequest
+from .previews import side_by_side
+from .schema import ResolvedRequest, whole_image_size
 
 try:  # ZeroGPU on Hugging Face Spaces; elsewhere the decorator hands the function back unchanged
     import spaces
@@ -64,12 +65,11 @@ def is_diffusion(entry: ModelEntry) -> bool:
 
 
 def fit_size(size: tuple[int, int] | None, entry: ModelEntry) -> tuple[int, int]:
-    """The image's own size, rounded down to a multiple of 8 and kept inside the model's range."""
+    """The contract's whole-image default for the image (the model's native square before an upload)."""
     if not size:
         side = entry.type.native_resolution or 512
         size = (side, side)
-    low, high = entry.size_range.low, entry.size_range.high
-    return tuple(int(min(high, max(low, side // 8 * 8))) for side in size)  # type: ignore[return-value]
+    return whole_image_size(size, entry.size_range)
 
 
 def pipeline_model_id(entry: ModelEntry, base_model_id: str | None) -> str:
@@ -98,21 +98,13 @@ def layers_alpha(layers: list[Image.Image], size: tuple[int, int]) -> Image.Imag
     return Image.fromarray(painted_np.astype(np.uint8) * 255, "L")
 
 
-def uploaded_mask(mask: Image.Image) -> Image.Image:
-    """An uploaded mask as the contract reads one: alpha when it is not fully opaque, else luminance."""
-    if mask.mode in ("RGBA", "LA", "PA") or "transparency" in mask.info:
-        alpha = mask.convert("RGBA").getchannel("A")
-        if alpha.getextrema()[0] < 255:
-            return alpha
-    return mask.convert("L")
-
-
 def effective_mask(background: Image.Image, layers: list[Image.Image] | None, upload: Image.Image | None, *,
                    invert: bool = False, grow: int = 0, feather: int = 0) -> tuple[Image.Image, list[str]]:
     """The binary mask sent with the request: the sketch (or the uploaded mask, which wins), inverted,
     grown, then feathered. Raises RequestError("mask", ...) when nothing is left to repaint."""
     size = background.size
-    raw = uploaded_mask(upload) if upload is not None else layers_alpha(layers or [], size)
+    # An uploaded mask reads as the contract reads one (alpha when it carries the mask, else luminance).
+    raw = imageops.mask_from(upload) if upload is not None else layers_alpha(layers or [], size)
     mask, notes = imageops.prepare_mask(raw, size, field="mask", grow=int(grow), invert=bool(invert))
     if feather > 0:
         # The contract thresholds every mask (white >= 128), so a soft edge would be cut back to a hard
@@ -127,14 +119,6 @@ def mask_overlay(background: Image.Image, mask: Image.Image) -> Image.Image:
     dimmed = Image.blend(image, Image.new("RGB", image.size, (0, 0, 0)), 0.45)
     tinted = Image.blend(image, Image.new("RGB", image.size, MASK_OVERLAY_RGB), 0.55)
     return Image.composite(tinted, dimmed, mask)
-
-
-def as_rgb(background: Image.Image) -> Image.Image:
-    """Alpha composited on white, as the contract decodes an input image."""
-    if background.mode in ("RGBA", "LA", "PA") or "transparency" in background.info:
-        rgba = background.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
-    return background.convert("RGB")
 
 
 def same_image(image: Image.Image, stored: Image.Image) -> bool:
@@ -173,15 +157,8 @@ def concepts_from_table(table) -> list[dict]:
 def preview_strip(previews: list[Image.Image]) -> Image.Image:
     """The previews of one micro-batch side by side, enlarged so a latent-sized preview can be read."""
     scale = max(1, PREVIEW_HEIGHT_PX // max(im.height for im in previews))
-    tiles = [im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST) for im in previews]
-    gap = 4
-    strip = Image.new("RGB", (sum(t.width for t in tiles) + gap * (len(tiles) - 1), max(t.height for t in tiles)),
-                      (255, 255, 255))
-    x = 0
-    for tile in tiles:
-        strip.paste(tile, (x, 0))
-        x += tile.width + gap
-    return strip
+    return side_by_side([im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST)
+                         for im in previews], gap=4)
 
 
 def draw_example(folder: Path) -> dict[str, Path]:
@@ -511,7 +488,7 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
             notes: list[str] = []
             background = (value or {}).get("background")
             if background is not None:
-                image = as_rgb(background)
+                image = imageops.flatten(background)  # as the contract decodes an input image
                 source = state.get("source")
                 if source and engine.store.exists(source) and same_image(image, engine.store.open_image(source)):
                     body["image"] = source  # the same picture again (e.g. a result kept as input): its asset

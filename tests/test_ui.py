@@ -10,7 +10,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from inpaint import ui
+from inpaint import imageops, ui
 from inpaint.assets import AssetStore
 from inpaint.catalog import Catalog
 from inpaint.errors import RequestError
@@ -117,8 +117,8 @@ def test_uploaded_mask_overrides_the_sketch_and_invert_grow_feather_apply():
 def test_uploaded_mask_reads_alpha_when_it_carries_the_mask():
     rgba = Image.new("RGBA", (32, 32), (0, 0, 0, 0))
     rgba.paste((0, 0, 0, 255), (8, 8, 16, 16))
-    assert ui.uploaded_mask(rgba).getbbox() == (8, 8, 16, 16)
-    assert ui.uploaded_mask(rect_mask(32, 32, (1, 2, 3, 4)).convert("RGB")).getbbox() == (1, 2, 3, 4)
+    assert imageops.mask_from(rgba).getbbox() == (8, 8, 16, 16)
+    assert imageops.mask_from(rect_mask(32, 32, (1, 2, 3, 4)).convert("RGB")).getbbox() == (1, 2, 3, 4)
 
 
 def test_empty_mask_is_the_contracts_error():
