@@ -581,7 +581,12 @@ def create_app(engine: Engine | None = None, *, api_key: str | None = settings.A
 
         from . import ui
 
-        gr.mount_gradio_app(app, ui.build_demo(engine), path="/", max_file_size=max_body_bytes,
+        demo = ui.build_demo(engine)
+        gr.mount_gradio_app(app, demo, path="/", max_file_size=max_body_bytes,
                             theme=ui.THEME, css=ui.CSS, auth=_ui_login(api_key) if api_key else None,
                             auth_message=UI_LOGIN_MESSAGE if api_key else None)
+        # Gradio checks that a file input was uploaded through it (and not a path the client names, such
+        # as /etc/passwd) only once the Blocks "has launched", which mounting never sets. Unset, any file
+        # the server can read is copied into Gradio's cache and served back by /gradio_api/file=.
+        demo.has_launched = True
     return app
