@@ -50,7 +50,7 @@ def generate(args: argparse.Namespace) -> int:
         job.cancel.set()
         return 130
     print(json.dumps(job.to_json(), indent=2))
-    for warning in job.request.warnings:
+    for warning in job.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if job.status != "success":
         print(f"error: {job.error or job.status}", file=sys.stderr)

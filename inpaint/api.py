@@ -5,36 +5,44 @@ from __future__ import annotations
 import errno
 import json
 import logging
-import secrets
 from contextlib import asynccontextmanager
+from pathlib import PurePath
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import FileResponse, JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials, HTTPBearer
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.security import HTTPBasic, HTTPBearer
+from fastapi.security.base import SecurityBase
+from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 from pydantic.alias_generators import to_camel
 from starlette.concurrency import run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException
+from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 from starlette.routing import Match
 
-from . import __version__, imageops, settings
+from . import __version__, imageops, limits, settings
 from .assets import ASSET_ID_PATTERN, JOB_ID_PATTERN, Asset
 from .errors import NotFoundError, RequestError
 from .generate import Engine, default_engine
 from .jobs import JobQueue
 from .schema import InpaintRequest
+from .web_security import MAX_AUTH_FAILURES, AuthThrottle, BrowserGuard, key_matches, presented_key
 
 log = logging.getLogger(__name__)
 
-REALM = 'Basic realm="inpaint", Bearer realm="inpaint"'
+# Bearer only: a browser answers a Basic challenge by caching the credentials and sending them to this
+# server with every later request, from any site's page (HTTP Basic stays accepted from clients like curl).
+REALM = 'Bearer realm="inpaint"'
 UI_LOGIN_MESSAGE = "Log in with any user name and the API key (INPAINT_API_KEY) as the password."
 # The field named by an error that no request field caused, by status.
-FIELD_BY_STATUS = {401: "authorization", 404: "path", 405: "method", 413: "body", 429: "job"}
+FIELD_BY_STATUS = {401: "authorization", 404: "path", 405: "method", 413: "body", 415: "body", 416: "range",
+                   429: "job"}
 ASSET_CACHE = "private, max-age=31536000, immutable"  # an asset's files never change once written
 RETRY_AFTER_S = "1"  # seconds a client waits after a 429
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -54,6 +62,21 @@ class _AssetIdConvertor(Convertor[str]):
 
 
 register_url_convertor("asset_id", _AssetIdConvertor())
+
+
+class AssetFileResponse(FileResponse):
+    """A file with Range support whose refusals (a malformed or unsatisfiable Range) take the API's error
+    shape; Starlette answers them in plain text."""
+
+    @classmethod
+    def _parse_range_header(cls, http_range: str, file_size: int) -> list[tuple[int, int]]:
+        try:
+            return super()._parse_range_header(http_range, file_size)
+        except MalformedRangeHeader as exc:
+            raise RequestError("range", f"the Range header {http_range[:60]!r} is malformed ({exc.content})") from None
+        except RangeNotSatisfiable:
+            raise HTTPException(416, f"the Range {http_range[:60]!r} is outside the file's {file_size} bytes",
+                                headers={"Content-Range": f"bytes */{file_size}"}) from None
 
 
 class BodyTooLarge(HTTPException):
@@ -130,6 +153,17 @@ class JobEnvelope(_CamelModel):
     job: JobOut
 
 
+class AssetDeleted(_CamelModel):
+    deleted_asset_ids: list[str] = Field(description="The asset deleted, with its files.")
+
+
+class JobDeleted(_CamelModel):
+    job_id: str
+    deleted_asset_ids: list[str] = Field(description="The job's results, previews, mask and input image, deleted "
+                                                     "with their files.")
+    kept_asset_ids: list[str] = Field(description="Its assets that another job or a remaining asset still names.")
+
+
 class RangeOut(BaseModel):
     min: float
     max: float
@@ -171,8 +205,10 @@ def _error(status: int, field: str, message: str, headers: dict | None = None) -
 
 
 async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
-    # A full queue drains in about a job's time; clients that honour Retry-After come back then.
-    return _error(exc.status, exc.field, exc.message, {"Retry-After": RETRY_AFTER_S} if exc.status == 429 else None)
+    # A full queue drains in about a job's time, a busy decoding budget in about a preparation's; clients that
+    # honour Retry-After come back then.
+    retry = {429: RETRY_AFTER_S, 503: str(limits.RETRY_AFTER_S)}.get(exc.status)
+    return _error(exc.status, exc.field, exc.message, {"Retry-After": retry} if retry else None)
 
 
 async def _os_error(request: Request, exc: OSError) -> JSONResponse:
@@ -186,8 +222,6 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     message, headers = exc.detail if isinstance(exc.detail, str) else str(exc.detail), exc.headers
     if exc.status_code == 404 and message == "Not Found":
         message = f"no route {request.url.path}"
-    if exc.status_code == 401 and message == "Not authenticated":  # FastAPI's answer to a garbled Basic header
-        message, headers = "the Authorization header is not valid HTTP Basic", {"WWW-Authenticate": REALM}
     return _error(exc.status_code, FIELD_BY_STATUS.get(exc.status_code, "request"), message, headers)
 
 
@@ -290,30 +324,38 @@ class NotFoundShape:
 
 # ---- auth -------------------------------------------------------------------------------------------
 
+class _Documented(SecurityBase):
+    """An auth scheme that only describes itself in the OpenAPI schema: the header is read by `_key_check`,
+    since FastAPI's own Basic parser refuses passwords that are not ASCII."""
+
+    def __init__(self, scheme: SecurityBase):
+        self.model, self.scheme_name = scheme.model, scheme.scheme_name
+
+    async def __call__(self, request: Request) -> None:
+        return None
+
+
+BASIC_DOC = _Documented(HTTPBasic(description="Any user name, the API key as the password."))
+BEARER_DOC = _Documented(HTTPBearer(description="The API key as a Bearer token."))
+
+
 def _key_check(api_key: str):
     """A dependency accepting `Authorization: Bearer <key>` or HTTP Basic with the key as password."""
-    expected = api_key.encode()
-    basic_scheme = HTTPBasic(auto_error=False, description="Any user name, the API key as the password.")
-    bearer_scheme = HTTPBearer(auto_error=False, description="The API key as a Bearer token.")
 
-    # Plain defaults, not Annotated: the schemes are locals, which postponed annotations cannot see.
-    def require_key(basic: HTTPBasicCredentials | None = Depends(basic_scheme),
-                    bearer: HTTPAuthorizationCredentials | None = Depends(bearer_scheme)) -> None:
-        given = bearer.credentials if bearer else basic.password if basic else None
+    def require_key(request: Request, _basic=Security(BASIC_DOC), _bearer=Security(BEARER_DOC)) -> None:
+        given = presented_key(request.headers.get("authorization"))
         if given is None:
             raise HTTPException(401, "this server needs its API key: send `Authorization: Bearer <key>` or "
                                      "HTTP Basic with the key as the password", headers={"WWW-Authenticate": REALM})
-        if not secrets.compare_digest(given.encode(), expected):
+        if not key_matches(given, api_key):
             raise HTTPException(401, "the API key is wrong", headers={"WWW-Authenticate": REALM})
 
     return require_key
 
 
 def _ui_login(api_key: str):
-    expected = api_key.encode()
-
     def login(username: str, password: str) -> bool:
-        return secrets.compare_digest(str(password).encode(), expected)
+        return key_matches(str(password), api_key)
 
     return login
 
@@ -343,6 +385,15 @@ def _job_json(request: Request, job: dict, original: bool) -> dict:
         if not asset.hidden:
             assets.append(_asset_json(request, asset, original))
     return {**job, "originalAssets": original, "metadata": {**job["metadata"], "assets": assets}}
+
+
+def _json_body_declared(request: Request) -> None:
+    """A body must be declared JSON: a web page can post a form or text/plain anywhere without a CORS
+    preflight, while a JSON post from another site needs one (which this server does not grant)."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise HTTPException(415, f"the body must be JSON, sent with Content-Type: application/json "
+                                 f"(got {media_type or 'none'!r})")
 
 
 def _path_id(value: str, pattern, field: str, what: str) -> str:
@@ -423,10 +474,7 @@ async def upload_asset(request: Request) -> dict:
 
 
 def _store_upload(request: Request, upload: AssetUpload) -> dict:
-    image = imageops.open_image(imageops.decode_data_url(upload.image, field="image"), field="image")
-    # Alpha is kept: as a mask (`maskId`) the alpha is what counts; as an image it is flattened on white.
-    image = image.convert("RGBA" if image.has_transparency_data else "RGB")
-    asset = _engine(request).store.put(image, kind="image", hidden=upload.hide, parent_id=upload.parent_id)
+    asset = _engine(request).upload(upload.image, hide=upload.hide, parent_id=upload.parent_id)
     return {"asset": _asset_json(request, asset, False)}
 
 
@@ -442,8 +490,19 @@ def asset_file(request: Request, asset_id: AssetIdPath,
     """The asset's file."""
     path = _engine(request).store.file_path(_path_id(asset_id, ASSET_ID_PATTERN, "assetId", "asset"),
                                             original=original)
-    return FileResponse(path, media_type="image/png" if original else "image/webp",
-                        headers={"Cache-Control": ASSET_CACHE})
+    return AssetFileResponse(path, media_type="image/png" if original else "image/webp",
+                             headers={"Cache-Control": ASSET_CACHE})
+
+
+def delete_asset(request: Request, asset_id: AssetIdPath) -> dict:
+    """Delete an asset and its files; refused (409) while another asset or a saved job names it."""
+    asset = _engine(request).store.delete_asset(_path_id(asset_id, ASSET_ID_PATTERN, "assetId", "asset"))
+    return {"deletedAssetIds": [asset.id]}
+
+
+def delete_job(request: Request, job_id: JobIdPath) -> dict:
+    """Delete a finished job and the assets only it uses; refused (409) while it is queued or running."""
+    return _jobs(request).delete_job(_path_id(job_id, JOB_ID_PATTERN, "jobId", "job"))
 
 
 def list_models(request: Request) -> dict:
@@ -456,16 +515,18 @@ def _errors(*statuses: int) -> dict:
 
 
 # method, path, handler, response model (None: a file), summary, error statuses besides 400/401/404/413
-# (429: the queue is full; 507: the disk is)
+# (409: still in use; 429: the queue is full; 503: busy decoding other images; 507: the disk is full)
 ROUTES = [
-    ("POST", "/generate/inpaint", generate_inpaint, JobEnvelope, "Start an inpaint job", (429, 507)),
+    ("POST", "/generate/inpaint", generate_inpaint, JobEnvelope, "Start an inpaint job", (429, 503, 507)),
     ("GET", "/jobs/{jobId}", get_job, JobEnvelope, "Follow a job", ()),
     ("POST", "/jobs/{jobId}/cancel", cancel_job, JobEnvelope, "Cancel a job", ()),
     ("GET", "/assets", list_assets, AssetList, "List the visible assets", ()),
-    ("POST", "/assets", upload_asset, AssetEnvelope, "Upload an image", (507,)),
+    ("POST", "/assets", upload_asset, AssetEnvelope, "Upload an image", (503, 507)),
     ("GET", "/assets/{assetId:asset_id}", get_asset, AssetEnvelope, "Get an asset", ()),
     ("GET", "/assets/{assetId:asset_id}/file", asset_file, None, "Download an asset's file", ()),
     ("GET", "/models", list_models, ModelList, "List the model catalog", ()),
+    ("DELETE", "/assets/{assetId:asset_id}", delete_asset, AssetDeleted, "Delete an asset", (409,)),
+    ("DELETE", "/jobs/{jobId}", delete_job, JobDeleted, "Delete a job and the assets only it uses", (409,)),
 ]
 JSON_BODIES = {("POST", "/generate/inpaint"): InpaintRequest, ("POST", "/assets"): AssetUpload}
 # Everything under these belongs to the API: unknown paths and methods answer in its error shape.
@@ -532,8 +593,25 @@ def _openapi(app: FastAPI):
     return build
 
 
+def _offline_docs(app: FastAPI) -> None:
+    """`/docs` with Swagger UI's scripts served from a package, so the page works with no network."""
+    import fastapi_offline
+
+    static = PurePath(fastapi_offline.__file__).parent / "static"
+    app.mount("/docs-static", StaticFiles(directory=static), name="docs-static")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "").rstrip("/")
+        return get_swagger_ui_html(openapi_url=f"{root}/openapi.json", title="inpaint API",
+                                   swagger_js_url=f"{root}/docs-static/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{root}/docs-static/swagger-ui.css",
+                                   swagger_favicon_url=f"{root}/docs-static/favicon.png")
+
+
 def create_app(engine: Engine | None = None, *, api_key: str | None = settings.API_KEY,
                max_queue: int = settings.MAX_QUEUE, max_body_bytes: int = settings.MAX_BODY_BYTES,
+               allowed_hosts: tuple[str, ...] = settings.ALLOWED_HOSTS, max_auth_failures: int = MAX_AUTH_FAILURES,
                with_ui: bool = True) -> FastAPI:
     """The server: the REST routes, and the Gradio UI mounted at `/` (last, so it gets every other path)."""
     owns_engine = engine is None
@@ -550,10 +628,15 @@ def create_app(engine: Engine | None = None, *, api_key: str | None = settings.A
             if owns_engine:
                 engine.store.close()
 
-    app = FastAPI(title="inpaint", version=__version__, lifespan=lifespan)
+    # The interactive docs are served from the package (FastAPI's default loads them from a CDN).
+    app = FastAPI(title="inpaint", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.engine, app.state.jobs, app.state.api_key = engine, jobs, api_key
+    # The last added runs first: a client that keeps guessing the key is turned away, then a foreign host or
+    # origin, then a body over the limit by its declared length.
     app.add_middleware(BodyLimit, limit=max_body_bytes)
+    app.add_middleware(BrowserGuard, allowed_hosts=allowed_hosts)
     app.add_middleware(NotFoundShape)
+    app.add_middleware(AuthThrottle, max_failures=max_auth_failures)
     app.add_exception_handler(RequestError, _request_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -563,18 +646,22 @@ def create_app(engine: Engine | None = None, *, api_key: str | None = settings.A
     guard = [Depends(_key_check(api_key))] if api_key else []
     common_errors = _errors(400, 404, 413, *((401,) if api_key else ()))
     for method, path, handler, model, summary, statuses in ROUTES:
-        app.add_api_route(path, handler, methods=[method], response_model=model, dependencies=guard,
+        body_rule = [Depends(_json_body_declared)] if (method, path) in JSON_BODIES else []
+        answer = dict(response_model=model, response_model_exclude_unset=model is ModelList,
+                      response_class=FileResponse if model is None else JSONResponse)
+        app.add_api_route(path, handler, methods=[method], dependencies=guard + body_rule, **answer,
                           responses={**common_errors, **_errors(*statuses),
                                      **({200: _FILE_RESPONSE} if model is None else {})},
-                          response_model_exclude_unset=model is ModelList,
-                          response_class=FileResponse if model is None else JSONResponse,
                           summary=summary, description=handler.__doc__, operation_id=handler.__name__)
+        if method == "GET":  # HEAD: GET's headers (size, type) without the body
+            app.add_api_route(path, handler, methods=["HEAD"], dependencies=guard, **answer, include_in_schema=False)
     app.state.api_routes = list(app.router.routes)
     for root in API_ROOTS:
         rest = "{rest:asset_id}{tail:path}" if root == "/assets" else "{rest:path}"
         for path in (root, f"{root}/{rest}"):
             app.add_api_route(path, _no_such_route, methods=ANY_METHOD, dependencies=guard, include_in_schema=False)
     app.openapi = _openapi(app)
+    _offline_docs(app)
 
     if with_ui:
         import gradio as gr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import re
 import secrets
@@ -20,6 +21,8 @@ from PIL import Image
 
 from inpaint.errors import NotFoundError, RequestError
 
+log = logging.getLogger(__name__)
+
 ASSET_ID_PATTERN = re.compile(r"asset_[A-Za-z0-9_-]{22}")
 JOB_ID_PATTERN = re.compile(r"job_[A-Za-z0-9_-]{22}")
 KINDS = ("image", "mask", "result", "preview")
@@ -32,6 +35,8 @@ WEBP_METHOD = 0
 _WEBP_ENCODER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="inpaint-webp")
 # Another process sharing the folder may be mid-write; a put takes seconds, so older leftovers are a crash's.
 STALE_AFTER_S = 600
+ACTIVE_STATES = ("queued", "in-progress")  # a job in these may still add assets: none of it is deleted
+DAY_S = 24 * 60 * 60
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS assets (
@@ -40,12 +45,24 @@ CREATE TABLE IF NOT EXISTS assets (
     width INTEGER NOT NULL, height INTEGER NOT NULL, hidden INTEGER NOT NULL,
     parent_id TEXT REFERENCES assets(id), job_id TEXT, seed INTEGER, model_id TEXT, created_at TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS assets_job ON assets(job_id);
+-- Children by parent: deletes ask, and SQLite's own foreign-key check on each deleted row would scan otherwise.
+CREATE INDEX IF NOT EXISTS assets_parent ON assets(parent_id);
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, status TEXT NOT NULL, created_at TEXT, updated_at TEXT, json TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
+-- Which jobs took an asset as input, without reading every job's JSON: deletes and retention ask.
+CREATE INDEX IF NOT EXISTS jobs_input_image ON jobs(json_extract(json, '$.metadata.input.image'));
+CREATE INDEX IF NOT EXISTS jobs_input_mask ON jobs(json_extract(json, '$.metadata.input.maskId'));
 """
 # The Asset fields in order, so a row maps to Asset(*row) and astuple(asset) to a row.
 _COLUMNS = "id, kind, mime_type, width, height, hidden, parent_id, job_id, seed, model_id, created_at"
+# The saved jobs naming assets, both by index. A job names its inputs in metadata.input (the expressions
+# are the indexes' own, so SQLite uses them); its results and previews (assetIds, intermediateImages) are the
+# assets whose job_id is its id: a running job's previews reach its row only at the end, the column at once.
+_INPUT_OF = ("SELECT id, json_extract(json, '$.metadata.input.{key}') FROM jobs "
+             "WHERE json_extract(json, '$.metadata.input.{key}') IN (SELECT value FROM json_each(:ids))")
+_OWNER_OF = ("SELECT jobs.id, assets.id FROM assets JOIN jobs ON jobs.id = assets.job_id "
+             "WHERE assets.id IN (SELECT value FROM json_each(:ids))")
 
 
 def new_id(prefix: str) -> str:
@@ -53,7 +70,12 @@ def new_id(prefix: str) -> str:
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return utc_iso(time.time())
+
+
+def utc_iso(seconds: float) -> str:
+    """The one timestamp format of rows and jobs; fixed width, so comparing the strings compares the times."""
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _check_id(value: object, pattern: re.Pattern, field: str, example: str) -> str:
@@ -96,21 +118,34 @@ def _asset(row: tuple) -> Asset:
     return Asset(*row[:5], bool(row[5]), *row[6:])
 
 
-def _encode(image: Image.Image, fmt: str) -> bytes:
+def _encode(image: Image.Image, fmt: str, icc_profile: bytes | None = None) -> bytes:
+    # Passed even when None: Pillow's PNG encoder would otherwise embed whatever profile `info` still holds.
     buffer = io.BytesIO()
     if fmt == "PNG":
-        image.save(buffer, format="PNG")
+        image.save(buffer, format="PNG", icc_profile=icc_profile)
     else:
-        image.save(buffer, format="WEBP", quality=WEBP_QUALITY, method=WEBP_METHOD)
+        image.save(buffer, format="WEBP", quality=WEBP_QUALITY, method=WEBP_METHOD, icc_profile=icc_profile)
     return buffer.getvalue()
 
 
-def _encode_both(image: Image.Image) -> tuple[bytes, bytes]:
-    """The lossless PNG and the WebP rendition, encoded side by side."""
+def _encode_both(image: Image.Image, icc_profile: bytes | None = None) -> tuple[bytes, bytes]:
+    """The lossless PNG and the WebP rendition, encoded side by side, both tagged with `icc_profile`."""
     has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
     # WebP knows only RGB(A); the converted copy is the other thread's own, so the two share nothing.
-    webp = _WEBP_ENCODER.submit(_encode, image.convert("RGBA" if has_alpha else "RGB"), "WEBP")
-    return _encode(image, "PNG"), webp.result()
+    webp = _WEBP_ENCODER.submit(_encode, image.convert("RGBA" if has_alpha else "RGB"), "WEBP", icc_profile)
+    return _encode(image, "PNG", icc_profile), webp.result()
+
+
+def _profile_for(image: Image.Image, icc_profile: bytes | None) -> bytes | None:
+    """The ICC profile to embed: the one given, else the image's own when it describes the image's pixels."""
+    spaces = {"RGB": b"RGB ", "RGBA": b"RGB ", "P": b"RGB ", "L": b"GRAY", "LA": b"GRAY"}
+    if icc_profile is not None:
+        if icc_profile[16:20] != spaces.get(image.mode):
+            raise ValueError(f"icc_profile describes {icc_profile[16:20]!r} pixels; the image is {image.mode}")
+        return icc_profile
+    own = image.info.get("icc_profile")
+    # A CMYK photo converted to RGB keeps its CMYK profile in `info`: tagging RGB pixels with it would lie.
+    return own if own and own[16:20] == spaces.get(image.mode) else None
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -135,6 +170,38 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+def _json_ids(ids) -> str:
+    """Ids as one JSON parameter, read back with json_each: any number of them, no SQL built from values."""
+    return json.dumps(sorted(ids))
+
+
+def _job_refs(db: sqlite3.Connection, ids, *, owner: bool = True) -> dict[str, set[str]]:
+    """For each of `ids` that a saved job names, those jobs: as its input image or mask, and (with `owner`)
+    as one of its results or previews."""
+    refs: dict[str, set[str]] = {}
+    parts = [_INPUT_OF.format(key="image"), _INPUT_OF.format(key="maskId"), *([_OWNER_OF] if owner else [])]
+    for job_id, asset_id in db.execute(" UNION ALL ".join(parts), {"ids": _json_ids(ids)}):
+        refs.setdefault(asset_id, set()).add(job_id)
+    return refs
+
+
+def _still_parents(db: sqlite3.Connection, removable: set[str]) -> set[str]:
+    """Those of `removable` that must stay because an asset staying names them as parent: a kept child keeps
+    its parent, and that parent its own, so this repeats until nothing changes."""
+    links = db.execute("SELECT id, parent_id FROM assets WHERE parent_id IN (SELECT value FROM json_each(?))",
+                       (_json_ids(removable),)).fetchall()
+    removable, kept = set(removable), set()
+    while newly := {parent for child, parent in links if parent in removable and child not in removable}:
+        removable -= newly
+        kept |= newly
+    return kept
+
+
+def _some(ids, limit: int = 5) -> str:
+    ids = sorted(ids)
+    return ", ".join(ids[:limit]) + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
 class AssetStore:
     def __init__(self, root: Path):
         self.root = Path(root).resolve()
@@ -149,17 +216,25 @@ class AssetStore:
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL-safe; a lost last row only orphans files, swept below
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
-        self._sweep()
+        self.sweep_stale_files()
 
-    def _sweep(self) -> None:
-        """Removes temp files and row-less originals/renditions that a crash mid-put left behind."""
+    def sweep_stale_files(self, now: float | None = None) -> int:
+        """Removes temp files and row-less originals/renditions that a crash mid-put (or between a delete's
+        commit and its unlinks) left behind; returns how many. Run at open, and periodically by the job queue:
+        a long-running server otherwise keeps a failed put's leftovers until its next restart."""
         with self._lock:
             known = {row[0] for row in self._db.execute("SELECT id FROM assets")}
-        cutoff = time.time() - STALE_AFTER_S
+        cutoff = (time.time() if now is None else now) - STALE_AFTER_S
+        removed = 0
         for path in self._files.iterdir():
             orphan = path.suffix in (".png", ".webp") and path.stem not in known
-            if (path.suffix == ".tmp" or orphan) and path.is_file() and path.stat().st_mtime < cutoff:
-                path.unlink(missing_ok=True)
+            try:  # a put or a delete may rename or remove the file between the listing and here
+                if (path.suffix == ".tmp" or orphan) and path.is_file() and path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                pass
+        return removed
 
     @contextmanager
     def _transaction(self):
@@ -185,10 +260,13 @@ class AssetStore:
         return path
 
     def put(self, image: Image.Image, *, kind: str = "image", hidden: bool = False, parent_id: str | None = None,
-            job_id: str | None = None, seed: int | None = None, model_id: str | None = None) -> Asset:
+            job_id: str | None = None, seed: int | None = None, model_id: str | None = None,
+            icc_profile: bytes | None = None) -> Asset:
+        """Store an image; `icc_profile` (default: the image's own, if it fits its mode) is embedded in both files."""
         # 1. Check everything before a byte is written, so a rejected put leaves nothing behind.
         if kind not in KINDS:
             raise ValueError(f"kind {kind!r} must be one of {KINDS}")
+        icc_profile = _profile_for(image, icc_profile)
         if parent_id is not None:
             self.get(parent_id, field="parentId")
         if job_id is not None:
@@ -198,12 +276,15 @@ class AssetStore:
         # 2. Files first, the row last: a row always points at complete files.
         paths = [self._path(asset.id, original=True), self._path(asset.id, original=False)]
         try:
-            png, webp = _encode_both(image)
+            png, webp = _encode_both(image, icc_profile)
             _write_atomic(paths[0], png)
             _write_atomic(paths[1], webp)
             _fsync_dir(self._files)
             with self._transaction() as db:
-                db.execute(f"INSERT INTO assets ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", astuple(asset))
+                try:
+                    db.execute(f"INSERT INTO assets ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", astuple(asset))
+                except sqlite3.IntegrityError:  # the parent was deleted since it was checked above
+                    raise NotFoundError("parentId", f"no asset {parent_id}") from None
         except BaseException:
             for path in paths:
                 path.unlink(missing_ok=True)
@@ -283,6 +364,96 @@ class AssetStore:
                 db.execute("UPDATE jobs SET status = ?, updated_at = ?, json = ? WHERE id = ?",
                            (job["status"], now, json.dumps(job), job_id))
         return len(rows)
+
+    def delete_asset(self, asset_id: str) -> Asset:
+        """Deletes one asset, its row and then its two files, and returns it. Refused (409) while anything
+        names it: an asset as its parent, or a saved job as input, result or preview. An asset made by a job
+        that is still saved counts as named by it, so a running job's previews are covered too."""
+        check_asset_id(asset_id)
+        with self._transaction() as db:
+            row = db.execute(f"SELECT {_COLUMNS} FROM assets WHERE id = ?", (asset_id,)).fetchone()
+            if row is None:
+                raise NotFoundError("assetId", f"no asset {asset_id}")
+            asset = _asset(row)
+            children = [child for (child,) in db.execute("SELECT id FROM assets WHERE parent_id = ?", (asset_id,))]
+            jobs = _job_refs(db, [asset_id]).get(asset_id, set())
+            if children or jobs:
+                uses = [f"assets name it as parent ({_some(children)})"] if children else []
+                if jobs:
+                    uses.append(f"saved jobs name it ({_some(jobs)})")
+                raise RequestError("assetId", f"{asset_id} is still in use: {'; '.join(uses)}; delete those first",
+                                   status=409)
+            db.execute("DELETE FROM assets WHERE id = ?", (asset_id,))
+        self._unlink([asset_id])
+        return asset
+
+    def delete_job(self, job_id: str) -> dict:
+        """Deletes a finished job's row and the assets that were its alone: its results, previews and mask, and
+        its input image. Any of them that another saved job names, or that an asset staying names as parent,
+        stays (with its parent chain). Refused (409) while the job is queued or running.
+        Returns {"jobId", "deletedAssetIds", "keptAssetIds"}, the ids in the order they were made."""
+        check_job_id(job_id)
+        with self._transaction() as db:
+            row = db.execute("SELECT status, json FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise NotFoundError("jobId", f"no job {job_id}")
+            if row[0] in ACTIVE_STATES:
+                raise RequestError("jobId", f"{job_id} is {row[0]}: cancel it first", status=409)
+            meta = json.loads(row[1]).get("metadata") or {}
+            named = [(meta.get("input") or {}).get("image"), (meta.get("input") or {}).get("maskId"),
+                     *(meta.get("assetIds") or []), *(meta.get("intermediateImages") or [])]
+            owned = [asset for (asset,) in db.execute(
+                "SELECT id FROM assets WHERE job_id = ? OR id IN (SELECT value FROM json_each(?)) ORDER BY seq",
+                (job_id, _json_ids(i for i in named if isinstance(i, str))))]
+            db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))  # first, so its own references do not count
+            removable = set(owned) - _job_refs(db, owned).keys()
+            removable -= _still_parents(db, removable)
+            db.execute("DELETE FROM assets WHERE id IN (SELECT value FROM json_each(?))", (_json_ids(removable),))
+        deleted = [asset for asset in owned if asset in removable]
+        self._unlink(deleted)
+        return {"jobId": job_id, "deletedAssetIds": deleted,
+                "keptAssetIds": [asset for asset in owned if asset not in removable]}
+
+    def sweep_retention(self, days: int, now: float | None = None) -> int:
+        """Deletes what nobody keeps once older than `days`: previews (dropped from their finished jobs'
+        intermediateImages), and input images and masks that no saved job and no asset names. Results stay
+        until deleted on purpose. Returns how many assets were deleted."""
+        if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 3650:
+            raise ValueError(f"days {days!r} must be an integer between 1 and 3650")
+        cutoff = utc_iso((time.time() if now is None else now) - days * DAY_S)
+        with self._transaction() as db:
+            active = {job for (job,) in db.execute("SELECT id FROM jobs WHERE status IN (?, ?)", ACTIVE_STATES)}
+            previews = {asset: job for asset, job in db.execute(
+                "SELECT id, job_id FROM assets WHERE kind = 'preview' AND created_at < ?", (cutoff,))
+                if job not in active}
+            for asset in _job_refs(db, previews, owner=False):  # a preview taken as a job's input is an input now
+                del previews[asset]
+            inputs = {asset for (asset,) in db.execute(
+                "SELECT id FROM assets WHERE kind IN ('image', 'mask') AND created_at < ?", (cutoff,))}
+            inputs -= _job_refs(db, inputs).keys()
+            removable = set(previews) | inputs
+            removable -= _still_parents(db, removable)
+            for job_id in {previews[asset] for asset in removable & previews.keys()} - {None}:
+                row = db.execute("SELECT json FROM jobs WHERE id = ?", (job_id,)).fetchone()
+                if row is None:  # the job was deleted while an asset named this preview as its parent
+                    continue
+                job = json.loads(row[0])
+                meta = job["metadata"]
+                meta["intermediateImages"] = [i for i in meta.get("intermediateImages") or [] if i not in removable]
+                db.execute("UPDATE jobs SET json = ? WHERE id = ?", (json.dumps(job), job_id))
+            db.execute("DELETE FROM assets WHERE id IN (SELECT value FROM json_each(?))", (_json_ids(removable),))
+        self._unlink(removable)
+        return len(removable)
+
+    def _unlink(self, asset_ids) -> None:
+        """Removes deleted assets' files, after the rows' commit: a crash in between leaves only row-less files,
+        which sweep_stale_files removes. The bare names, not _path: a file swapped for a symlink loses the link."""
+        for asset_id in asset_ids:
+            for suffix in ("png", "webp"):
+                try:
+                    (self._files / f"{asset_id}.{suffix}").unlink(missing_ok=True)
+                except OSError as exc:  # the rows are gone either way; the sweep retries the file
+                    log.warning("could not remove %s.%s: %s", asset_id, suffix, exc)
 
     def integrity_ok(self) -> bool:
         return self._query("PRAGMA integrity_check") == [("ok",)]

@@ -17,6 +17,7 @@ from . import imageops, settings
 from .assets import Asset, AssetStore
 from .catalog import Catalog
 from .errors import JobCanceled, RequestError
+from .limits import PixelBudget
 from .pipelines import PipelineCache, concepts_applied, make_scheduler, request_pipeline
 from .previews import latents_to_preview
 from .schema import InpaintRequest, ResolvedRequest, parse_request, resolve
@@ -26,10 +27,14 @@ from .schema import InpaintRequest, ResolvedRequest, parse_request, resolve
 MASK_FEATHER_PX = 8
 OPENCV_RADIUS_PX = 3  # neighbourhood each classical algorithm looks at; OpenCV's documented example uses 3
 OPENCV_FLAGS = {"opencv:telea": cv2.INPAINT_TELEA, "opencv:ns": cv2.INPAINT_NS}
+# Flux reads the prompt with T5 up to the pipeline's default max_sequence_length (its CLIP encoder gives only a
+# pooled summary); the other families read it with CLIP, up to the tokenizer's model_max_length.
+FLUX_MAX_SEQUENCE_LENGTH = 512
 
 OnResult = Callable[[Asset], None]
 OnPreview = Callable[[list[Image.Image], int, int], None]  # previews of the batch, step, steps
 OnProgress = Callable[[float], None]
+OnWarning = Callable[[str], None]  # something the user should know of, found while generating
 
 
 @dataclasses.dataclass
@@ -40,6 +45,7 @@ class _Run:
     on_preview: OnPreview | None = None
     on_progress: OnProgress | None = None
     cancel: threading.Event | None = None
+    on_warning: OnWarning | None = None
 
     def canceled(self) -> bool:
         return self.cancel is not None and self.cancel.is_set()
@@ -56,11 +62,13 @@ class Engine:
     """Load once, run many: holds the catalog, the asset store and the pipeline cache."""
 
     def __init__(self, catalog: Catalog, store: AssetStore, pipelines: PipelineCache, *,
-                 max_batch: int = settings.MAX_BATCH):
+                 max_batch: int = settings.MAX_BATCH, decode_pixels: int = settings.PREPARE_PIXELS):
         self.catalog = catalog
         self.store = store
         self.pipelines = pipelines
         self.max_batch = max_batch
+        # Every surface decodes its inputs through prepare or upload: one bound on their memory.
+        self.decoding = PixelBudget(decode_pixels)
         # One diffusion run at a time on the device, whoever asks (the studio or a REST job): two would
         # contend for its memory, and loading another model must not overlap a running generation.
         self.device_lock = threading.Lock()
@@ -72,29 +80,43 @@ class Engine:
         # 1. Fields, types and bounds
         req = parse_request(body)
 
-        # 2. Inputs decoded and checked, nothing stored yet
-        image, image_asset_id = self._load_input(req, "image")
-        raw_mask, _ = self._load_input(req, "mask")
-        mask_field = "mask" if req.mask is not None else "maskId"
-        mask, warnings = imageops.prepare_mask(raw_mask, image.size, field=mask_field, grow=MASK_FEATHER_PX)
-        if req.parent_id is not None:
-            self.store.get(req.parent_id, field="parentId")
-        left, top, right, bottom = imageops.crop_box(mask)
+        # 2. Where the inputs come from; their decoding waits for room in the pixel budget (or is refused)
+        sources = [self._input_source(req, "image"), self._input_source(req, "mask")]
+        with self.decoding.hold(sum(self._declared_pixels(source) for source in sources)):
+            # 3. Inputs decoded and checked, nothing stored yet
+            warnings: list[str] = []
+            image, image_asset_id = self._load_input(sources[0], "image", warnings)
+            raw_mask, _ = self._load_input(sources[1], "mask", warnings)
+            mask, notes = imageops.prepare_mask(raw_mask, image.size, field=sources[1][0], grow=MASK_FEATHER_PX)
+            warnings += notes
+            if req.parent_id is not None:
+                self.store.get(req.parent_id, field="parentId")
+            left, top, right, bottom = imageops.crop_box(mask)
 
-        # 3. Model rules and defaults
-        resolved = resolve(req, self.catalog, image_size=image.size, region_size=(right - left, bottom - top),
-                           image_asset_id=image_asset_id or "", mask_asset_id="",
-                           warnings=warnings)
+            # 4. Model rules and defaults
+            resolved = resolve(req, self.catalog, image_size=image.size, region_size=(right - left, bottom - top),
+                               image_asset_id=image_asset_id or "", mask_asset_id="",
+                               warnings=warnings)
 
-        # 4. Store the image if it came as a data URL, and the mask as prepared (binary, image-sized):
-        #    `maskId` in the resolved request is exactly the mask used, so a replay gives the same result.
-        if image_asset_id is None:
-            image_asset_id = self.store.put(image, kind="image", hidden=req.hide, parent_id=req.parent_id).id
-        mask_asset_id = self.store.put(mask, kind="mask", hidden=True, parent_id=image_asset_id).id
+            # 5. Store the image if it came as a data URL, and the mask as prepared (binary, image-sized):
+            #    `maskId` in the resolved request is exactly the mask used, so a replay gives the same result.
+            if image_asset_id is None:
+                image_asset_id = self.store.put(image, kind="image", hidden=req.hide, parent_id=req.parent_id,
+                                                icc_profile=imageops.rgb_profile(image)).id
+            mask_asset_id = self.store.put(mask, kind="mask", hidden=True, parent_id=image_asset_id).id
         return dataclasses.replace(resolved, image_asset_id=image_asset_id, mask_asset_id=mask_asset_id)
 
-    def _load_input(self, req: InpaintRequest, what: str) -> tuple[Image.Image, str | None]:
-        """The image or the mask, from a data URL (no asset id yet) or from the store (its id)."""
+    def upload(self, data_url: str, *, hide: bool = False, parent_id: str | None = None) -> Asset:
+        """Store an uploaded image as an asset. Alpha is kept: as a mask (`maskId`) it is what counts; as an
+        input image it is flattened on white when a request uses it."""
+        data = imageops.decode_data_url(data_url, field="image")
+        with self.decoding.hold(imageops.declared_pixels(data)):
+            image = imageops.open_image(data, field="image")
+            image = image.convert("RGBA") if image.has_transparency_data else imageops.flatten(image, field="image")
+            return self.store.put(image, kind="image", hidden=hide, parent_id=parent_id)
+
+    def _input_source(self, req: InpaintRequest, what: str) -> tuple[str, bytes | str]:
+        """The field the image or the mask came in, and the file of its data URL or its asset id."""
         if what == "image":
             candidates = [("image", req.image), ("imageId", req.image_id)]
         else:
@@ -104,25 +126,47 @@ class Engine:
             raise RequestError(field, f"is required: give `{candidates[0][0]}` as a data URL or "
                                       f"`{candidates[1][0]}` as an asset id")
         if value.startswith("data:"):
-            data = imageops.decode_data_url(value, field=field)
-            loaded = imageops.load_image(data, field=field) if what == "image" else imageops.load_mask(data, field=field)
-            return loaded, None
+            return field, imageops.decode_data_url(value, field=field)
         if field == "mask":  # the contract: `mask` is a data URL, `maskId` the asset id
             raise RequestError(field, "must be a data URL (data:image/png;base64,...); use maskId for an asset id")
+        return field, value
+
+    def _declared_pixels(self, source: tuple[str, bytes | str]) -> int:
+        field, value = source
+        if isinstance(value, bytes):
+            return imageops.declared_pixels(value)
+        asset = self.store.get(value, field=field)
+        return asset.width * asset.height
+
+    def _load_input(self, source: tuple[str, bytes | str], what: str,
+                    notes: list[str]) -> tuple[Image.Image, str | None]:
+        """The image (flattened) or the mask (as decoded: prepare_mask reads it), with its asset id when it was
+        stored already; what was lost in decoding is appended to `notes`."""
+        field, value = source
+        if isinstance(value, bytes):
+            if what == "image":
+                return imageops.load_image(value, field=field, notes=notes), None
+            return imageops.open_image(value, field=field, min_side=1), None
         stored = self.store.open_image(value, field=field)
-        return (imageops.flatten(stored) if what == "image" else imageops.mask_from(stored)), value
+        return (imageops.flatten(stored, field=field) if what == "image" else stored), value
 
     # -- generation ----------------------------------------------------------------------------------
 
     def generate(self, request: ResolvedRequest, *, job_id: str | None = None, on_result: OnResult | None = None,
                  on_preview: OnPreview | None = None, on_progress: OnProgress | None = None,
-                 cancel: threading.Event | None = None) -> list[Asset]:
-        """Run a prepared request; each result is stored as soon as it is made, so a failure keeps them."""
-        run = _Run(on_result, on_preview if request.intermediate_images else None, on_progress, cancel)
+                 cancel: threading.Event | None = None, on_warning: OnWarning | None = None) -> list[Asset]:
+        """Run a prepared request; each result is stored as soon as it is made, so a failure keeps them.
+
+        `on_warning(message)` is called with what the user should know of that only the model could tell
+        (a prompt longer than its text encoder reads); `request.warnings` holds the rest.
+        """
+        run = _Run(on_result, on_preview if request.intermediate_images else None, on_progress, cancel, on_warning)
         entry = self.catalog.get(request.model_id)
 
-        # 1. Inputs from the store
-        image = self.store.open_image(request.image_asset_id).convert("RGB")
+        # 1. Inputs from the store; results carry the input's colour profile, or their colours would change
+        stored_image = self.store.open_image(request.image_asset_id)
+        icc_profile = imageops.rgb_profile(stored_image)
+        image = stored_image.convert("RGB")
         mask = self.store.open_image(request.mask_asset_id).convert("L")
 
         # 2. What to generate: the region around the mask (merge) or the whole image (resized)
@@ -151,14 +195,17 @@ class Engine:
                             for c in request.concepts]
                 holding.enter_context(loaded.lock)
                 holding.enter_context(concepts_applied(loaded, adapters))
+                if run.on_warning:
+                    for message in _truncated_prompts(loaded, request):
+                        run.on_warning(message)
 
             # 4. Micro-batches of samples: memory stays flat whatever numSamples is
             pending, batch_size = request.seeds, self.max_batch
             while pending:
                 seeds = pending[:batch_size]
                 try:
-                    if loaded is None:
-                        outputs = [_opencv(entry.source, region, region_mask)] * len(seeds)
+                    if loaded is None:  # deterministic: resolve asked for one sample
+                        outputs = [_opencv(entry.source, region, region_mask)]
                     else:
                         outputs = self._diffuse(loaded, request, region, region_mask, seeds, run,
                                                 done=len(assets))
@@ -178,7 +225,7 @@ class Engine:
                         output = imageops.resize(output, (request.width, request.height))
                     asset = self.store.put(output, kind="result", hidden=request.hide_results,
                                            parent_id=request.image_asset_id, job_id=job_id, seed=seed,
-                                           model_id=request.model_id)
+                                           model_id=request.model_id, icc_profile=icc_profile)
                     assets.append(asset)
                     if run.on_result:
                         run.on_result(asset)
@@ -231,6 +278,27 @@ class Engine:
         if run.canceled():
             raise JobCanceled()
         return images
+
+
+def _truncated_prompts(loaded, request: ResolvedRequest) -> list[str]:
+    """What the text encoder cuts off silently (diffusers only logs it): one message per prompt too long."""
+    pipe = loaded.pipe
+    if loaded.family == "flux.1":
+        tokenizer = pipe.tokenizer_2
+        limit = min(tokenizer.model_max_length, FLUX_MAX_SEQUENCE_LENGTH)
+    else:
+        tokenizer = pipe.tokenizer
+        limit = tokenizer.model_max_length
+    messages = []
+    for name, text in (("prompt", request.prompt), ("negativePrompt", request.negative_prompt)):
+        if not text:
+            continue
+        # Counted as the pipeline counts: start and end tokens included.
+        count = len(tokenizer(text, truncation=False, verbose=False).input_ids)
+        if count > limit:
+            messages.append(f"{name} is {count} tokens; the text encoder reads the first {limit}, "
+                            "the rest was ignored")
+    return messages
 
 
 def _opencv(source: str, region: Image.Image, region_mask: Image.Image) -> Image.Image:

@@ -3,11 +3,12 @@
 import base64
 import binascii
 import io
+import re
 import struct
 import warnings
 
 import numpy as np
-from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageFilter, ImageOps, UnidentifiedImageError
 
 from inpaint.errors import RequestError
 
@@ -18,6 +19,11 @@ MAX_PIXELS = 40_000_000
 # stroke's visual edge lies. >= 128 keeps a 50% grey pixel on the repaint side.
 MASK_THRESHOLD = 128
 ALLOWED_MIME = {"image/png", "image/jpeg", "image/webp"}
+
+# Process-wide, so every decoder in the process (Gradio's uploads included) refuses a bomb from its header,
+# not only the ones that go through open_image.
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+warnings.simplefilter("error", Image.DecompressionBombWarning)
 
 _MIME_ALIASES = {"image/jpg": "image/jpeg"}
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error)
@@ -57,8 +63,32 @@ def _sniff(data: bytes) -> str | None:
     return None
 
 
-def open_image(data: bytes, *, field: str, min_side: int = MIN_SIDE) -> Image.Image:
-    """Decode after checking the header's declared size, so a bomb never allocates its pixels."""
+def _png_bit_depth(data: bytes) -> int | None:
+    # Pillow opens 16-bit RGB(A) PNGs as 8-bit modes without a word: the header is the only witness.
+    if data[12:16] == b"IHDR" and len(data) > 24:
+        return data[24]
+    return None
+
+
+def declared_pixels(data: bytes) -> int:
+    """The pixel count a file's header declares, read without decoding (0 for what open_image will refuse
+    anyway: a file that is not an image, or a bomb Pillow stops at the header)."""
+    fmt = _sniff(data)
+    if fmt is None:
+        return 0
+    try:
+        with Image.open(io.BytesIO(data), formats=[fmt]) as img:
+            width, height = img.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning, *_DECODE_ERRORS):
+        return 0
+    return width * height
+
+
+def open_image(data: bytes, *, field: str, min_side: int = MIN_SIDE, notes: list[str] | None = None) -> Image.Image:
+    """Decode after checking the header's declared size, so a bomb never allocates its pixels.
+
+    A reduction the user should know of (16 bits per channel to 8) is appended to `notes` when given.
+    """
     fmt = _sniff(data)
     if fmt is None:
         raise RequestError(field, f"{field} is not a PNG, JPEG or WebP file (it starts with {data[:12]!r})")
@@ -78,13 +108,19 @@ def open_image(data: bytes, *, field: str, min_side: int = MIN_SIDE) -> Image.Im
     except RequestError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise RequestError(field, f"{field} declares a size far over {MAX_PIXELS / 1e6:.0f} MP ({exc})") from None
+        # Pillow's own check (the same limit) answers inside Image.open, before the size can be read here.
+        declared = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"a size of {int(declared[1]) / 1e6:.1f} MP" if declared else "a size over the limit"
+        raise RequestError(field, f"{field} declares {size}; at most {MAX_PIXELS / 1e6:.0f} MP") from None
     except _DECODE_ERRORS as exc:
         detail = "damaged header" if isinstance(exc, UnidentifiedImageError) else exc
         raise RequestError(field, f"{field} is not a readable {fmt} file ({detail})") from None
+    sixteen_bits = img.mode in ("I", "I;16", "I;16B", "I;16L") or (fmt == "PNG" and _png_bit_depth(data) == 16)
     if img.mode in ("I", "I;16", "I;16B", "I;16L"):
         # 16-bit greyscale PNG: keep the top byte, as a plain convert("L") would clip at 255.
         img = Image.fromarray((np.asarray(img, dtype=np.uint32) >> 8).astype(np.uint8), "L")
+    if sixteen_bits and notes is not None:
+        notes.append(f"{field} is 16 bits per channel; it was reduced to 8 bits")
     return img
 
 
@@ -92,25 +128,78 @@ def _has_alpha(img: Image.Image) -> bool:
     return img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
 
 
-def flatten(img: Image.Image) -> Image.Image:
-    """RGB with any alpha composited on white, as the contract asks of input images."""
-    if _has_alpha(img):
+def icc_colour_space(icc: bytes | None) -> bytes | None:
+    """The data colour space an ICC profile describes (b"RGB ", b"CMYK", b"GRAY", ...), from its header."""
+    return icc[16:20] if icc and len(icc) >= 128 else None
+
+
+def rgb_profile(img: Image.Image) -> bytes | None:
+    """The image's ICC profile when it describes RGB pixels: the one to carry onto an RGB result."""
+    icc = img.info.get("icc_profile")
+    return icc if icc_colour_space(icc) == b"RGB " else None
+
+
+def _cmyk_to_rgb(img: Image.Image, *, field: str) -> Image.Image:
+    icc = img.info.get("icc_profile")
+    if not icc:
+        return img.convert("RGB")
+    try:
+        # The embedded profile says what the inks look like; a plain conversion assumes ideal inks.
+        rgb = ImageCms.profileToProfile(img, ImageCms.ImageCmsProfile(io.BytesIO(icc)), ImageCms.createProfile("sRGB"),
+                                        outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError) as exc:
+        raise RequestError(field, f"{field} is a CMYK image whose colour profile cannot be read ({exc})") from None
+    return rgb
+
+
+def flatten(img: Image.Image, *, field: str = "image") -> Image.Image:
+    """RGB with any alpha composited on white, as the contract asks of input images.
+
+    An RGB ICC profile stays in `info["icc_profile"]`; any other is dropped, as the pixels are now RGB
+    (CMYK is converted to sRGB through its profile, and untagged RGB is read as sRGB).
+    """
+    icc = rgb_profile(img)
+    if img.mode == "CMYK":
+        out = _cmyk_to_rgb(img, field=field)
+    elif _has_alpha(img):
         rgba = img.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
-    return img.convert("RGB")
+        out = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    else:
+        out = img.convert("RGB")
+    out.info.pop("icc_profile", None)
+    if icc:
+        out.info["icc_profile"] = icc
+    return out
+
+
+def read_mask(img: Image.Image, *, field: str = "mask",
+              threshold: int = MASK_THRESHOLD) -> tuple[Image.Image, list[str]]:
+    """The mask as greyscale, not yet thresholded, and a note when an alpha channel was ignored.
+
+    Alpha carries the mask only when thresholding it keeps something (a brush stroke on a transparent
+    canvas); an alpha that is opaque but for a few pixels would otherwise repaint the whole image.
+    """
+    if img.mode == "L":
+        return img, []
+    if _has_alpha(img):
+        alpha = img.convert("RGBA").getchannel("A")
+        lowest = alpha.getextrema()[0]
+        if lowest < threshold:
+            return alpha, []
+        if lowest < 255:
+            return img.convert("L"), [f"{field}'s alpha channel was ignored: no pixel is below {threshold} (the lowest "
+                                      f"is {lowest}), so it marks nothing to repaint; the mask was read from the "
+                                      "luminance (white = repaint)"]
+    return img.convert("L"), []
 
 
 def mask_from(img: Image.Image) -> Image.Image:
-    """The mask as greyscale, not yet thresholded: alpha when it carries information, else luminance."""
-    if _has_alpha(img):
-        alpha = img.convert("RGBA").getchannel("A")
-        if alpha.getextrema()[0] < 255:
-            return alpha
-    return img.convert("L")
+    """The mask as greyscale, not yet thresholded: alpha when it carries the mask, else luminance."""
+    return read_mask(img)[0]
 
 
-def load_image(data: bytes, *, field: str) -> Image.Image:
-    return flatten(open_image(data, field=field))
+def load_image(data: bytes, *, field: str, notes: list[str] | None = None) -> Image.Image:
+    return flatten(open_image(data, field=field, notes=notes), field=field)
 
 
 def load_mask(data: bytes, *, field: str) -> Image.Image:
@@ -128,8 +217,11 @@ def _dilate_np(mask_np: np.ndarray, grow: int) -> np.ndarray:
 
 def prepare_mask(mask: Image.Image, image_size: tuple[int, int], *, field: str = "mask",
                  threshold: int = MASK_THRESHOLD, grow: int = 0, invert: bool = False) -> tuple[Image.Image, list[str]]:
-    """A binary (0/255) mask of exactly `image_size`, plus the warnings to return to the user."""
-    notes = []
+    """A binary (0/255) mask of exactly `image_size`, plus the warnings to return to the user.
+
+    `mask` may be the decoded file itself: its alpha or luminance is picked as `read_mask` says.
+    """
+    mask, notes = read_mask(mask, field=field, threshold=threshold)
     (mw, mh), (iw, ih) = mask.size, tuple(image_size)
     if (mw, mh) != (iw, ih):
         if abs((mw / mh) / (iw / ih) - 1) > 0.01:

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from .assets import new_id, utc_now
+from . import datalock, settings
+from .assets import check_job_id, new_id, utc_now
 from .errors import JobCanceled, NotFoundError, RequestError
 from .generate import Engine
 from .pipelines import ModelUnavailable
@@ -20,6 +21,12 @@ log = logging.getLogger(__name__)
 
 INTERRUPTED = "the server stopped before this job finished; submit it again"
 FINAL_STATES = ("success", "failure", "canceled")
+# 128 samples x 150 steps would store ~3,600 previews per job (one per batch and step): enough to see the
+# first batches converge, without filling the disk with pictures nobody opens.
+MAX_PREVIEWS_PER_JOB = 300
+PREVIEWS_CAPPED = (f"previews are capped at {MAX_PREVIEWS_PER_JOB} per job: "
+                   "the later steps and batches have none")
+MAINTENANCE_EVERY_S = 60 * 60
 
 
 class QueueFull(RequestError):
@@ -41,6 +48,12 @@ class Job:
     error: str | None = None
     original_assets: bool = False  # the REST answers' asset URLs point at the original files
     cancel: threading.Event = field(default_factory=threading.Event)
+    # The request's warnings, then those the generation reports (on_warning) as it runs.
+    warnings: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.warnings is None:
+            self.warnings = list(self.request.warnings)
 
     def to_json(self) -> dict:
         return {
@@ -56,7 +69,7 @@ class Job:
                 "assetIds": list(self.asset_ids),
                 "seeds": list(self.seeds),
                 "intermediateImages": list(self.previews),
-                "warnings": list(self.request.warnings),
+                "warnings": list(self.warnings),
                 "error": self.error,
             },
         }
@@ -79,7 +92,15 @@ def run_job(engine: Engine, job: Job, *, on_change=None) -> Job:
         job.progress = progress
         changed(False)
 
+    def on_warning(message: str) -> None:
+        job.warnings.append(message)
+        changed(True)
+
     def on_preview(previews: list[Image.Image], step: int, steps: int) -> None:
+        if len(job.previews) >= MAX_PREVIEWS_PER_JOB:
+            if PREVIEWS_CAPPED not in job.warnings:  # said once
+                on_warning(PREVIEWS_CAPPED)
+            return
         preview = engine.store.put(side_by_side(previews), kind="preview", hidden=True, parent_id=job.request.image_asset_id,
                                    job_id=job.job_id, model_id=job.request.model_id)
         job.previews.append(preview.id)
@@ -89,7 +110,7 @@ def run_job(engine: Engine, job: Job, *, on_change=None) -> Job:
     changed(True)
     try:
         engine.generate(job.request, job_id=job.job_id, on_result=on_result, on_preview=on_preview,
-                        on_progress=on_progress, cancel=job.cancel)
+                        on_progress=on_progress, cancel=job.cancel, on_warning=on_warning)
         job.status, job.progress = "success", 1.0
     except JobCanceled:
         job.status = "canceled"
@@ -105,10 +126,15 @@ def run_job(engine: Engine, job: Job, *, on_change=None) -> Job:
 class JobQueue:
     """A bounded queue drained by one worker thread: one generation at a time per device."""
 
-    def __init__(self, engine: Engine, *, max_queue: int):
+    def __init__(self, engine: Engine, *, max_queue: int, retention_days: int | None = settings.RETENTION_DAYS,
+                 maintenance_every_s: float = MAINTENANCE_EVERY_S):
         self.engine = engine
         self.store = engine.store
         self.max_queue = max_queue
+        self.retention_days = retention_days  # None keeps everything
+        self.maintenance_every_s = maintenance_every_s
+        self._maintenance: threading.Thread | None = None
+        self._maintenance_stop = threading.Event()
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._active: dict[str, Job] = {}  # queued or running; finished jobs are read from the store
         self._lock = threading.Lock()
@@ -116,16 +142,28 @@ class JobQueue:
         self._stopping = False
         self._canceled_by_user: set[str] = set()
         self._reserved = 0  # places held by requests whose inputs are being checked and stored
-        self.store.fail_interrupted_jobs(INTERRUPTED)
 
     def start(self) -> None:
+        """Take the data folder (DataFolderBusy if another server runs on it), close the jobs a stopped server
+        left open, then run jobs and maintenance."""
         if self._worker is None:
+            # Before touching the jobs: those of a server still running on the folder are not interrupted.
+            datalock.acquire(self.store.root)
+            self.store.fail_interrupted_jobs(INTERRUPTED)
             self._stopping = False
             self._worker = threading.Thread(target=self._work, name="inpaint-jobs", daemon=True)
             self._worker.start()
+        if self._maintenance is None:
+            self._maintenance_stop.clear()
+            self._maintenance = threading.Thread(target=self._maintain, name="inpaint-maintenance", daemon=True)
+            self._maintenance.start()
 
     def stop(self) -> None:
         """Interrupt the running job and drop the queued ones: all end as failures saying why."""
+        if self._maintenance is not None:
+            self._maintenance_stop.set()
+            self._maintenance.join(timeout=30)  # a pass in progress ends first: the store closes after stop()
+            self._maintenance = None
         if self._worker is None:
             return
         with self._lock:
@@ -138,6 +176,7 @@ class JobQueue:
         with self._lock:
             for job in list(self._active.values()):  # never started, or still unwinding after the timeout
                 self._interrupted(job)
+        datalock.release(self.store.root)
 
     def _waiting(self) -> int:
         return sum(job.status == "queued" for job in self._active.values()) + self._reserved
@@ -193,6 +232,34 @@ class JobQueue:
                 job.status, job.updated_at = "canceled", utc_now()
                 self._finish(job)
             return job.to_json()
+
+    def delete_job(self, job_id: str) -> dict:
+        """The job's row and the assets only it names (see AssetStore.delete_job). Refused (409) while the job
+        is queued or running, canceled included until its worker lets go of it."""
+        check_job_id(job_id)
+        with self._lock:
+            job = self._active.get(job_id)
+            if job is not None:
+                rule = "it is stopping; retry once it has ended" if job.cancel.is_set() else "cancel it first"
+                raise RequestError("jobId", f"{job_id} is {job.status}: {rule}", status=409)
+        # A job id not active now never becomes active again: submit makes new ids.
+        return self.store.delete_job(job_id)
+
+    def maintain(self, now: float | None = None) -> dict:
+        """One maintenance pass: the leftovers of failed writes, then, with a retention set, what it expires."""
+        stale = self.store.sweep_stale_files(now)
+        expired = self.store.sweep_retention(self.retention_days, now) if self.retention_days else 0
+        return {"staleFiles": stale, "expiredAssets": expired}
+
+    def _maintain(self) -> None:
+        # At start too: a server restarted more often than hourly would otherwise never expire anything.
+        while True:
+            try:
+                self.maintain()
+            except Exception:  # a full disk or a locked database now may be gone next time
+                log.exception("maintenance failed; trying again in %ss", self.maintenance_every_s)
+            if self._maintenance_stop.wait(self.maintenance_every_s):
+                return
 
     def _finish(self, job: Job) -> None:
         if job.job_id in self._active:  # once: a worker that outlived stop() must not undo it

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Valida
 
 from .catalog import SCHEDULERS, Catalog, ModelEntry
 from .errors import RequestError
+from .imageops import MAX_PIXELS
 
 SEED_MAX = 2**32 - 1  # the common seed range of diffusion tools; sample i uses seed + i
 PROMPT_MAX_CHARS = 4000  # text encoders read 77-512 tokens; anything far beyond is a client bug
@@ -262,10 +263,11 @@ def resolve(req: InpaintRequest, catalog: Catalog, *, image_size: tuple[int, int
                                        "denoising step; their product must be at least 1")
 
     # 3. Sizes: the answer's size in whole-image mode, the generation size of the region in merge mode.
+    #    Every family has a range, the classical ones included: their cost grows with the pixels too.
     size_range = entry.size_range
     for name in ("width", "height"):
         value = getattr(req, name)
-        if value is not None and entry.family != "opencv" and value not in size_range:
+        if value is not None and value not in size_range:
             raise RequestError(name, f"{value} is outside [{int(size_range.low)}, {int(size_range.high)}] "
                                      f"for {model_type.name} models")
     if entry.family == "opencv" and not req.disable_merging:
@@ -280,6 +282,10 @@ def resolve(req: InpaintRequest, catalog: Catalog, *, image_size: tuple[int, int
         aspect = region_size[0] / region_size[1]
         width = req.width or int(size_range.clamp(_snap(height * aspect, 8)))
         height = req.height or int(size_range.clamp(_snap(width / aspect, 8)))
+    if width * height > MAX_PIXELS:
+        name = "height" if req.width is None and req.height is not None else "width"
+        raise RequestError(name, f"{width}x{height} px = {width * height / 1e6:.1f} MP; width x height must be at "
+                                 f"most {MAX_PIXELS / 1e6:.0f} MP")
 
     # 4. Classical models take no diffusion fields: say which ones were ignored.
     num_samples = req.num_samples
@@ -290,9 +296,19 @@ def resolve(req: InpaintRequest, catalog: Catalog, *, image_size: tuple[int, int
                         + (f" and {', '.join(ignored)}" if ignored else ""))
         if not req.disable_merging and {"width", "height"} & given:
             warnings.append(f"{entry.id} works on the region at its own size; width and height are ignored")
-        num_samples = num_samples or 1  # deterministic: more samples would be identical
-        if num_samples > 1:
-            warnings.append(f"{entry.id} is deterministic: the {num_samples} samples are identical")
+        # Deterministic: more samples would be identical copies, each computed and stored.
+        if num_samples is not None and num_samples > 1:
+            warnings.append(f"{entry.id} is deterministic: one result is stored for the {num_samples} samples asked")
+        num_samples = 1
+    num_samples = num_samples or 4
+
+    # 5. Seeds: sample i uses seed + i, and each must be a valid seed to replay that sample alone.
+    largest_seed = SEED_MAX - (num_samples - 1)
+    if req.seed is not None and int(req.seed) > largest_seed:
+        raise RequestError("seed", f"{req.seed} + numSamples {num_samples} - 1 is over {SEED_MAX}: sample i uses "
+                                   f"seed + i, so with numSamples {num_samples} the seed must be at most "
+                                   f"{largest_seed}")
+    seed = random.randint(0, largest_seed) if req.seed is None else int(req.seed)
 
     return ResolvedRequest(
         model_id=entry.id,
@@ -301,11 +317,11 @@ def resolve(req: InpaintRequest, catalog: Catalog, *, image_size: tuple[int, int
         prompt=req.prompt,
         negative_prompt=negative_prompt,
         negative_prompt_strength=req.negative_prompt_strength,
-        seed=random.randint(0, SEED_MAX) if req.seed is None else int(req.seed),
+        seed=seed,
         strength=req.strength,
         guidance=guidance,
         num_inference_steps=req.num_inference_steps,
-        num_samples=num_samples or 4,
+        num_samples=num_samples,
         width=width,
         height=height,
         scheduler=scheduler if entry.family != "opencv" else None,

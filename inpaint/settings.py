@@ -13,6 +13,21 @@ def _int(name: str, default: int, low: int, high: int) -> int:
     return max(low, min(high, value))
 
 
+def _optional_int(name: str, low: int, high: int) -> int | None:
+    """Unset means off. Out of range is refused, not clamped: these settings delete data, and a 0 clamped
+    to the lowest value would delete what the user meant to keep."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise SystemExit(f"{name} must be between {low} and {high} (or unset to keep everything), got {value}")
+    return value
+
+
 def _has_cuda() -> bool:
     try:
         import torch
@@ -33,8 +48,20 @@ MAX_PIPELINES = _int("INPAINT_MAX_PIPELINES", 2, 1, 16)  # loaded pipelines kept
 MAX_BATCH = _int("INPAINT_MAX_BATCH", 4, 1, 128)  # samples per pipeline call; numSamples runs in these
 MAX_QUEUE = _int("INPAINT_MAX_QUEUE", 32, 1, 10_000)  # queued REST jobs before 429
 MAX_BODY_BYTES = _int("INPAINT_MAX_BODY_MB", 50, 1, 1024) * 1024 * 1024
+# Pixels decoded at once over every request being prepared (~19 MB of memory per megapixel at the peak).
+# At least 80 MP: one request may carry a 40 MP image and a 40 MP mask.
+PREPARE_PIXELS = _int("INPAINT_PREPARE_MP", 120, 80, 100_000) * 1_000_000
+# Previews, and input images and masks that nothing names, are deleted once older than this; results never.
+RETENTION_DAYS = _optional_int("INPAINT_RETENTION_DAYS", 1, 3650)
 
 API_KEY = os.environ.get("INPAINT_API_KEY") or None
 # Without a key the server is open, so it listens on loopback unless the user asks otherwise.
 HOST = os.environ.get("HOST") or ("0.0.0.0" if API_KEY or os.environ.get("SPACE_ID") else "127.0.0.1")
+# The host names the server answers to (patterns like *.example.com; * for any). Without a key anyone who
+# reaches it may use it, so by default only loopback names (and a Space's own host name): a page on another
+# site whose name resolves to 127.0.0.1 (DNS rebinding) is refused. With a key, any host name.
+_LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+ALLOWED_HOSTS = tuple(name.strip().lower() for name in os.environ.get("INPAINT_ALLOWED_HOSTS", "").split(",")
+                      if name.strip()) or (("*",) if API_KEY else
+                                          (*_LOOPBACK_NAMES, *filter(None, [os.environ.get("SPACE_HOST")])))
 PORT = _int("PORT", 7860, 1, 65535)

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# TestClient sends `Host: testserver`; by default the server answers loopback names only.
+os.environ.setdefault("INPAINT_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
+
 ARTIFACTS = Path(__file__).parent / ".artifacts"
 LONG_TESTS = os.environ.get("INPAINT_LONG_TESTS") == "1"
 

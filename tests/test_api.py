@@ -98,8 +98,10 @@ def listed_ids(client) -> set[str]:
 
 def test_round_trip_tiny_sd15_upload_generate_poll_download(client):
     image, mask = photo(128, 96, seed=1), rect_mask(128, 96, (40, 30, 80, 60))
-    # JSON is read whatever the Content-Type, as `curl -d` sends it.
-    uploaded = client.post("/assets", content=json.dumps({"image": data_url(image)})).json()["asset"]
+    # A body must be declared JSON: a web page can post text/plain to any address without a preflight.
+    assert_error(client.post("/assets", content=json.dumps({"image": data_url(image)})), 415, "body", "JSON")
+    uploaded = client.post("/assets", content=json.dumps({"image": data_url(image)}),
+                           headers={"Content-Type": "application/json; charset=utf-8"}).json()["asset"]
     assert (uploaded["width"], uploaded["height"], uploaded["kind"]) == (128, 96, "image")
 
     job = submit(client, {**TINY, "prompt": "a red ball", "image": uploaded["id"], "mask": data_url(mask),
@@ -358,7 +360,7 @@ def test_real_server_refuses_a_lying_content_length_before_reading(engine):
     with serve(create_app(engine, api_key=None, max_body_bytes=1000, with_ui=False)) as url:
         host, port = url.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port)), timeout=30) as conn:
-            conn.sendall(b"POST /generate/inpaint HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            conn.sendall(b"POST /generate/inpaint HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                          b"Content-Length: 999999999999\r\n\r\n{}")
             reply = b""
             while b"\r\n\r\n" not in reply or len(reply.partition(b"\r\n\r\n")[2]) < answer_length(reply):
@@ -374,13 +376,15 @@ def test_real_server_refuses_a_lying_content_length_before_reading(engine):
 
 def test_auth_on_protects_every_rest_route_and_file(engine):
     asset = engine.store.put(photo(64, 64))
-    with TestClient(create_app(engine, api_key=KEY, with_ui=False)) as client:
+    # Many wrong keys on purpose: the throttle of repeated failures is tested on its own.
+    with TestClient(create_app(engine, api_key=KEY, max_auth_failures=1000, with_ui=False)) as client:
         for method, path in [("GET", "/models"), ("GET", "/assets"), ("GET", f"/assets/{asset.id}"),
                              ("GET", f"/assets/{asset.id}/file"), ("GET", f"/jobs/job_{'a' * 22}"),
                              ("POST", "/generate/inpaint"), ("POST", "/assets"), ("GET", "/jobs/nope/nope")]:
             response = client.request(method, path)
             assert_error(response, 401, "authorization", "API key")
-            assert response.headers["www-authenticate"].startswith("Basic")
+            # Bearer only: a Basic challenge makes browsers cache the credentials and send them cross-site.
+            assert response.headers["www-authenticate"] == 'Bearer realm="inpaint"'
         assert_error(client.get("/models", headers={"Authorization": "Bearer wrong"}), 401, "authorization", "wrong")
         assert_error(client.get("/models", auth=("admin", "wrong")), 401, "authorization")
         assert_error(client.get("/models", headers={"Authorization": "Basic %%%"}), 401, "authorization")
@@ -486,7 +490,7 @@ def test_upload_errors(client):
     assert_error(client.post("/assets", json={"image": data_url(photo(64, 64)), "x": 1}), 400, "x", "not a field")
     assert_error(client.post("/assets", json={}), 400, "image", "required")
     assert_error(client.post("/assets", json=[{"image": "x"}]), 400, "body", "JSON object")
-    assert_error(client.post("/assets", content=b"{"), 400, "body")
+    assert_error(client.post("/assets", content=b"{", headers={"Content-Type": "application/json"}), 400, "body")
     assert_error(client.post("/assets", json={"image": data_url(photo(64, 64)), "parentId": "../../etc"}),
                  400, "parentId", "asset id")
     assert_error(client.post("/assets", json={"image": data_url(photo(64, 64)), "parentId": f"asset_{'n' * 22}"}),
@@ -507,7 +511,7 @@ def test_unknown_routes_ids_and_methods(client):
     assert_error(client.get("/models/extra"), 404, "path")
     response = client.delete("/models")
     assert_error(response, 405, "method", "GET")
-    assert response.headers["allow"] == "GET"
+    assert response.headers["allow"] == "GET, HEAD"
     assert_error(client.put("/assets"), 405, "method")
     assert_error(client.get("/generate/inpaint"), 405, "method", "POST")
     assert_error(client.get("/assets", params={"limit": 0}), 400, "limit")
@@ -516,10 +520,11 @@ def test_unknown_routes_ids_and_methods(client):
 
 def test_body_size_limit(engine):
     with TestClient(create_app(engine, api_key=None, max_body_bytes=2000, with_ui=False)) as client:
-        assert_error(client.post("/generate/inpaint", content=b"x" * 3000), 413, "body", "2000 bytes")
+        as_json = {"Content-Type": "application/json"}
+        assert_error(client.post("/generate/inpaint", content=b"x" * 3000, headers=as_json), 413, "body", "2000 bytes")
         # A streamed body with no Content-Length is counted as it arrives.
         chunks = (b"{" + b" " * 999 for _ in range(5))
-        assert_error(client.post("/generate/inpaint", content=chunks), 413, "body")
+        assert_error(client.post("/generate/inpaint", content=chunks, headers=as_json), 413, "body")
         chunks = (b" " * 1000 for _ in range(5))
         assert_error(client.post("/assets", content=chunks, headers={"Content-Type": "application/json"}), 413, "body")
 

@@ -248,3 +248,137 @@ def test_concurrent_puts(store):
     for i, asset in results:
         assert np.array_equal(np.asarray(store.open_image(asset.id)), np.asarray(noise(seed=i)))
     assert store.integrity_ok()
+
+
+def files_of(store, *assets_):
+    return sorted(f"{a.id}.{suffix}" for a in assets_ for suffix in ("png", "webp"))
+
+
+def saved_job(store, status="success", *, image=None, mask=None, results=(), previews=(), job_id=None):
+    """A job as the queue saves it, naming its input, results and previews."""
+    body = job(status)
+    if job_id:
+        body["jobId"] = job_id
+    body["metadata"].update(input={"prompt": "a cat", "image": image and image.id, "maskId": mask and mask.id},
+                            assetIds=[a.id for a in results], intermediateImages=[a.id for a in previews])
+    store.save_job(body)
+    return body["jobId"]
+
+
+def made_job(store, status="success"):
+    """The assets one generation leaves: input image, its mask, two results and a preview, all under one job."""
+    job_id = new_id("job")
+    image = store.put(noise(seed=1))
+    mask = store.put(noise(seed=2), kind="mask", hidden=True, parent_id=image.id)
+    results = [store.put(noise(seed=3 + i), kind="result", parent_id=image.id, job_id=job_id, seed=i) for i in range(2)]
+    preview = store.put(noise(seed=9), kind="preview", hidden=True, parent_id=image.id, job_id=job_id)
+    saved_job(store, status, image=image, mask=mask, results=results, previews=[preview], job_id=job_id)
+    return job_id, image, mask, results, preview
+
+
+def test_delete_asset_removes_the_row_and_both_files(store):
+    gone, kept = store.put(noise(seed=1)), store.put(noise(seed=2))
+    assert store.delete_asset(gone.id) == gone
+    assert stored_files(store) == files_of(store, kept) and [a.id for a in store.list(include_hidden=True)] == [kept.id]
+    with pytest.raises(NotFoundError) as err:
+        store.delete_asset(gone.id)
+    assert (err.value.field, err.value.status) == ("assetId", 404)
+    with pytest.raises(RequestError) as err:
+        store.delete_asset("../inpaint.db")
+    assert (err.value.field, err.value.status) == ("assetId", 400) and store.integrity_ok()
+
+
+def test_delete_asset_is_refused_while_an_asset_names_it_as_parent(store):
+    root = store.put(noise())
+    child = store.put(noise(seed=1), parent_id=root.id)
+    with pytest.raises(RequestError) as err:
+        store.delete_asset(root.id)
+    assert (err.value.field, err.value.status) == ("assetId", 409) and child.id in err.value.message
+    assert store.get(root.id) == root and stored_files(store) == files_of(store, root, child)
+    store.delete_asset(child.id)
+    store.delete_asset(root.id)
+    assert stored_files(store) == [] and row_count(store) == 0
+
+
+@pytest.mark.parametrize("use", ["image", "mask", "results", "previews"])
+def test_delete_asset_is_refused_while_a_saved_job_names_it(store, use):
+    job_id = new_id("job")
+    made = use in ("results", "previews")  # the job's own output carries its id
+    asset = store.put(noise(), kind={"image": "image", "mask": "mask", "results": "result", "previews": "preview"}[use],
+                      job_id=job_id if made else None)
+    saved_job(store, job_id=job_id, **{use: [asset] if made else asset})
+    with pytest.raises(RequestError) as err:
+        store.delete_asset(asset.id)
+    assert (err.value.field, err.value.status) == ("assetId", 409) and job_id in err.value.message
+    assert store.get(asset.id) == asset and stored_files(store) == files_of(store, asset)
+
+
+def test_delete_asset_is_refused_for_a_running_jobs_preview_not_yet_on_its_row(store):
+    job_id = saved_job(store, "in-progress")  # previews reach the row only when the job ends
+    preview = store.put(noise(), kind="preview", hidden=True, job_id=job_id)
+    with pytest.raises(RequestError) as err:
+        store.delete_asset(preview.id)
+    assert err.value.status == 409 and job_id in err.value.message and store.exists(preview.id)
+
+
+def test_delete_job_removes_its_row_and_every_asset_only_it_names(store):
+    unrelated = store.put(noise(seed=20))
+    job_id, image, mask, results, preview = made_job(store)
+    answer = store.delete_job(job_id)
+    assert answer == {"jobId": job_id, "deletedAssetIds": [image.id, mask.id, results[0].id, results[1].id, preview.id],
+                      "keptAssetIds": []}
+    assert store.get_job(job_id) is None
+    assert [a.id for a in store.list(include_hidden=True)] == [unrelated.id]
+    assert stored_files(store) == files_of(store, unrelated) and store.integrity_ok()
+    with pytest.raises(NotFoundError) as err:
+        store.delete_job(job_id)
+    assert (err.value.field, err.value.status) == ("jobId", 404)
+
+
+def test_delete_job_keeps_what_others_still_name(store):
+    job_id, image, mask, results, preview = made_job(store)
+    edit = store.put(noise(seed=30), parent_id=results[0].id)  # a result taken on as a new input
+    other_mask = store.put(noise(seed=31), kind="mask", hidden=True, parent_id=image.id)
+    other_job = saved_job(store, image=image, mask=other_mask)  # the same image inpainted again
+    answer = store.delete_job(job_id)
+    assert answer["deletedAssetIds"] == [mask.id, results[1].id, preview.id]
+    assert answer["keptAssetIds"] == [image.id, results[0].id]
+    assert stored_files(store) == files_of(store, image, results[0], edit, other_mask)
+    assert store.get(results[0].id).parent_id == image.id and store.get_job(other_job) is not None
+    # Once the other job and the edit are gone too, nothing keeps them.
+    assert store.delete_job(other_job)["deletedAssetIds"] == [other_mask.id]  # the image is still results[0]'s parent
+    store.delete_asset(edit.id)
+    store.delete_asset(results[0].id)
+    store.delete_asset(image.id)
+    assert stored_files(store) == [] and row_count(store) == 0
+
+
+def test_delete_job_keeps_an_input_a_result_of_another_job(store):
+    first_id, _, _, first_results, _ = made_job(store)
+    mask = store.put(noise(seed=40), kind="mask", hidden=True, parent_id=first_results[0].id)
+    second = saved_job(store, image=first_results[0], mask=mask)
+    assert store.delete_job(second) == {"jobId": second, "deletedAssetIds": [mask.id],
+                                        "keptAssetIds": [first_results[0].id]}
+    assert store.exists(first_results[0].id) and store.get_job(first_id) is not None
+
+
+@pytest.mark.parametrize("status", ["queued", "in-progress"])
+def test_delete_job_is_refused_while_it_runs(store, status):
+    job_id, *made = made_job(store, status)
+    before = stored_files(store)
+    with pytest.raises(RequestError) as err:
+        store.delete_job(job_id)
+    assert (err.value.field, err.value.status) == ("jobId", 409) and "cancel it first" in err.value.message
+    assert store.get_job(job_id)["status"] == status and stored_files(store) == before and row_count(store) == 5
+
+
+def test_delete_job_is_one_transaction(store, monkeypatch):
+    job_id, *made = made_job(store)
+    before = stored_files(store)
+
+    def crash(*args):
+        raise RuntimeError("killed mid-delete")
+    monkeypatch.setattr(assets, "_still_parents", crash)  # after the job's row was deleted
+    with pytest.raises(RuntimeError):
+        store.delete_job(job_id)
+    assert store.get_job(job_id) is not None and row_count(store) == 5 and stored_files(store) == before

@@ -1,6 +1,10 @@
 """The generation flow end to end on the real store: classical models, then the tiny diffusion models."""
 
+import base64
+import io
+import struct
 import threading
+import zlib
 
 import numpy as np
 import pytest
@@ -11,8 +15,10 @@ from inpaint.assets import AssetStore
 from inpaint.catalog import Catalog
 from inpaint.errors import JobCanceled, RequestError
 from inpaint.generate import Engine
+from inpaint.jobs import Job, run_job
 from inpaint.pipelines import PipelineCache
-from tests.images import data_url, photo, rect_mask
+from inpaint.schema import SEED_MAX
+from tests.images import cmyk_profile, data_url, photo, rect_mask, srgb_profile
 
 CATALOG = Catalog.load()
 
@@ -117,6 +123,99 @@ def test_mask_of_another_size_with_the_same_aspect_is_resized_with_a_warning(eng
     assert any("128x64" in warning for warning in request.warnings)
 
 
+def test_a_classical_model_computes_and_stores_one_result_for_many_samples(engine):
+    request, assets = run(engine, body(photo(128, 96), rect_mask(128, 96, (40, 30, 80, 60)), numSamples=3, seed=7))
+    assert request.num_samples == 1 and [asset.seed for asset in assets] == [7]
+    assert "opencv-telea is deterministic: one result is stored for the 3 samples asked" in request.warnings
+    assert [a.id for a in engine.store.list(include_hidden=True) if a.kind == "result"] == [assets[0].id]
+
+
+@pytest.mark.parametrize("fields, field, needle", [
+    ({"disableMerging": True, "width": 8192, "height": 8192}, "width", "8192x8192 px = 67.1 MP"),
+    ({"modelId": "opencv-ns", "disableMerging": True, "width": 8, "height": 64}, "width", "[64, 8192]"),
+    ({"seed": SEED_MAX - 1, "numSamples": 3, "modelId": "tiny-sd-1_5"}, "seed", f"at most {SEED_MAX - 2}"),
+])
+def test_sizes_and_seeds_over_the_budget_are_refused_before_anything_is_stored(engine, fields, field, needle):
+    with pytest.raises(RequestError) as caught:
+        engine.prepare(body(photo(64, 64), rect_mask(64, 64, (16, 16, 48, 48)), **fields))
+    assert caught.value.field == field and caught.value.status == 400 and needle in caught.value.message
+    assert engine.store.list(include_hidden=True) == []
+
+
+def bbox(mask_np: np.ndarray) -> tuple[int, int, int, int]:
+    ys, xs = np.nonzero(mask_np)
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def almost_opaque_mask(width: int, height: int, box: tuple[int, int, int, int]) -> Image.Image:
+    """Opaque, white in `box`, and one pixel far from it at alpha 254."""
+    mask = rect_mask(width, height, box).convert("RGBA")
+    mask.putpixel((width - 1, height - 1), (0, 0, 0, 254))
+    return mask
+
+
+def test_a_mask_whose_alpha_marks_nothing_is_read_from_its_luminance_with_a_warning(engine):
+    image, mask = photo(256, 192), almost_opaque_mask(256, 192, (100, 80, 140, 120))
+    for fields in ({"mask": data_url(mask)}, {"mask": None, "maskId": engine.store.put(mask).id}):
+        request_body = {k: v for k, v in {**body(image, mask), **fields}.items() if v is not None}
+        request, [result] = run(engine, request_body)
+        stored_mask_np = np.asarray(engine.store.open_image(request.mask_asset_id))
+        # The painted rectangle, grown by the feather: not the whole image.
+        assert bbox(stored_mask_np) == (92, 72, 148, 128)
+        field = "mask" if fields.get("mask") else "maskId"
+        assert any(w.startswith(f"{field}'s alpha channel was ignored") for w in request.warnings), request.warnings
+        assert np.array_equal(pixels(engine, result)[:40], np.asarray(image)[:40])
+
+
+def test_a_16_bit_image_says_it_was_reduced(engine):
+    rgb_np = (np.asarray(photo(96, 64), dtype=np.uint16) * 257).astype(">u2")
+    rows = b"".join(b"\0" + row.tobytes() for row in rgb_np)  # unfiltered rows: Pillow writes no 16-bit RGB
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 96, 64, 16, 2, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    request_body = {**body(photo(96, 64), rect_mask(96, 64, (30, 20, 60, 40))),
+                    "image": "data:image/png;base64," + base64.b64encode(png).decode()}
+    request = engine.prepare(request_body)
+    assert "image is 16 bits per channel; it was reduced to 8 bits" in request.warnings
+    assert np.array_equal(np.asarray(engine.store.open_image(request.image_asset_id)), np.asarray(photo(96, 64)))
+    assert not any("16 bits" in w for w in engine.prepare(body(photo(96, 64), rect_mask(96, 64, (30, 20, 60, 40))))
+                   .warnings)
+
+
+def profile_of(path) -> bytes | None:
+    with Image.open(path) as img:
+        return img.info.get("icc_profile")
+
+
+def test_results_carry_the_input_colour_profile_in_both_files(engine):
+    icc = srgb_profile()
+    image, mask = photo(128, 96), rect_mask(128, 96, (40, 30, 80, 60))
+    request, [result] = run(engine, {**body(image, mask), "image": data_url(image, icc_profile=icc)})
+    for asset_id in (request.image_asset_id, result.id):
+        assert profile_of(engine.store.file_path(asset_id)) == icc
+        assert profile_of(engine.store.file_path(asset_id, original=False)) == icc  # the WebP rendition
+    # From the stored input by id, in whole-image mode too.
+    _, [again] = run(engine, {**body(image, mask, disableMerging=True), "image": request.image_asset_id})
+    assert profile_of(engine.store.file_path(again.id)) == icc
+    _, [untagged] = run(engine, body(image, mask))
+    assert profile_of(engine.store.file_path(untagged.id)) is None
+
+
+def test_a_cmyk_jpeg_is_converted_through_its_profile_and_the_result_carries_no_cmyk_profile(engine):
+    cmyk = Image.new("CMYK", (128, 96), (0, 255, 255, 0))
+    buffer = io.BytesIO()
+    cmyk.save(buffer, "JPEG", quality=95, icc_profile=cmyk_profile((200, 30, 40)))
+    jpeg = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+    request, [result] = run(engine, {**body(photo(128, 96), rect_mask(128, 96, (40, 30, 80, 60))), "image": jpeg})
+    for asset_id in (request.image_asset_id, result.id):
+        for original in (True, False):
+            assert profile_of(engine.store.file_path(asset_id, original=original)) is None
+    assert np.abs(pixels(engine, result).astype(int) - [200, 30, 40]).max() <= 6
+
+
 # -- tiny diffusion models ----------------------------------------------------------------------------
 
 def tiny_body(model_id="tiny-sd-1_5", size=(96, 80), **fields):
@@ -133,6 +232,37 @@ def test_every_family_merges_bit_exact_outside_the_mask(engine, model_id):
     outside_np = np.asarray(engine.store.open_image(request.mask_asset_id)) == 0
     assert np.array_equal(out_np[outside_np], in_np[outside_np])
     assert not np.array_equal(out_np[~outside_np], in_np[~outside_np])
+
+
+@pytest.mark.parametrize("model_id, fields, expected", [
+    # The tiny CLIP tokenizer has no merges: a 100-letter word is 100 tokens, plus start and end.
+    ("tiny-sd-1_5", {"prompt": "a" * 100}, ["prompt is 102 tokens; the text encoder reads the first 77, "
+                                           "the rest was ignored"]),
+    ("tiny-sd-1_5", {"prompt": "a" * 75, "negativePrompt": "b" * 80},
+     ["negativePrompt is 82 tokens; the text encoder reads the first 77, the rest was ignored"]),
+    ("tiny-sd-1_5", {"prompt": "a" * 75}, []),  # 77 tokens: all read
+    # Flux reads the prompt with T5 (512 tokens); its tiny tokenizer reads a word start, a piece per character
+    # and the end.
+    ("tiny-flux.1", {"prompt": "a" * 600}, ["prompt is 602 tokens; the text encoder reads the first 512, "
+                                           "the rest was ignored"]),
+    ("tiny-flux.1", {"prompt": "a" * 300}, []),  # over CLIP's 77, but T5 reads it whole
+])
+def test_a_prompt_longer_than_the_text_encoder_reads_is_reported(engine, model_id, fields, expected):
+    reported = []
+    request = engine.prepare(tiny_body(model_id, **fields))
+    engine.generate(request, on_warning=reported.append)
+    assert reported == expected
+
+
+def test_a_job_keeps_the_warnings_of_its_request_and_of_its_generation(engine):
+    request = engine.prepare(tiny_body(prompt="a" * 100, negativePrompt="blurry", guidance=0.5))
+    saved = []
+    job = run_job(engine, Job(request), on_change=lambda job, durable: saved.append(job.to_json()))
+    warnings = job.to_json()["metadata"]["warnings"]
+    assert job.status == "success" and warnings[:len(request.warnings)] == list(request.warnings)
+    assert any("guidance < 1" in w for w in warnings)
+    assert warnings[-1] == "prompt is 102 tokens; the text encoder reads the first 77, the rest was ignored"
+    assert saved[-1]["metadata"]["warnings"] == warnings
 
 
 def test_same_request_twice_gives_identical_bytes(engine):

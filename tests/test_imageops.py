@@ -3,6 +3,8 @@
 import base64
 import io
 import struct
+import subprocess
+import sys
 import time
 import zlib
 
@@ -12,6 +14,7 @@ from PIL import Image
 
 from inpaint import imageops
 from inpaint.errors import RequestError
+from tests.images import cmyk_profile, srgb_profile
 
 
 def photo(w: int = 1024, h: int = 768, seed: int = 0) -> Image.Image:
@@ -155,6 +158,82 @@ def test_decompression_bomb_rejected_from_header(w, h, needle):
     assert time.perf_counter() - start < 0.5
 
 
+def test_pillow_refuses_a_bomb_anywhere_in_the_process_once_imageops_is_imported():
+    # Any decoder of the process (Gradio's uploads included) is covered, not only open_image. A fresh process:
+    # the test runner resets warning filters between tests.
+    script = ("import io, sys; from PIL import Image; import inpaint.imageops as ops; "
+              "assert Image.MAX_IMAGE_PIXELS == ops.MAX_PIXELS == 40_000_000\n"
+              "try:\n    Image.open(io.BytesIO(sys.stdin.buffer.read()))\n"
+              "except Image.DecompressionBombWarning as exc:\n    print('refused:', exc)")
+    done = subprocess.run([sys.executable, "-c", script], input=bomb_png(7000, 7000), capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.decode().startswith("refused: Image size (49000000 pixels) exceeds limit of 40000000 pixels")
+
+
+def png16(rgb_np: np.ndarray) -> bytes:
+    """A 16-bit RGB PNG (Pillow writes none): IHDR bit depth 16, colour type 2, rows unfiltered."""
+    h, w, _ = rgb_np.shape
+    rows = b"".join(b"\0" + row.astype(">u2").tobytes() for row in rgb_np)
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+            + png_chunk(b"IDAT", zlib.compress(rows)) + png_chunk(b"IEND", b""))
+
+
+def test_16_bit_inputs_say_they_were_reduced_to_8_bits():
+    rgb_np = np.zeros((64, 64, 3), np.uint16)
+    rgb_np[..., 0], rgb_np[..., 2] = 0xAB12, 0x00FF
+    notes = []
+    out = imageops.load_image(png16(rgb_np), field="image", notes=notes)
+    assert out.mode == "RGB" and np.asarray(out)[0, 0].tolist() == [0xAB, 0, 0]  # the top byte of each sample
+    assert notes == ["image is 16 bits per channel; it was reduced to 8 bits"]
+    grey_np = np.full((64, 64), 40000, np.uint16)
+    notes = []
+    assert np.asarray(imageops.load_image(encode(Image.fromarray(grey_np)), field="image", notes=notes)).max() == 156
+    assert notes == ["image is 16 bits per channel; it was reduced to 8 bits"]
+    for data in (encode(photo(64, 64)), encode(photo(64, 64), "JPEG"), encode(photo(64, 64), "WEBP")):
+        notes = []
+        imageops.load_image(data, field="image", notes=notes)
+        assert notes == []
+
+
+# --- colour profiles -----------------------------------------------------------------------------
+
+def test_rgb_colour_profile_is_kept_byte_for_byte():
+    icc = srgb_profile()
+    for fmt in ("PNG", "JPEG", "WEBP"):
+        out = imageops.load_image(encode(photo(64, 64), fmt, icc_profile=icc), field="image")
+        assert out.mode == "RGB" and out.info["icc_profile"] == icc and imageops.rgb_profile(out) == icc
+    rgba = Image.new("RGBA", (64, 64), (255, 0, 0, 128))
+    flat = imageops.load_image(encode(rgba, icc_profile=icc), field="image")
+    assert flat.info["icc_profile"] == icc and flat.getpixel((0, 0)) == (255, 127, 127)
+    assert "icc_profile" not in imageops.load_image(encode(photo(64, 64)), field="image").info
+
+
+def test_cmyk_jpeg_is_converted_to_srgb_through_its_profile():
+    cmyk = Image.new("CMYK", (64, 64), (0, 255, 255, 0))  # full magenta + yellow
+    cmyk.paste((255, 0, 0, 0), (0, 0, 32, 64))  # full cyan on the left
+    out = imageops.load_image(encode(cmyk, "JPEG", quality=95, icc_profile=cmyk_profile((200, 30, 40))),
+                              field="image")
+    out_np = np.asarray(out, dtype=int)
+    assert out.mode == "RGB" and "icc_profile" not in out.info  # the CMYK profile never describes RGB pixels
+    assert np.abs(out_np[:, 40:] - [200, 30, 40]).max() <= 6  # the profile's red, not a plain conversion's
+    assert np.abs(out_np[:, :24] - [0, 255, 255]).max() <= 6
+    plain = imageops.load_image(encode(cmyk, "JPEG", quality=95), field="image")  # no profile: a plain conversion
+    assert "icc_profile" not in plain.info
+    assert np.abs(np.asarray(plain, dtype=int)[:, 40:] - [255, 0, 0]).max() <= 6
+
+
+def test_cmyk_jpeg_with_an_unreadable_profile_rejected():
+    data = encode(Image.new("CMYK", (64, 64)), "JPEG", icc_profile=b"\0" * 200)
+    rejects("image", lambda: imageops.load_image(data, field="image"), "CMYK", "colour profile cannot be read")
+
+
+def test_a_profile_of_another_colour_space_is_dropped():
+    grey = Image.new("L", (64, 64), 90)
+    grey.info["icc_profile"] = srgb_profile()[:16] + b"GRAY" + srgb_profile()[20:]
+    out = imageops.flatten(grey)
+    assert out.mode == "RGB" and "icc_profile" not in out.info and imageops.rgb_profile(grey) is None
+
+
 def test_exif_orientation_applied():
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise to display
@@ -208,6 +287,37 @@ def test_mask_uses_luminance_when_alpha_is_opaque():
     rgba_np[:, 10:20, :3] = 100  # grey is kept, not thresholded, by load_mask
     mask_np = np.asarray(imageops.load_mask(encode(Image.fromarray(rgba_np, "RGBA")), field="mask"))
     assert (mask_np[:, :10] == 0).all() and (mask_np[:, 10:20] == 100).all() and (mask_np[:, 20:] == 255).all()
+
+
+def test_alpha_that_thresholds_to_nothing_is_ignored_with_a_warning():
+    # An opaque mask painted white, where one pixel's alpha is 254: alpha would repaint the whole image.
+    rgba_np = np.zeros((64, 64, 4), np.uint8)
+    rgba_np[..., 3] = 255
+    rgba_np[16:32, 8:40, :3] = 255
+    rgba_np[60, 60, 3] = 254
+    raw = Image.open(io.BytesIO(encode(Image.fromarray(rgba_np, "RGBA"))))
+    out, notes = imageops.prepare_mask(raw, (64, 64))
+    assert imageops.mask_bbox(out) == (8, 16, 40, 32) and np.count_nonzero(np.asarray(out)) == 16 * 32
+    assert len(notes) == 1
+    assert "mask's alpha channel was ignored" in notes[0] and "below 128" in notes[0] and "lowest is 254" in notes[0]
+    assert imageops.mask_bbox(imageops.load_mask(encode(Image.fromarray(rgba_np, "RGBA")), field="mask")) == \
+        (8, 16, 40, 32)
+    # Fully opaque: luminance, and nothing to say.
+    rgba_np[60, 60, 3] = 255
+    assert imageops.prepare_mask(Image.fromarray(rgba_np, "RGBA"), (64, 64), field="maskId")[1] == []
+
+
+def test_brush_strokes_on_a_transparent_canvas_still_use_alpha():
+    rgba_np = np.zeros((64, 64, 4), np.uint8)  # black RGB everywhere: luminance would keep everything
+    rgba_np[20:40, 10:30, 3] = 255
+    rgba_np[20:40, 30, 3] = 128  # the stroke's anti-aliased edge
+    out, notes = imageops.prepare_mask(Image.fromarray(rgba_np, "RGBA"), (64, 64))
+    assert notes == [] and imageops.mask_bbox(out) == (10, 20, 31, 40)
+    # Alpha everywhere at least the threshold but some pixels below 255: still luminance.
+    rgba_np[..., 3] = 200
+    rgba_np[20:40, 10:30, :3] = 255
+    out, notes = imageops.prepare_mask(Image.fromarray(rgba_np, "RGBA"), (64, 64), field="maskId")
+    assert imageops.mask_bbox(out) == (10, 20, 30, 40) and notes[0].startswith("maskId's alpha channel was ignored")
 
 
 def test_threshold_at_127_and_128():

@@ -4,6 +4,7 @@ import pytest
 
 from inpaint.catalog import Catalog
 from inpaint.errors import RequestError
+from inpaint.imageops import MAX_PIXELS
 from inpaint.schema import SEED_MAX, parse_request, resolve
 
 CATALOG = Catalog.load()
@@ -37,6 +38,8 @@ def test_numeric_bounds_are_inclusive(field, low, high, bad_low, bad_high):
         model = {"numInferenceSteps": 100}  # strength 0.01 leaves a denoising step only from 100 steps
     if field == "numInferenceSteps":
         model = {"strength": 1.0}  # one step at the default strength 0.75 would be no step at all
+    if field == "seed":
+        model = {"numSamples": 1}  # the largest seed leaves room for no second sample
     assert resolved(**model, **{field: low}).to_json()[field] == low
     assert resolved(**model, **{field: high}).to_json()[field] == high
     for bad in (bad_low, bad_high):
@@ -161,6 +164,50 @@ def test_schedulers_by_family():
     assert "FlowMatchEulerDiscreteScheduler" in rejected("scheduler", modelId="tiny-flux.1", scheduler="DDIMScheduler")
     assert rejected("scheduler", scheduler="FlowMatchEulerDiscreteScheduler")
     assert rejected("scheduler", scheduler="NotAScheduler")
+
+
+def test_every_last_seed_of_a_request_is_a_valid_seed():
+    assert resolved(seed=SEED_MAX - 3, numSamples=4).seeds[-1] == SEED_MAX
+    message = rejected("seed", seed=SEED_MAX - 2, numSamples=4)
+    assert f"{SEED_MAX - 2} + numSamples 4 - 1 is over {SEED_MAX}" in message
+    assert f"must be at most {SEED_MAX - 3}" in message
+    assert f"at most {SEED_MAX - 127}" in rejected("seed", seed=str(SEED_MAX), numSamples=128)
+    # The default numSamples (4) counts too.
+    assert f"at most {SEED_MAX - 3}" in rejected("seed", seed=SEED_MAX)
+
+
+def test_a_random_seed_leaves_room_for_every_sample(monkeypatch):
+    bounds = []
+    monkeypatch.setattr("inpaint.schema.random.randint", lambda low, high: bounds.append((low, high)) or high)
+    request = resolved(numSamples=128)
+    assert bounds == [(0, SEED_MAX - 127)] and request.seeds[-1] == SEED_MAX
+
+
+def test_classical_models_take_the_same_size_range_and_pixel_budget():
+    # From a small image, disableMerging with the largest sides would be a 67 MP job for a 64x64 input.
+    message = rejected("width", modelId="opencv-telea", image_size=(64, 64), disableMerging=True,
+                       width=8192, height=8192)
+    assert "8192x8192 px = 67.1 MP" in message and f"at most {MAX_PIXELS / 1e6:.0f} MP" in message
+    assert "40 MP" in rejected("width", modelId="opencv-ns", width=8192, height=8192)  # merge mode too
+    assert "[64, 8192]" in rejected("width", modelId="opencv-telea", disableMerging=True, width=32, height=64)
+    assert "[64, 8192]" in rejected("height", modelId="opencv-telea", disableMerging=True, width=64, height=56)
+    largest = resolved(modelId="opencv-telea", disableMerging=True, width=8000, height=5000)
+    assert (largest.width, largest.height) == (8000, 5000)
+    assert "8000x5008 px = 40.1 MP" in rejected("width", modelId="opencv-telea", disableMerging=True,
+                                               width=8000, height=5008)
+    # Only height given: the other side is the input's, and the given one is named.
+    assert "8000x8000 px = 64.0 MP" in rejected("height", modelId="opencv-telea", image_size=(8000, 5000),
+                                                disableMerging=True, height=8000)
+
+
+def test_classical_models_store_one_result_whatever_numSamples_asks():
+    request = resolved(modelId="opencv-telea", numSamples=4, seed=10)
+    assert request.num_samples == 1 and request.seeds == [10]
+    assert "opencv-telea is deterministic: one result is stored for the 4 samples asked" in request.warnings
+    # The largest seed is valid: the one sample stored uses it.
+    assert resolved(modelId="opencv-ns", numSamples=128, seed=SEED_MAX).seeds == [SEED_MAX]
+    assert not any("deterministic" in w for w in resolved(modelId="opencv-ns", numSamples=1).warnings)
+    assert not any("deterministic" in w for w in resolved(modelId="opencv-ns").warnings)
 
 
 def test_classical_models_warn_about_ignored_fields():

@@ -1,17 +1,34 @@
 """Attacks from outside, against a real server started as `python app.py` starts it: files of the server named
 as Gradio file inputs."""
 
+import base64
 import json
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
 import uuid
+from contextlib import closing
 from pathlib import Path
 
 import httpx
+import numpy as np
+import psutil
 import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
 
+from inpaint.api import create_app
+from inpaint.jobs import INTERRUPTED
+from inpaint.web_security import HEADER_TIMEOUT_S, MAX_AUTH_FAILURES
 from tests.images import data_url, photo
-from tests.test_hardening import loopback_socket, server_env, start_server, stop_server
+from tests.test_api import FINAL, KEY, assert_error, body, client, engine  # noqa: F401 (fixtures)
+from tests.test_hardening import REPO, loopback_socket, server_env, start_server, stop_server
 
-KEY = "s3cret-key-for-the-attack-tests"
 SECRET_ENV = "INPAINT_TEST_SECRET"  # a marker in the server's environment: /proc/self/environ must not leak it
 SECRET = "environ-marker-" + uuid.uuid4().hex
 # Component types whose values Gradio moves into its cache (a FileData anywhere in their payload).
@@ -116,3 +133,333 @@ def test_no_file_of_the_server_can_be_read_through_the_studios_file_inputs(tmp_p
                     assert http.get(f"/gradio_api/file={target}").status_code in (403, 404)
         finally:
             stop_server(proc)
+
+
+# ---- what a web page on another site can make a browser send ---------------------------------------------
+
+def test_keyless_server_answers_loopback_names_only(engine):
+    with TestClient(create_app(engine, api_key=None, allowed_hosts=("localhost", "127.0.0.1", "[::1]"),
+                               with_ui=False), base_url="http://127.0.0.1:7860") as client:
+        assert client.get("/models").status_code == 200
+        for host in ("localhost:7860", "[::1]:7860", "LOCALHOST"):
+            assert client.get("/models", headers={"Host": host}).status_code == 200, host
+        # DNS rebinding: the attacker's name resolves to 127.0.0.1, and only the Host header says so.
+        for host in ("attacker.example", "attacker.example:7860", "127.0.0.1.attacker.example", ""):
+            assert_error(client.get("/models", headers={"Host": host}), 400, "host", "INPAINT_ALLOWED_HOSTS")
+            assert_error(client.post("/generate/inpaint", json=body(), headers={"Host": host}), 400, "host")
+    assert engine.store.list(include_hidden=True) == []
+
+
+def test_allowed_hosts_take_patterns_and_a_key_allows_any_host(engine):
+    with TestClient(create_app(engine, api_key=None, allowed_hosts=("*.example.com",), with_ui=False)) as client:
+        assert client.get("/models", headers={"Host": "studio.example.com"}).status_code == 200
+        assert client.get("/models", headers={"Host": "example.org"}).status_code == 400
+    with TestClient(create_app(engine, api_key=KEY, allowed_hosts=("*",), with_ui=False)) as client:
+        assert client.get("/models", headers={"Host": "anything.example", "Authorization": f"Bearer {KEY}"}
+                          ).status_code == 200
+
+
+@pytest.mark.parametrize("with_ui", [False, True], ids=["api", "studio"])
+def test_state_changing_requests_from_another_site_are_refused(engine, with_ui):
+    with TestClient(create_app(engine, api_key=None, with_ui=with_ui), base_url="http://127.0.0.1:7860") as client:
+        foreign = {"Origin": "http://attacker.example"}
+        for method, path in [("POST", "/generate/inpaint"), ("POST", "/assets"), ("POST", f"/jobs/job_{'a' * 22}/cancel"),
+                             ("DELETE", f"/assets/asset_{'a' * 22}"), *([("POST", "/gradio_api/queue/join"),
+                                                                         ("POST", "/gradio_api/upload")] * with_ui)]:
+            response = client.request(method, path, json=body(), headers=foreign)
+            assert_error(response, 403, "origin", "attacker.example")
+        assert_error(client.post("/assets", json={"image": data_url(photo(64, 64))}, headers={"Origin": "null"}),
+                     403, "origin")
+        # The studio's own page, and clients that send no Origin (curl, scripts), go on.
+        same = {"Origin": "http://127.0.0.1:7860"}
+        assert client.post("/assets", json={"image": data_url(photo(64, 64))}, headers=same).status_code == 200
+        assert client.post("/assets", json={"image": data_url(photo(64, 64))}).status_code == 200
+        assert client.get("/models", headers=foreign).status_code == 200  # reading: CORS keeps the answer from it
+    assert len(engine.store.list()) == 2
+
+
+def test_bodies_must_be_declared_json(client, engine):
+    raw = json.dumps(body()).encode()
+    for content_type in (None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
+        headers = {"Content-Type": content_type} if content_type else {}
+        assert_error(client.post("/generate/inpaint", content=raw, headers=headers), 415, "body", "application/json")
+        assert_error(client.post("/assets", content=raw, headers=headers), 415, "body")
+    assert engine.store.list(include_hidden=True) == []
+    assert client.post("/generate/inpaint", content=raw,
+                       headers={"Content-Type": "application/json; charset=utf-8"}).status_code == 200
+
+
+# ---- the key ----------------------------------------------------------------------------------------------
+
+def test_the_challenge_is_bearer_so_browsers_cache_no_credentials(engine):
+    with TestClient(create_app(engine, api_key=KEY, with_ui=False)) as client:
+        response = client.get("/models")
+        assert response.status_code == 401 and response.headers["www-authenticate"] == 'Bearer realm="inpaint"'
+        assert client.get("/models", auth=("anyone", KEY)).status_code == 200  # Basic is still accepted
+
+
+def test_a_key_that_is_not_ascii_authenticates_over_rest_and_the_studio(engine):
+    key = "clé-秘密-🔑"
+    with TestClient(create_app(engine, api_key=key, with_ui=True)) as client:
+        assert client.get("/models", headers={"Authorization": b"Bearer " + key.encode()}).status_code == 200
+        basic = base64.b64encode(b"me:" + key.encode()).decode()
+        assert client.get("/models", headers={"Authorization": f"Basic {basic}"}).status_code == 200
+        assert client.get("/models", headers={"Authorization": b"Bearer " + key[:-1].encode()}).status_code == 401
+        assert client.post("/login", data={"username": "me", "password": key}).status_code == 200
+
+
+def test_repeated_wrong_keys_and_logins_are_throttled(engine):
+    with TestClient(create_app(engine, api_key=KEY, with_ui=True)) as client:
+        for _ in range(MAX_AUTH_FAILURES):
+            assert client.get("/models", headers={"Authorization": "Bearer guess"}).status_code == 401
+        throttled = client.get("/models", headers={"Authorization": f"Bearer {KEY}"})
+        assert_error(throttled, 429, "authorization", "too many failed attempts")
+        assert 0 < int(throttled.headers["retry-after"]) <= 60
+        assert client.post("/login", data={"username": "me", "password": KEY}).status_code == 429
+    with TestClient(create_app(engine, api_key=KEY, with_ui=True)) as client:  # the studio's login form alike
+        for _ in range(MAX_AUTH_FAILURES):
+            assert client.post("/login", data={"username": "me", "password": "guess"}).status_code == 400
+        assert client.post("/login", data={"username": "me", "password": KEY}).status_code == 429
+
+
+# ---- small things of HTTP -----------------------------------------------------------------------------------
+
+def test_head_answers_the_headers_of_files_and_models(client):
+    asset = client.post("/assets", json={"image": data_url(photo(64, 64))}).json()["asset"]
+    for url in (asset["url"], f"{asset['url']}?original=true", "/models", f"/assets/{asset['id']}"):
+        got, head = client.get(url), client.head(url)
+        assert head.status_code == 200 and head.content == b"", url
+        assert head.headers["content-type"] == got.headers["content-type"]
+        assert int(head.headers["content-length"]) == len(got.content)
+
+
+def test_range_errors_take_the_error_shape(client):
+    asset = client.post("/assets", json={"image": data_url(photo(64, 64))}).json()["asset"]
+    size = len(client.get(asset["url"]).content)
+    partial = client.get(asset["url"], headers={"Range": "bytes=0-9"})
+    assert partial.status_code == 206 and len(partial.content) == 10
+    beyond = client.get(asset["url"], headers={"Range": f"bytes={size + 10}-"})
+    assert_error(beyond, 416, "range", "outside")
+    assert beyond.headers["content-range"] == f"bytes */{size}"
+    assert_error(client.get(asset["url"], headers={"Range": "bytes=9-0"}), 400, "range", "malformed")
+
+
+def test_docs_work_offline(client):
+    page = client.get("/docs")
+    assert page.status_code == 200
+    sources = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert sources and all(source.startswith("/") for source in sources), sources  # nothing from a CDN
+    for source in sources:
+        assert client.get(source).status_code == 200, source
+
+
+# ---- the server process: slow headers, shutdown with a studio tab open, one server per data folder -------
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_app(data: Path, models_dir: Path, log: Path, **settings_env: str) -> tuple[subprocess.Popen, str]:
+    """`python app.py`, as a user starts it, on a port of its own; returns once `/` answers."""
+    port = free_port()
+    env = server_env(data, models_dir, PORT=str(port), **settings_env)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=out, stderr=out)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        assert proc.poll() is None, f"the server exited ({proc.returncode}):\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"the server did not start:\n{log.read_text()[-3000:]}"
+        try:
+            if httpx.get(f"{url}/", timeout=5).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+
+
+def test_headers_sent_a_byte_at_a_time_do_not_hold_a_connection(tmp_path, models_dir):
+    proc, url = start_app(tmp_path / "data", models_dir, tmp_path / "server.log")
+    try:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=HEADER_TIMEOUT_S + 10) as slow:
+            started = time.monotonic()
+            for byte in b"GET /models HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow":
+                slow.sendall(bytes([byte]))
+                time.sleep(0.1)  # each byte resets uvicorn's own keep-alive timer
+            while (time.monotonic() - started) < HEADER_TIMEOUT_S + 8:
+                try:
+                    slow.sendall(b"a")
+                    time.sleep(0.5)
+                except OSError:
+                    break
+            closed_after = time.monotonic() - started
+        assert closed_after < HEADER_TIMEOUT_S + 3, closed_after
+        assert httpx.get(f"{url}/models", timeout=10).status_code == 200  # the server goes on
+    finally:
+        stop_server(proc)
+
+
+def test_sigterm_with_a_studio_tab_open_stops_in_time_and_marks_the_running_job(tmp_path, models_dir):
+    data = tmp_path / "data"
+    proc, url = start_app(data, models_dir, tmp_path / "server.log")
+    tab = threading.Event()
+
+    def studio_tab() -> None:  # the page keeps its heartbeat stream open for as long as it is shown
+        try:
+            with httpx.stream("GET", f"{url}/gradio_api/heartbeat/{uuid.uuid4().hex}", timeout=None) as stream:
+                tab.set()
+                for _ in stream.iter_bytes():
+                    pass
+        except httpx.HTTPError:
+            pass
+
+    threading.Thread(target=studio_tab, daemon=True).start()
+    assert tab.wait(30)
+    with httpx.Client(base_url=url, timeout=30) as http:
+        job = http.post("/generate/inpaint", json=body(modelId="tiny-sd-1_5", numInferenceSteps=150, numSamples=8,
+                                                       width=256, height=256)).json()["job"]
+        deadline = time.monotonic() + 120
+        while http.get(f"/jobs/{job['jobId']}").json()["job"]["status"] != "in-progress":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    stopped_after = time.monotonic() - started
+    assert stopped_after < 15, stopped_after
+    with closing(sqlite3.connect(data / "inpaint.db")) as db:
+        stored = json.loads(db.execute("SELECT json FROM jobs WHERE id = ?", (job["jobId"],)).fetchone()[0])
+    assert stored["status"] == "failure" and stored["metadata"]["error"] == INTERRUPTED
+    print(f"shutdown with a studio tab open and a job running: {stopped_after:.1f} s")
+
+
+def test_a_second_server_refuses_a_data_folder_in_use_and_leaves_its_jobs_alone(tmp_path, models_dir):
+    data = tmp_path / "data"
+    first, url = start_app(data, models_dir, tmp_path / "first.log")
+    try:
+        with httpx.Client(base_url=url, timeout=30) as http:
+            job = http.post("/generate/inpaint", json=body(modelId="tiny-sd-1_5", numInferenceSteps=60, numSamples=2,
+                                                           width=128, height=128)).json()["job"]
+            second = subprocess.run([sys.executable, "app.py"], cwd=REPO, capture_output=True, text=True, timeout=120,
+                                    env=server_env(data, models_dir, PORT=str(free_port())))
+            assert second.returncode != 0
+            assert "another inpaint server" in second.stderr and str(data.resolve()) in second.stderr
+            assert "Traceback" not in second.stderr
+            deadline = time.monotonic() + 120
+            while (done := http.get(f"/jobs/{job['jobId']}").json()["job"])["status"] not in FINAL:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+            assert done["status"] == "success" and len(done["metadata"]["assetIds"]) == 2
+    finally:
+        stop_server(first)
+    # Once the first has stopped, the folder is free again (the lock dies with its holder, even on SIGKILL).
+    again, _ = start_app(data, models_dir, tmp_path / "again.log")
+    stop_server(again, signal.SIGKILL)
+    third, _ = start_app(data, models_dir, tmp_path / "third.log")
+    stop_server(third)
+
+
+# ---- retention: deleting needs the key, and what is in use stays --------------------------------------------
+
+def test_delete_routes_need_the_key_and_keep_what_is_in_use(engine):
+    good = {"Authorization": f"Bearer {KEY}"}
+    with TestClient(create_app(engine, api_key=KEY, with_ui=False)) as client:
+        upload = client.post("/assets", json={"image": data_url(photo(128, 96))}, headers=good).json()["asset"]
+        job = client.post("/generate/inpaint", json=body(image=None, numSamples=1) | {"image": upload["id"]},
+                          headers=good).json()["job"]
+        deadline = time.monotonic() + 60
+        while (job := client.get(f"/jobs/{job['jobId']}", headers=good).json()["job"])["status"] not in FINAL:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        result = job["metadata"]["assetIds"][0]
+        for path in (f"/assets/{upload['id']}", f"/jobs/{job['jobId']}"):
+            assert_error(client.delete(path), 401, "authorization")
+        assert_error(client.delete(f"/assets/{upload['id']}", headers=good), 409, "assetId", job["jobId"])
+        deleted = client.delete(f"/jobs/{job['jobId']}", headers=good).json()
+        assert set(deleted["deletedAssetIds"]) == {upload["id"], result, job["metadata"]["input"]["maskId"]}
+        for asset_id in deleted["deletedAssetIds"]:
+            assert client.get(f"/assets/{asset_id}", headers=good).status_code == 404
+        assert client.get(f"/jobs/{job['jobId']}", headers=good).status_code == 404
+        assert list((engine.store.root / "files").iterdir()) == []
+
+
+# ---- memory: many huge requests at once -------------------------------------------------------------------
+
+HUGE_SIDE = (7744, 5160)  # 39.96 MP: just inside the 40 MP limit
+
+
+def huge_request() -> dict:
+    """A 40 MP photo-like JPEG and its 40 MP mask, as data URLs (a few MB: gradients compress well)."""
+    width, height = HUGE_SIDE
+    x_np = np.linspace(0, 255, width, dtype=np.uint8)[None, :, None]
+    y_np = np.linspace(0, 255, height, dtype=np.uint8)[:, None, None]
+    image = Image.fromarray(np.broadcast_to(x_np // 2 + y_np // 2, (height, width, 3)).copy(), "RGB")
+    mask = Image.new("L", (width, height), 0)
+    mask.paste(255, (100, 100, 300, 300))
+    return body(image=None) | {"image": data_url(image, "JPEG"), "mask": data_url(mask), "numSamples": 1}
+
+
+def test_thirty_two_concurrent_40_megapixel_requests_stay_within_memory(tmp_path, models_dir):
+    data = tmp_path / "data"
+    proc, url = start_app(data, models_dir, tmp_path / "server.log")
+    peak = {"rss": 0}
+    sampling = threading.Event()
+
+    def sample_memory() -> None:
+        server = psutil.Process(proc.pid)
+        while not sampling.is_set():
+            try:
+                peak["rss"] = max(peak["rss"], server.memory_info().rss)
+            except psutil.Error:
+                return
+            time.sleep(0.02)
+
+    payload = json.dumps(huge_request()).encode()
+    answers: list[httpx.Response] = []
+
+    def client() -> None:
+        with httpx.Client(base_url=url, timeout=300) as http:
+            answers.append(http.post("/generate/inpaint", content=payload,
+                                     headers={"Content-Type": "application/json"}))
+
+    try:
+        baseline = psutil.Process(proc.pid).memory_info().rss
+        watcher = threading.Thread(target=sample_memory, daemon=True)
+        watcher.start()
+        clients = [threading.Thread(target=client) for _ in range(32)]
+        started = time.monotonic()
+        for thread in clients:
+            thread.start()
+        for thread in clients:
+            thread.join(600)
+        elapsed = time.monotonic() - started
+        sampling.set()
+        watcher.join(5)
+        statuses = sorted(answer.status_code for answer in answers)
+        assert len(answers) == 32 and set(statuses) <= {200, 429, 503}, statuses
+        assert statuses.count(200) >= 1
+        for answer in answers:
+            if answer.status_code != 200:  # refused cleanly: the error shape, and when to come back
+                assert answer.json()["error"]["field"] in ("server", "job") and answer.headers["retry-after"]
+        assert peak["rss"] < 4 * 2**30, f"peak RSS {peak['rss'] / 2**30:.2f} GB"
+        print(f"32 concurrent 40 MP requests: {statuses.count(200)} accepted, {statuses.count(503)} x 503, "
+              f"{statuses.count(429)} x 429 in {elapsed:.1f} s; server RSS {baseline / 2**20:.0f} MB before, "
+              f"peak {peak['rss'] / 2**20:.0f} MB")
+    finally:
+        stop_server(proc)
+
+
+def test_decoding_waits_for_room_in_the_pixel_budget_then_refuses_with_retry_after(client, engine):
+    upload = {"image": data_url(photo(128, 96))}
+    with engine.decoding.hold(engine.decoding.capacity):  # other requests are decoding all it allows
+        started = time.monotonic()
+        for path, payload in (("/assets", upload), ("/generate/inpaint", body())):
+            busy = client.post(path, json=payload)
+            assert_error(busy, 503, "server", "busy")
+            assert busy.headers["retry-after"] == "2"
+        assert time.monotonic() - started < 2 * engine.decoding.wait_s + 2  # a bounded wait, not a hang
+        assert engine.store.list(include_hidden=True) == []  # refused before anything was stored
+    assert client.post("/assets", json=upload).status_code == 200  # room again

@@ -1,0 +1,203 @@
+"""What the server refuses before any route runs: foreign hosts and origins, bodies that are not JSON, slow
+request headers, and clients that keep guessing the API key."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import secrets
+import threading
+import time
+from collections import deque
+from urllib.parse import urlsplit
+
+import h11
+from starlette.responses import JSONResponse
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
+# Request headers must be complete this long after a connection opens (or after its previous answer):
+# a client sending them a byte at a time otherwise holds a connection, and a server slot, forever.
+HEADER_TIMEOUT_S = 10.0
+# A client that gave a wrong key (or UI password) this many times in the window waits out the window.
+MAX_AUTH_FAILURES = 10
+AUTH_WINDOW_S = 60.0
+
+
+def _error_response(status: int, field: str, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"field": field, "message": message, "status": status}}, status_code=status,
+                        headers=headers)
+
+
+def _host_name(host: str) -> str:
+    """`example.com:7860` -> `example.com`; `[::1]:7860` -> `[::1]`."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[: host.find("]") + 1]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _matches(name: str, pattern: str) -> bool:
+    """A host name against `example.com`, `*.example.com` (its subdomains) or `*` (any)."""
+    return pattern in ("*", name) or (pattern.startswith("*.") and name.endswith(pattern[1:]))
+
+
+def allowed(name: str, patterns: tuple[str, ...]) -> bool:
+    return any(_matches(name, pattern) for pattern in patterns)
+
+
+class BrowserGuard:
+    """ASGI middleware against what a web page on another site can make a visitor's browser send.
+
+    - **DNS rebinding**: a page of attacker.example whose name resolves to 127.0.0.1 talks to this server as
+      its own origin; only the Host header gives it away, so hosts outside `allowed_hosts` are refused.
+    - **CSRF**: a page can POST to any address without a CORS preflight (a form, or `fetch` with
+      `text/plain` in no-cors mode), with the visitor's cookies; state-changing requests whose Origin is
+      another site are refused. (The REST routes also want their bodies declared JSON: `json_body`.)
+    """
+
+    def __init__(self, app, *, allowed_hosts: tuple[str, ...]):
+        self.app = app
+        self.allowed_hosts = tuple(h.lower() for h in allowed_hosts)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        headers = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]}
+        host = headers.get("host", "")
+        refusal = None
+        if not allowed(_host_name(host), self.allowed_hosts):
+            refusal = _error_response(400, "host", f"this server does not answer to the host {host[:80]!r}; "
+                                                   "allow it with INPAINT_ALLOWED_HOSTS")
+        elif scope.get("method", "GET") in STATE_CHANGING or scope["type"] == "websocket":
+            origin = headers.get("origin")
+            if origin is not None and not self._same_or_allowed(origin, host):
+                refusal = _error_response(403, "origin", f"requests from the page at {origin[:80]!r} are not "
+                                                         "allowed to change anything here")
+        if refusal is not None:
+            return await refusal(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+    def _same_or_allowed(self, origin: str, host: str) -> bool:
+        netloc = urlsplit(origin).netloc.lower() if origin != "null" else ""
+        if not netloc:
+            return False  # "null": a sandboxed frame or a file:// page
+        if netloc == host.strip().lower():
+            return True
+        # An origin on a host named explicitly (a wildcard for every host is no statement about origins).
+        return any(pattern != "*" and _matches(_host_name(netloc), pattern) for pattern in self.allowed_hosts)
+
+
+# ---- the API key ----------------------------------------------------------------------------------------
+
+def presented_key(authorization: str | None) -> bytes | None:
+    """The key a client presents, as the bytes it sent: a Bearer token, or the password of HTTP Basic.
+
+    Header values arrive decoded as latin-1, so encoding them back gives the client's bytes: a key with
+    non-ASCII characters (sent as UTF-8) then compares equal to the configured key's UTF-8 bytes.
+    """
+    if not authorization:
+        return None
+    scheme, _, value = authorization.strip().partition(" ")
+    if scheme.lower() == "bearer":
+        return value.strip().encode("latin-1")
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return b""  # presented, and wrong
+        return decoded.partition(b":")[2]
+    return b""
+
+
+def key_matches(given: bytes | str, api_key: str) -> bool:
+    given_bytes = given.encode("utf-8") if isinstance(given, str) else given
+    return secrets.compare_digest(given_bytes, api_key.encode("utf-8"))
+
+
+class AuthThrottle:
+    """ASGI middleware: a client (by address) that failed authentication MAX_AUTH_FAILURES times within
+    AUTH_WINDOW_S gets 429 for every request until its oldest failure leaves the window. Failures are the
+    API's 401 answers and the studio's refused logins."""
+
+    def __init__(self, app, *, max_failures: int = MAX_AUTH_FAILURES, window_s: float = AUTH_WINDOW_S):
+        self.app = app
+        self.max_failures = max_failures
+        self.window_s = window_s
+        self._failures: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, client: str, now: float) -> deque[float]:
+        failures = self._failures.setdefault(client, deque())
+        while failures and failures[0] <= now - self.window_s:
+            failures.popleft()
+        return failures
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        client = (scope.get("client") or ("?", 0))[0]
+        now = time.monotonic()
+        with self._lock:
+            failures = self._recent(client, now)
+            wait_s = failures[0] + self.window_s - now if len(failures) >= self.max_failures else 0
+            if not failures:
+                self._failures.pop(client, None)
+        if wait_s > 0:
+            response = _error_response(429, "authorization", f"too many failed attempts to authenticate; retry in "
+                                                             f"{wait_s:.0f} s", {"Retry-After": f"{wait_s:.0f}"})
+            return await response(scope, receive, send)
+        is_login = scope["path"].rstrip("/").endswith("/login") and scope.get("method") == "POST"
+
+        async def watching_send(message):
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                if status == 401 or (is_login and status == 400):  # Gradio answers a wrong login with 400
+                    with self._lock:
+                        self._recent(client, time.monotonic()).append(time.monotonic())
+            await send(message)
+
+        await self.app(scope, receive, watching_send)
+
+
+# ---- request headers that never end -------------------------------------------------------------------
+
+class HeaderTimeoutProtocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, closing a connection whose request headers are not complete within
+    HEADER_TIMEOUT_S of its opening or of its previous answer (uvicorn's own keep-alive timer is reset by
+    every byte received, so a trickle of header bytes would keep it open)."""
+
+    _header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_timer()
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self.conn.their_state is not h11.IDLE:  # the headers of a request arrived
+            self._disarm_header_timer()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm_header_timer()
+
+    def connection_lost(self, exc) -> None:
+        self._disarm_header_timer()
+        super().connection_lost(exc)
+
+    def _arm_header_timer(self) -> None:
+        self._disarm_header_timer()
+        self._header_timer = self.loop.call_later(HEADER_TIMEOUT_S, self._headers_too_slow)
+
+    def _disarm_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_too_slow(self) -> None:
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.transport.close()
+
