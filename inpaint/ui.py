@@ -38,6 +38,8 @@ DEFAULT_SAMPLES = 4  # the contract's default numSamples
 DEFAULT_STEPS = 30
 DEFAULT_STRENGTH = 0.75
 PREVIEW_HEIGHT_PX = 192  # latent previews are 1/8 of the generation size: enlarged to stay readable
+PREVIEW_GAP_PX = 4
+WEBP_MAX_SIDE = 16383  # libwebp refuses a larger side, and previews are saved as WebP
 # A result sent back through the browser's canvas may come back off by a rounding step; any real
 # edit (even a small retouch) moves some pixel by more than this and makes a new input asset.
 SAME_IMAGE_MAX_DIFF = 2
@@ -103,8 +105,8 @@ def effective_mask(background: Image.Image, layers: list[Image.Image] | None, up
     """The binary mask sent with the request: the sketch (or the uploaded mask, which wins), inverted,
     grown, then feathered. Raises RequestError("mask", ...) when nothing is left to repaint."""
     size = background.size
-    # An uploaded mask reads as the contract reads one (alpha when it carries the mask, else luminance).
-    raw = imageops.mask_from(upload) if upload is not None else layers_alpha(layers or [], size)
+    # An uploaded mask reads as the contract reads one (prepare_mask picks its alpha or its luminance).
+    raw = upload if upload is not None else layers_alpha(layers or [], size)
     mask, notes = imageops.prepare_mask(raw, size, field="mask", grow=int(grow), invert=bool(invert))
     if feather > 0:
         # The contract thresholds every mask (white >= 128), so a soft edge would be cut back to a hard
@@ -155,10 +157,92 @@ def concepts_from_table(table) -> list[dict]:
 
 
 def preview_strip(previews: list[Image.Image]) -> Image.Image:
-    """The previews of one micro-batch side by side, enlarged so a latent-sized preview can be read."""
-    scale = max(1, PREVIEW_HEIGHT_PX // max(im.height for im in previews))
-    return side_by_side([im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST)
-                         for im in previews], gap=4)
+    """The previews of one micro-batch side by side, enlarged so a latent-sized preview can be read,
+    and never past the side WebP can store (a wide generation's previews stay as wide as they fit)."""
+    gaps = PREVIEW_GAP_PX * (len(previews) - 1)
+    scale = max(1, min(PREVIEW_HEIGHT_PX // max(im.height for im in previews),
+                       (WEBP_MAX_SIDE - gaps) // sum(im.width for im in previews)))
+    strip = side_by_side([im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST)
+                          for im in previews], gap=PREVIEW_GAP_PX)
+    if max(strip.size) > WEBP_MAX_SIDE:  # too wide even at latent size (a big batch of wide previews): shrunk
+        strip.thumbnail((WEBP_MAX_SIDE, WEBP_MAX_SIDE), Image.Resampling.BOX)
+    return strip
+
+
+def upload_bytes(value: str | Path | bytes, *, field: str) -> bytes:
+    """The bytes of a file as the studio's components hand it over (see deliver_files): a path in
+    Gradio's cache, the canvas's own bytes, or a data URL an API caller sent in place of a file."""
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    if isinstance(value, str) and value.startswith("data:"):
+        return imageops.decode_data_url(value, field=field)
+    try:
+        return Path(value).read_bytes()
+    except (OSError, TypeError) as exc:
+        raise RequestError(field, f"{field} could not be read ({type(exc).__name__})") from None
+
+
+def read_editor(value: dict | None, *, with_layers: bool = True,
+                notes: list[str] | None = None) -> tuple[Image.Image | None, list[Image.Image]]:
+    """The editor's background, decoded as the contract decodes an input image (the header's size checked
+    first, EXIF orientation applied, alpha on white; what decoding lost appended to `notes`), and its
+    sketch layers through the same guard."""
+    value = value or {}
+    if value.get("background") is None:
+        return None, []
+    background = imageops.load_image(upload_bytes(value["background"], field="image"), field="image", notes=notes)
+    layers = []
+    for i, layer in enumerate((value.get("layers") or []) if with_layers else []):
+        if layer is not None:
+            field = f"image.layers.{i}"
+            layers.append(imageops.open_image(upload_bytes(layer, field=field), field=field, min_side=1))
+    return background, layers
+
+
+def declared_pixels(value: dict | None, upload: str | Path | bytes | None) -> int:
+    """What decoding the editor's files (background, sketch layers) and an uploaded mask will cost, read from
+    their headers before any of them is decoded."""
+    value = value or {}
+    files = [value.get("background"), *(value.get("layers") or []), upload]
+    return sum(imageops.declared_pixels(upload_bytes(file, field="image")) for file in files if file is not None)
+
+
+def read_mask_upload(upload: str | Path | bytes | None) -> Image.Image | None:
+    """An uploaded mask, decoded as the contract decodes `mask` (effective_mask then reads it as a mask)."""
+    if upload is None:
+        return None
+    return imageops.open_image(upload_bytes(upload, field="mask"), field="mask", min_side=1)
+
+
+def deliver_files(component: gr.ImageEditor | gr.Image) -> gr.ImageEditor | gr.Image:
+    """Hand the component's files to the handlers undecoded: Gradio's own preprocess opens every upload
+    with PIL (even for type="filepath": the editor converts each image to its mode, the image decodes a
+    data URL), so a huge picture costs its full decode before the project's guards can refuse it.
+    (Wrapped on the instance, as `optional` does.)"""
+    def handed(file):
+        return None if file is None else file if isinstance(file, (bytes, bytearray)) else file.path
+
+    if isinstance(component, gr.ImageEditor):
+        def preprocess(payload):
+            if payload is None:
+                return None
+            source = payload
+            if payload.id is not None:  # the page sends its canvas as blobs, stored under this id
+                source = component.blob_storage.pop(payload.id, None)
+            if source is None:
+                return {"background": None, "layers": [], "composite": None}
+            return {"background": handed(source.background),
+                    "layers": [handed(f) for f in source.layers if f is not None],
+                    "composite": handed(source.composite)}
+    else:
+        def preprocess(payload):
+            if payload is None:
+                return None
+            if payload.path is None and payload.url and payload.url.startswith("data:"):
+                return payload.url
+            return payload.path
+    component.preprocess = preprocess
+    return component
 
 
 def draw_example(folder: Path) -> dict[str, Path]:
@@ -198,7 +282,7 @@ def _prune(folder: Path, max_age_s: float) -> None:
 def stream_generation(engine: Engine, request: ResolvedRequest, *, cancel: threading.Event,
                       preview_dir: Path) -> Iterator[tuple[str, object]]:
     """Run one prepared request in a worker thread and yield its events as they happen:
-    ("waiting", None), ("preview", (path, step, steps)), ("progress", fraction),
+    ("waiting", None), ("preview", (path, step, steps)), ("progress", fraction), ("warning", message),
     ("result", asset). Ends after the last result; raises what the generation raised (JobCanceled
     when `cancel` was set). Closing the iterator early cancels the generation."""
     events: queue.Queue = queue.Queue()
@@ -220,7 +304,7 @@ def stream_generation(engine: Engine, request: ResolvedRequest, *, cancel: threa
                 events.put(("waiting", None))
             engine.generate(request, on_result=lambda asset: events.put(("result", asset)),
                             on_preview=on_preview, on_progress=lambda f: events.put(("progress", f)),
-                            cancel=cancel)
+                            on_warning=lambda message: events.put(("warning", message)), cancel=cancel)
             events.put(("done", None))
         except BaseException as exc:  # handed to the consumer's thread, which raises it
             events.put(("error", exc))
@@ -306,19 +390,19 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
                     "generate. Pick a result to compare it, download it, or keep editing from it.")
         with gr.Row(equal_height=False):
             with gr.Column(scale=4, min_width=340):
-                editor = gr.ImageEditor(
+                editor = deliver_files(gr.ImageEditor(
                     label="Image",
-                    type="pil", image_mode="RGBA", format="png", sources=["upload", "clipboard"],
+                    type="filepath", image_mode="RGBA", format="png", sources=["upload", "clipboard"],
                     brush=gr.Brush(default_size=24, colors=["#ff2d55"], color_mode="fixed"),
                     eraser=gr.Eraser(default_size=24), layers=False, transforms=(), height=420,
-                    elem_id="inpaint-editor")
+                    elem_id="inpaint-editor"))
                 with gr.Accordion("Mask", open=True):
                     with gr.Row():
                         mask_preview = gr.Image(label="Effective mask", interactive=False, height=150,
                                                 buttons=[], elem_id="inpaint-mask-preview")
-                        mask_upload = gr.Image(label="Mask file (overrides the sketch)", type="pil", image_mode=None,
-                                               sources=["upload", "clipboard"], height=150,
-                                               elem_id="inpaint-mask-upload")
+                        mask_upload = deliver_files(gr.Image(
+                            label="Mask file (overrides the sketch)", type="filepath", image_mode=None,
+                            sources=["upload", "clipboard"], height=150, elem_id="inpaint-mask-upload"))
                     with gr.Row():
                         grow = gr.Slider(0, 64, value=0, step=1, label="Grow (px)", min_width=120)
                         feather = gr.Slider(0, 32, value=0, step=1, label="Feather (px)", min_width=120)
@@ -408,14 +492,17 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
                 raise gr.Error(f"{exc.field}: {exc.message}", title="Bad input") from None
 
         def show_mask(value, upload, invert_mask, grow_px, feather_px):
-            background = (value or {}).get("background")
+            try:
+                background, layers = read_editor(value, with_layers=upload is None)
+            except RequestError:
+                return None, None  # a file the run would refuse (with the reason): no preview
             if background is None:
                 return None, None
             try:
-                mask, _ = effective_mask(background, value.get("layers"), upload, invert=bool(invert_mask),
+                mask, _ = effective_mask(background, layers, read_mask_upload(upload), invert=bool(invert_mask),
                                          grow=int(grow_px or 0), feather=int(feather_px or 0))
             except RequestError:
-                return None, background.size  # nothing painted yet
+                return None, background.size  # nothing painted yet, or a mask the run would refuse
             return mask_overlay(background, mask), background.size
 
         def follow_model(model_id, size, previous, samples, base_id, auto, table):
@@ -463,7 +550,10 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
             return gr.update(choices=compatible, value=None), gr.update(visible=bool(compatible)), rows
 
         def follow_image(value, model_id):
-            background = (value or {}).get("background")
+            try:
+                background, _ = read_editor(value, with_layers=False)
+            except RequestError:
+                return gr.update(), gr.update(), None  # the run will say what is wrong with the file
             size = background.size if background is not None else None
             w, h = fit_size(size, entry_or_error(model_id))
             return w, h, size
@@ -486,16 +576,17 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
             entry = catalog.get(model_id) if model_id in catalog else None
             body: dict = {"modelId": model_id, "prompt": prompt_text, "disableMerging": bool(merge_off)}
             notes: list[str] = []
-            background = (value or {}).get("background")
-            if background is not None:
-                image = imageops.flatten(background)  # as the contract decodes an input image
+            decoding: list[str] = []
+            image, layers = read_editor(value, with_layers=upload is None, notes=decoding)  # each file once, guarded
+            if image is not None:
                 source = state.get("source")
                 if source and engine.store.exists(source) and same_image(image, engine.store.open_image(source)):
                     body["image"] = source  # the same picture again (e.g. a result kept as input): its asset
                 else:
                     body["image"] = imageops.to_data_url(image)
-                mask, notes = effective_mask(background, value.get("layers"), upload, invert=bool(invert_mask),
+                mask, notes = effective_mask(image, layers, read_mask_upload(upload), invert=bool(invert_mask),
                                              grow=int(grow_px or 0), feather=int(feather_px or 0))
+                notes = [*decoding, *notes]
                 body["mask"] = imageops.to_data_url(mask)
             if entry is not None and entry.type.is_lora:
                 body.update(modelEpoch=epoch or None, baseModelId=base_id or None)
@@ -529,11 +620,13 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
             """Inpaint the masked area of an image editor value (or of `mask`); streams previews and results."""
             state = dict(state or {})
             try:
-                body, notes = request_body(image, mask, invertMask, maskGrow, maskFeather, prompt, negativePrompt,
-                                           modelId, modelEpoch, baseModelId, numSamples, seed, randomizeSeed,
-                                           strength, guidance, numInferenceSteps, scheduler, autoSize, width, height,
-                                           disableMerging, intermediateImages, concepts, negativePromptStrength,
-                                           state)
+                # The studio decodes its files itself (to draw the mask): under the engine's one pixel budget.
+                with engine.decoding.hold(declared_pixels(image, mask)):
+                    body, notes = request_body(image, mask, invertMask, maskGrow, maskFeather, prompt,
+                                               negativePrompt, modelId, modelEpoch, baseModelId, numSamples, seed,
+                                               randomizeSeed, strength, guidance, numInferenceSteps, scheduler,
+                                               autoSize, width, height, disableMerging, intermediateImages,
+                                               concepts, negativePromptStrength, state)
                 resolved = engine.prepare(body)
             except RequestError as exc:
                 raise gr.Error(f"{exc.field}: {exc.message}", title="Bad input") from None
@@ -546,10 +639,11 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
             summary = {"input": resolved.to_json(), "assetIds": [], "seeds": [], "warnings": warnings}
             shown: list[tuple[str, str]] = []
             total = resolved.num_samples
-            note = "".join(f"\n\n⚠️ {w}" for w in warnings)
             last_preview = None
 
             def update(text: str):
+                # The warnings read at the run's end; those found while generating join the request's.
+                note = "".join(f"\n\n⚠️ {w}" for w in warnings)
                 return (shown.copy(), gr.update(value=last_preview, visible=resolved.intermediate_images),
                         text + note if text else "", summary, resolved.seed, state)
 
@@ -575,6 +669,10 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
                     elif kind == "progress":
                         fraction = value
                         tell("Denoising")
+                    elif kind == "warning":
+                        if value not in warnings:  # shown once, however often it is reported
+                            warnings.append(value)  # summary["warnings"] is this list
+                        yield update("")
                     elif kind == "preview":
                         last_preview, step, steps = value
                         step_note = f" · step {step}/{steps}"

@@ -204,3 +204,17 @@ def test_stop_ends_a_run_midway(page, picture, engine):
     # Of the stopped run, nothing finished: only the classical run added a result (and its input).
     results = [a for a in engine.store.list(limit=1000) if a.id not in before and a.kind == "result"]
     assert len(results) == 1 and results[0].model_id == "opencv-telea"
+
+
+def test_an_example_runs_with_its_picture_and_its_mask_file(page, engine):
+    # The example's picture and mask file reach the run as files, decoded by the project's guards.
+    page.get_by_text("The sun becomes a moon").click()
+    expect(page.locator("#inpaint-prompt textarea")).to_have_value("a full moon in a night sky")
+    expect(page.locator("#inpaint-mask-upload img")).to_be_visible()
+    generate(page, images=1)
+    newest = next(a for a in engine.store.list(limit=1000) if a.kind == "result")
+    mask = next(a for a in engine.store.list(include_hidden=True, limit=1000)
+                if a.kind == "mask" and a.parent_id == newest.parent_id)
+    assert newest.model_id == "opencv-telea" and engine.store.open_image(newest.parent_id).size == (320, 240)
+    left, top, right, bottom = engine.store.open_image(mask.id).getbbox()
+    assert 190 <= left and right <= 300 and top <= 30 and bottom <= 110  # the sun's, not the whole picture

@@ -1,14 +1,20 @@
 """The studio's handlers on the real engine with tiny models, and its API through gradio_client."""
 
+import base64
+import io
 import socket
+import struct
 import threading
+import time
+import zlib
 from types import SimpleNamespace
 
+import gradio as gr
 import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
-from PIL import Image
+from PIL import Image, ImageOps
 
 from inpaint import imageops, ui
 from inpaint.assets import AssetStore
@@ -36,12 +42,38 @@ def handler(demo, name: str):
     raise LookupError(name)
 
 
+def png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
 def editor_value(image: Image.Image, box=None) -> dict:
-    """What the ImageEditor hands the handler: the background plus one RGBA layer painted in `box`."""
+    """What the ImageEditor hands the handler from the page: the canvas's PNG bytes, the background
+    plus one RGBA layer painted in `box` (a gradio_client caller's files come as paths instead)."""
     layer = Image.new("RGBA", image.size, (0, 0, 0, 0))
     if box:
         layer.paste((255, 45, 85, 255), box)
-    return {"background": image.convert("RGBA"), "layers": [layer], "composite": image.convert("RGBA")}
+    return {"background": png(image.convert("RGBA")), "layers": [png(layer)], "composite": None}
+
+
+def bomb_png(width: int, height: int) -> bytes:
+    """A real 1-bit PNG of `width` x `height` black pixels: tens of KB that decode to hundreds of MB."""
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+    row, packer = b"\x00" * (1 + (width + 7) // 8), zlib.compressobj(9)
+    idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)) + \
+        chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def rotated_jpeg(displayed: Image.Image) -> bytes:
+    """A JPEG stored on its side with EXIF Orientation 6: a viewer turns it back into `displayed`."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    buffer = io.BytesIO()
+    displayed.transpose(Image.Transpose.ROTATE_90).save(buffer, "JPEG", quality=95, exif=exif.tobytes())
+    return buffer.getvalue()
 
 
 def run(fn, value, *, state=None, session="s1", **fields) -> tuple[dict, dict]:
@@ -82,6 +114,10 @@ def files(tmp_path_factory):
     photo(SIZE, SIZE).save(folder / "image.png")
     rect_mask(SIZE, SIZE, BOX).save(folder / "mask.png")
     Image.new("L", (SIZE, SIZE), 0).save(folder / "empty-mask.png")
+    (folder / "huge.png").write_bytes(bomb_png(13300, 13300))
+    # Stored 128 wide and 64 high, shown 64 wide and 128 high; the mask is drawn on what is shown.
+    (folder / "rotated.jpg").write_bytes(rotated_jpeg(photo(64, 128, seed=5)))
+    rect_mask(64, 128, (16, 72, 48, 112)).save(folder / "rotated-mask.png")
     return folder
 
 
@@ -142,6 +178,21 @@ def test_concepts_table_becomes_the_requests_concepts():
         {"modelId": "tiny-sd-1_5-lora", "scale": 2.0}]
     with pytest.raises(RequestError, match="concepts.0.scale"):
         ui.concepts_from_table([["tiny-sd-1_5-lora", "big", ""]])
+
+
+def test_preview_strips_stay_within_webps_limit(tmp_path):
+    # 2048x64 previews at latent size (1/8), a micro-batch of 4: enlarged 24x, the strip would be 24588 px wide.
+    wide = [Image.new("RGB", (256, 8), colour) for colour in ("red", "green", "blue", "white")]
+    strip = ui.preview_strip(wide)
+    assert strip.width <= ui.WEBP_MAX_SIDE and strip.width > ui.WEBP_MAX_SIDE - 1024  # as large as fits
+    assert strip.height == 8 * (strip.width - 3 * ui.PREVIEW_GAP_PX) // 1024  # every preview enlarged alike
+    strip.save(tmp_path / "wide.webp", quality=80)
+    # Too wide even at latent size (a big batch of 8192 px wide previews): shrunk to fit.
+    widest = ui.preview_strip([Image.new("RGB", (1024, 8))] * 32)
+    assert widest.width == ui.WEBP_MAX_SIDE and widest.height >= 1
+    widest.save(tmp_path / "widest.webp", quality=80)
+    # The usual case is unchanged: small previews enlarged to a readable height.
+    assert ui.preview_strip([Image.new("RGB", (8, 8))] * 2).size == (2 * 192 + ui.PREVIEW_GAP_PX, 192)
 
 
 def test_example_pictures_are_drawn_here(tmp_path):
@@ -262,6 +313,129 @@ def test_stop_ends_a_run_midway_and_keeps_what_was_made(demo, engine):
     assert max(steps_seen) < 150  # it never reached the end of the first micro-batch
 
 
+def test_a_wide_flux_run_streams_its_previews(demo, engine):
+    # One micro-batch of 4 previews of a 2048x64 generation, side by side: past WebP's side before the bound.
+    assert engine.max_batch >= 4
+    fn = handler(demo, "inpaint")
+    outputs = list(fn(image=editor_value(photo(SIZE, SIZE), BOX), prompt="a red apple", modelId="tiny-flux.1",
+                      numSamples=4, numInferenceSteps=2, seed=3, randomizeSeed=False, autoSize=False, width=2048,
+                      height=64, intermediateImages=True, state={}, request=SimpleNamespace(session_hash="wide")))
+    gallery, preview, status, summary, *_ = outputs[-1]
+    assert "Done" in status and len(summary["assetIds"]) == 4
+    previews = {out[1]["value"] for out in outputs if out[1]["value"]}
+    assert len(previews) == 2  # one per step
+    for path in previews:
+        with Image.open(path) as strip:
+            assert strip.format == "WEBP" and strip.width <= ui.WEBP_MAX_SIDE and strip.width > 4 * 256
+
+
+def test_warnings_found_while_generating_reach_the_status_and_the_summary(demo, engine, monkeypatch):
+    real_generate = engine.generate
+    found = "prompt: truncated to the text encoder's 77 tokens"
+
+    def generate(request, *, on_warning=None, **hooks):
+        if on_warning is not None:  # reported twice, shown once
+            on_warning(found)
+            on_warning(found)
+        return real_generate(request, **hooks)
+
+    monkeypatch.setattr(engine, "generate", generate)
+    fn = handler(demo, "inpaint")
+    outputs = list(fn(image=editor_value(photo(SIZE, SIZE), BOX), prompt="a red apple", modelId="tiny-sd-1_5",
+                      numSamples=1, numInferenceSteps=2, seed=1, randomizeSeed=False, autoSize=False, width=64,
+                      height=64, state={}, request=SimpleNamespace(session_hash="warned")))
+    gallery, preview, status, summary, *_ = outputs[-1]
+    assert "Done" in status and status.count(f"⚠️ {found}") == 1
+    assert summary["warnings"].count(found) == 1 and len(summary["assetIds"]) == 1
+
+
+def test_a_prompt_longer_than_the_text_encoder_reads_is_warned_in_the_studio(demo):
+    outputs = list(handler(demo, "inpaint")(
+        image=editor_value(photo(SIZE, SIZE), BOX), prompt="a" * 100, modelId="tiny-sd-1_5", numSamples=2,
+        numInferenceSteps=2, seed=1, randomizeSeed=False, autoSize=False, width=64, height=64, state={},
+        request=SimpleNamespace(session_hash="long-prompt")))
+    gallery, preview, status, summary, *_ = outputs[-1]
+    truncated = [w for w in summary["warnings"] if w.startswith("prompt is ") and "the rest was ignored" in w]
+    assert len(truncated) == 1 and f"⚠️ {truncated[0]}" in status and "Done" in status
+
+
+# ---- uploads: decoded once, through the project's guards -----------------------------------------
+
+HUGE_REFUSED_S = 1.0  # a 13300x13300 PNG took 17 s and 2.8 GB when it was decoded before the guards
+
+
+def guard_message(path, field: str) -> str:
+    """What the contract answers for this file in `field`: the guard's own words."""
+    with pytest.raises(RequestError) as caught:
+        imageops.open_image(path.read_bytes(), field=field, min_side=imageops.MIN_SIDE if field == "image" else 1)
+    return f"{field}: {caught.value.message}"
+
+
+def component(demo, elem_id: str):
+    return next(block for block in demo.blocks.values() if getattr(block, "elem_id", None) == elem_id)
+
+
+def test_editor_and_mask_upload_hand_files_over_undecoded(demo, files, monkeypatch):
+    from gradio.components.image_editor import EditorData, EditorDataBlobs
+    from gradio.data_classes import FileData, ImageData
+
+    def decoded(*args, **kwargs):
+        raise AssertionError("an upload was opened before the project's guards")
+
+    monkeypatch.setattr(Image, "open", decoded)
+    editor, mask_upload = component(demo, "inpaint-editor"), component(demo, "inpaint-mask-upload")
+    huge = str(files / "huge.png")
+    value = editor.preprocess(EditorData(background=FileData(path=huge), layers=[FileData(path=huge)],
+                                         composite=FileData(path=huge)))
+    assert value == {"background": huge, "layers": [huge], "composite": huge}
+    assert mask_upload.preprocess(ImageData(path=huge)) == huge
+    # An API caller may send a data URL in place of a file: it is decoded as the contract decodes one.
+    url = "data:image/png;base64," + base64.b64encode(png(Image.new("L", (8, 8), 255))).decode()
+    assert mask_upload.preprocess(ImageData(url=url)) == url
+    assert ui.upload_bytes(url, field="mask") == png(Image.new("L", (8, 8), 255))
+    # The page sends its canvas as blobs under an id: their bytes, once.
+    editor.blob_storage["canvas"] = EditorDataBlobs(background=b"background", layers=[b"layer", None], composite=None)
+    assert editor.preprocess(EditorData(id="canvas")) == {"background": b"background", "layers": [b"layer"],
+                                                          "composite": None}
+    assert "canvas" not in editor.blob_storage
+
+
+def test_huge_upload_is_refused_by_the_guard_in_under_a_second(demo, files):
+    fn = handler(demo, "inpaint")
+    huge, image, mask = str(files / "huge.png"), str(files / "image.png"), str(files / "mask.png")
+    cases = [({"background": huge, "layers": [], "composite": None}, mask, guard_message(files / "huge.png", "image")),
+             ({"background": image, "layers": [], "composite": None}, huge, guard_message(files / "huge.png", "mask")),
+             ({"background": image, "layers": [huge], "composite": None}, None,
+              guard_message(files / "huge.png", "image.layers.0"))]
+    for value, mask_file, expected in cases:
+        started = time.monotonic()
+        with pytest.raises(Exception) as caught:
+            run(fn, value, mask=mask_file)
+        elapsed = time.monotonic() - started
+        assert type(caught.value).__name__ == "Error" and caught.value.message == expected
+        assert elapsed < HUGE_REFUSED_S, f"{expected}: refused in {elapsed:.2f} s"
+    # The previews shown beside the editor simply show nothing, as fast.
+    started = time.monotonic()
+    value = {"background": huge, "layers": [], "composite": None}
+    assert handler(demo, "show_mask")(value, None, False, 0, 0) == (None, None)
+    assert handler(demo, "show_mask")(cases[1][0], huge, False, 0, 0) == (None, (SIZE, SIZE))
+    assert handler(demo, "follow_image")(value, "tiny-sd-1_5")[2] is None
+    assert time.monotonic() - started < HUGE_REFUSED_S
+
+
+def test_a_rotated_jpeg_is_repainted_as_it_is_shown(demo, engine, files):
+    # The sketch is drawn on the picture as shown (64 wide, 128 high), as the page and the mask file are.
+    layer = Image.new("RGBA", (64, 128), (0, 0, 0, 0))
+    layer.paste((255, 45, 85, 255), (16, 72, 48, 112))
+    value = {"background": str(files / "rotated.jpg"), "layers": [png(layer)], "composite": None}
+    summary, _ = run(handler(demo, "inpaint"), value, modelId="opencv-telea", width=None, height=None, autoSize=True)
+    shown = ImageOps.exif_transpose(Image.open(files / "rotated.jpg")).convert("RGB")
+    assert engine.store.open_image(summary["input"]["image"]).tobytes() == shown.tobytes()
+    result = np.asarray(engine.store.open_image(summary["assetIds"][0]).convert("RGB"))
+    assert result.shape == (128, 64, 3)
+    assert np.array_equal(result[:56], np.asarray(shown)[:56])  # far from the mask: untouched
+
+
 # ---- the API through gradio_client ---------------------------------------------------------------
 
 def test_only_the_generation_is_public_with_the_contracts_parameter_names(client):
@@ -303,6 +477,31 @@ def test_parameters_left_out_take_the_contracts_defaults(client, files):
     assert summary["input"]["numSamples"] == 1 and any("classical" in w for w in summary["warnings"])
 
 
+def test_client_huge_upload_is_refused_by_the_guard_in_under_a_second(client, files):
+    args = dict(prompt="an apple", modelId="tiny-sd-1_5", numSamples=1, numInferenceSteps=2, randomizeSeed=False,
+                width=64, height=64, api_name="/inpaint")
+    for background, mask, field in (("huge.png", "mask.png", "image"), ("image.png", "huge.png", "mask")):
+        image = {"background": handle_file(str(files / background)), "layers": [], "composite": None}
+        started = time.monotonic()
+        with pytest.raises(AppError) as caught:
+            client.predict(image=image, mask=handle_file(str(files / mask)), **args)
+        elapsed = time.monotonic() - started
+        assert str(caught.value) == guard_message(files / "huge.png", field)
+        assert elapsed < HUGE_REFUSED_S, f"{field}: refused in {elapsed:.2f} s"
+
+
+def test_client_rotated_jpeg_is_repainted_as_it_is_shown(client, files):
+    image = {"background": handle_file(str(files / "rotated.jpg")), "layers": [], "composite": None}
+    gallery, _, status, summary, _ = client.predict(image=image, mask=handle_file(str(files / "rotated-mask.png")),
+                                                    prompt="an apple", modelId="opencv-telea", api_name="/inpaint")
+    assert "Done" in status and not any("resized" in w for w in summary["warnings"])
+    result = np.asarray(Image.open(gallery[0]["image"]).convert("RGB"))
+    shown = np.asarray(ImageOps.exif_transpose(Image.open(files / "rotated.jpg")).convert("RGB"))
+    assert result.shape == (128, 64, 3)
+    assert np.array_equal(result[:56], shown[:56])  # far from the mask: untouched
+    assert not np.array_equal(result[72:112, 16:48], shown[72:112, 16:48])  # the masked area was repainted
+
+
 @pytest.mark.parametrize("fields, message", [
     (dict(prompt=""), "prompt: must not be empty or blank"),
     (dict(mask="empty-mask.png"), "mask: mask is empty"),
@@ -325,3 +524,11 @@ def test_bad_input_reaches_the_client_with_the_contract_message(client, files, f
     with pytest.raises(AppError) as caught:
         client.predict(**args, api_name="/inpaint")
     assert str(caught.value).startswith(message)
+
+
+def test_studio_runs_decode_under_the_engines_pixel_budget(demo, engine):
+    stored = len(engine.store.list(include_hidden=True, limit=1000))
+    with engine.decoding.hold(engine.decoding.capacity):  # REST requests are decoding all the budget allows
+        with pytest.raises(gr.Error, match="server: the server is busy"):
+            run(handler(demo, "inpaint"), editor_value(photo(96, 96), (20, 20, 60, 60)), modelId="opencv-telea")
+    assert len(engine.store.list(include_hidden=True, limit=1000)) == stored  # refused before storing anything
