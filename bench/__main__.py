@@ -17,7 +17,7 @@ import time
 import traceback
 from pathlib import Path
 
-ORDER = ("engine_overhead", "rest_overhead", "image_size_scaling", "preview_overhead", "preview_vs_vae",
+ORDER = ("startup", "classical_request_vs_limit", "classical_throughput_2048", "engine_overhead", "rest_overhead", "image_size_scaling", "preview_overhead", "preview_vs_vae",
          "warm_cache", "memory_128", "outside_mask_drift", "gpu")
 
 
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(quick: bool, selected: list[str], results: Path | None, *, full_table: bool) -> int:
-    from . import gpu, metrics, models, report
+    from . import gpu, metrics, models, report, request_path, startup
     from .timing import Metric, emit, log
 
     started, load_start = time.perf_counter(), os.getloadavg()[0]
@@ -68,9 +68,18 @@ def _run(quick: bool, selected: list[str], results: Path | None, *, full_table: 
             done.append(metric)
 
     try:
-        bench = metrics.Bench(profile, work_dir)
-        log.info("%s run; model %s loaded in %.1f s, ready after %.1f s", profile.name, models.MID_MODEL_ID,
-                 bench.load_s, time.perf_counter() - started)
+        # First, while this process holds no model: its servers are children that need the CPUs and memory.
+        if "startup" in selected:
+            record("startup", lambda: startup.run(profile.rounds))
+        for name in ("classical_request_vs_limit", "classical_throughput_2048"):  # classical: no model either
+            if name in selected:
+                record(name, lambda measure=getattr(request_path, name): measure(profile, work_dir))
+        # The other metrics time the loaded model; without them, nothing waits for it.
+        without_model = {"startup", "classical_request_vs_limit", "classical_throughput_2048"}
+        bench = metrics.Bench(profile, work_dir) if set(selected) - without_model else None
+        if bench is not None:
+            log.info("%s run; model %s loaded in %.1f s, ready after %.1f s", profile.name, models.MID_MODEL_ID,
+                     bench.load_s, time.perf_counter() - started)
         timed = {"engine_overhead": metrics.engine_overhead, "rest_overhead": metrics.rest_overhead,
                  "image_size_scaling": metrics.image_size_scaling, "preview_overhead": metrics.preview_overhead,
                  "preview_vs_vae": metrics.preview_vs_vae}
@@ -94,7 +103,8 @@ def _run(quick: bool, selected: list[str], results: Path | None, *, full_table: 
                     child.kill()
         if "gpu" in selected:
             record("gpu", lambda: gpu.run(work_dir, rounds=profile.rounds))
-        bench.engine.store.close()
+        if bench is not None:
+            bench.engine.store.close()
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
 

@@ -16,7 +16,6 @@ import torch
 from PIL import Image
 
 from inpaint import imageops, pipelines
-from inpaint.generate import MASK_FEATHER_PX
 from inpaint.jobs import Job, run_job
 from inpaint.previews import latents_to_preview
 from tests.images import data_url, photo, rect_mask
@@ -355,7 +354,7 @@ def outside_mask_drift(bench: Bench) -> Metric:
     resized_np = np.asarray(image.resize(size, Image.Resampling.BICUBIC).resize((width, height), Image.Resampling.BICUBIC))
     resize_diff = np.abs(resized_np.astype(np.int16) - image_np)[outside_np]
     detail = (f"{width}x{height} photo-like image, 96x80 mask; max |difference| from the input outside the stored mask "
-              f"(the user's mask grown by {MASK_FEATHER_PX} px), 0..255: ours (merge mode) {int(ours_diff.max())}; "
+              f"(the user's mask grown by {bench.engine.catalog.get(models.MID_MODEL_ID).type.seam_px} px), 0..255: ours (merge mode) {int(ours_diff.max())}; "
               f"the demo approach (resize to {p.side}x{p.side}, generate, resize back) {int(demo_diff.max())} here "
               f"(random weights: its VAE output is noise), and the resize round trip alone, i.e. a perfect model, "
               f"{int(resize_diff.max())} (mean {resize_diff.mean():.1f}, "

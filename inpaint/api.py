@@ -30,7 +30,7 @@ from . import __version__, imageops, limits, settings
 from .assets import ASSET_ID_PATTERN, JOB_ID_PATTERN, Asset
 from .errors import NotFoundError, RequestError
 from .generate import Engine, default_engine
-from .jobs import JobQueue
+from .jobs import LONG_POLL_MAX_S, JobQueue
 from .schema import InpaintRequest
 from .web_security import MAX_AUTH_FAILURES, AuthThrottle, BrowserGuard, key_matches, presented_key
 
@@ -106,7 +106,7 @@ class AssetUpload(BaseModel):
 class AssetOut(_CamelModel):
     id: str = Field(description="The asset id, `asset_` and 22 characters.")
     url: str = Field(description="Where the file is served, relative to the server: a WebP rendition, or the "
-                                 "original PNG when `originalAssets=true` was asked.")
+                                 "original file when `originalAssets=true` was asked.")
     mime_type: str = Field(description="The type of the original file.")
     width: int = Field(ge=1)
     height: int = Field(ge=1)
@@ -415,7 +415,8 @@ async def _json_body(request: Request) -> object:
 
 
 OriginalAssets = Annotated[bool, Query(alias="originalAssets", description=(
-    "true: asset URLs in the answer point at the original PNG files, else at WebP renditions. A job "
+    "true: asset URLs in the answer point at the original files (lossless PNG results; inputs as uploaded), "
+    "else at WebP renditions. A job "
     "created with originalAssets=true keeps answering with the originals."))]
 AssetIdPath = Annotated[str, Path(alias="assetId", description="An asset id, `asset_` and 22 characters.")]
 JobIdPath = Annotated[str, Path(alias="jobId", description="A job id, `job_` and 22 characters.")]
@@ -443,10 +444,16 @@ def _start_job(request: Request, body: object, original_assets: bool) -> dict:
     return {"job": _job_json(request, job.to_json(), original_assets)}
 
 
-def get_job(request: Request, job_id: JobIdPath, original_assets: OriginalAssets = False) -> dict:
+async def get_job(request: Request, job_id: JobIdPath, original_assets: OriginalAssets = False,
+                  wait: Annotated[float, Query(ge=0, le=LONG_POLL_MAX_S, description=(
+                      "Long-poll: seconds to wait for the job's status to change or a result to be added before "
+                      f"answering (0..{LONG_POLL_MAX_S}); a finished job answers at once."))] = 0) -> dict:
     """The job: status, progress, results so far, previews when asked for, warnings and error."""
-    job = _jobs(request).get(_path_id(job_id, JOB_ID_PATTERN, "jobId", "job"))
-    return {"job": _job_json(request, job, original_assets)}
+    jobs = _jobs(request)
+    job = await run_in_threadpool(jobs.get, _path_id(job_id, JOB_ID_PATTERN, "jobId", "job"))
+    if wait > 0:
+        job = await jobs.next_change(job, wait)
+    return {"job": await run_in_threadpool(_job_json, request, job, original_assets)}
 
 
 def cancel_job(request: Request, job_id: JobIdPath, original_assets: OriginalAssets = False) -> dict:
@@ -485,12 +492,14 @@ def get_asset(request: Request, asset_id: AssetIdPath, original_assets: Original
 
 
 def asset_file(request: Request, asset_id: AssetIdPath,
-               original: Annotated[bool, Query(description="true: the original PNG; false: the WebP rendition.")]
-               = False) -> FileResponse:
+               original: Annotated[bool, Query(description=(
+                   "true: the original file (a PNG, or the JPEG or WebP as uploaded); false: the WebP rendition, "
+                   "made on its first request."))] = False) -> FileResponse:
     """The asset's file."""
-    path = _engine(request).store.file_path(_path_id(asset_id, ASSET_ID_PATTERN, "assetId", "asset"),
-                                            original=original)
-    return AssetFileResponse(path, media_type="image/png" if original else "image/webp",
+    store = _engine(request).store
+    asset = store.get(_path_id(asset_id, ASSET_ID_PATTERN, "assetId", "asset"))
+    path = store.file_path(asset.id, original=original)
+    return AssetFileResponse(path, media_type=asset.mime_type if original else "image/webp",
                              headers={"Cache-Control": ASSET_CACHE})
 
 
@@ -534,7 +543,8 @@ API_ROOTS = ["/generate", "/jobs", "/models", "/assets"]
 ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 _FILE_RESPONSE = {"content": {"image/webp": {"schema": {"type": "string", "format": "binary"}},
-                              "image/png": {"schema": {"type": "string", "format": "binary"}}},
+                              "image/png": {"schema": {"type": "string", "format": "binary"}},
+                              "image/jpeg": {"schema": {"type": "string", "format": "binary"}}},
                   "description": "The image file."}
 
 

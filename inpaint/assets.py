@@ -11,7 +11,6 @@ import secrets
 import sqlite3
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import astuple, dataclass
 from datetime import datetime, timezone
@@ -20,6 +19,7 @@ from pathlib import Path
 from PIL import Image
 
 from inpaint.errors import NotFoundError, RequestError
+from inpaint.imageops import sniff_format
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +28,14 @@ JOB_ID_PATTERN = re.compile(r"job_[A-Za-z0-9_-]{22}")
 KINDS = ("image", "mask", "result", "preview")
 WEBP_QUALITY = 90  # visually lossless for photos at a fraction of the PNG's size
 # Encoder effort 0 of 0..6 (Pillow's default is 4): 2.5-3x faster, within 0.2 dB PSNR, files -2..+13%.
-# The renditions of a 2048x2048 result otherwise cost as much as a few denoising steps.
+# A rendition is made while a client waits for it: at 2048x2048 the default effort would double that wait.
 WEBP_METHOD = 0
-# Pillow's encoders release the GIL: the WebP rendition is encoded beside the PNG, not after it. For a
-# 4-megapixel result that is most of the WebP's cost off the request's time.
-_WEBP_ENCODER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="inpaint-webp")
+# zlib level 1 of 0..9 (Pillow's default is 6): a photo-like 2048x2048 result encodes in 0.27x the time for
+# 16% more bytes (bench/png_levels.py); level 0 stores it raw, twice the bytes.
+PNG_LEVEL = 1
+# The types an original may have, and the extension its file keeps. The WebP rendition is <id>.webp, so a
+# WebP original is its own rendition.
+EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 # Another process sharing the folder may be mid-write; a put takes seconds, so older leftovers are a crash's.
 STALE_AFTER_S = 600
 ACTIVE_STATES = ("queued", "in-progress")  # a job in these may still add assets: none of it is deleted
@@ -122,18 +125,21 @@ def _encode(image: Image.Image, fmt: str, icc_profile: bytes | None = None) -> b
     # Passed even when None: Pillow's PNG encoder would otherwise embed whatever profile `info` still holds.
     buffer = io.BytesIO()
     if fmt == "PNG":
-        image.save(buffer, format="PNG", icc_profile=icc_profile)
+        image.save(buffer, format="PNG", compress_level=PNG_LEVEL, icc_profile=icc_profile)
     else:
-        image.save(buffer, format="WEBP", quality=WEBP_QUALITY, method=WEBP_METHOD, icc_profile=icc_profile)
+        has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+        # WebP knows only RGB(A).
+        image.convert("RGBA" if has_alpha else "RGB").save(buffer, format="WEBP", quality=WEBP_QUALITY,
+                                                           method=WEBP_METHOD, icc_profile=icc_profile)
     return buffer.getvalue()
 
 
-def _encode_both(image: Image.Image, icc_profile: bytes | None = None) -> tuple[bytes, bytes]:
-    """The lossless PNG and the WebP rendition, encoded side by side, both tagged with `icc_profile`."""
-    has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
-    # WebP knows only RGB(A); the converted copy is the other thread's own, so the two share nothing.
-    webp = _WEBP_ENCODER.submit(_encode, image.convert("RGBA" if has_alpha else "RGB"), "WEBP", icc_profile)
-    return _encode(image, "PNG", icc_profile), webp.result()
+def _mime_of(data: bytes) -> str:
+    """The type of a file by its first bytes; only the types an original may have."""
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise ValueError(f"a stored file must be PNG, JPEG or WebP; it starts with {data[:12]!r}")
+    return f"image/{fmt.lower()}"
 
 
 def _profile_for(image: Image.Image, icc_profile: bytes | None) -> bytes | None:
@@ -207,6 +213,9 @@ class AssetStore:
         self.root = Path(root).resolve()
         (self.root / "files").mkdir(parents=True, exist_ok=True)
         self._files = (self.root / "files").resolve()
+        # One maker per missing rendition: concurrent first requests wait for it instead of encoding it again.
+        self._making_lock = threading.Lock()
+        self._making: dict[str, threading.Lock] = {}
         # One connection shared by the server's threads; the lock serialises its use since a
         # sqlite3 connection's cursor state is not safe across threads. Every call is short.
         self._lock = threading.Lock()
@@ -227,7 +236,7 @@ class AssetStore:
         cutoff = (time.time() if now is None else now) - STALE_AFTER_S
         removed = 0
         for path in self._files.iterdir():
-            orphan = path.suffix in (".png", ".webp") and path.stem not in known
+            orphan = path.suffix[1:] in EXTENSIONS.values() and path.stem not in known
             try:  # a put or a delete may rename or remove the file between the listing and here
                 if (path.suffix == ".tmp" or orphan) and path.is_file() and path.stat().st_mtime < cutoff:
                     path.unlink()
@@ -252,8 +261,8 @@ class AssetStore:
         with self._lock:
             return self._db.execute(sql, params).fetchall()
 
-    def _path(self, asset_id: str, original: bool) -> Path:
-        path = (self._files / f"{check_asset_id(asset_id)}.{'png' if original else 'webp'}").resolve()
+    def _path(self, asset_id: str, extension: str) -> Path:
+        path = (self._files / f"{check_asset_id(asset_id)}.{extension}").resolve()
         # The id pattern already rules out separators; this also catches a file swapped for a symlink.
         if not path.is_relative_to(self._files):
             raise RequestError("assetId", f"{asset_id} resolves outside the asset folder")
@@ -261,24 +270,27 @@ class AssetStore:
 
     def put(self, image: Image.Image, *, kind: str = "image", hidden: bool = False, parent_id: str | None = None,
             job_id: str | None = None, seed: int | None = None, model_id: str | None = None,
-            icc_profile: bytes | None = None) -> Asset:
-        """Store an image; `icc_profile` (default: the image's own, if it fits its mode) is embedded in both files."""
+            icc_profile: bytes | None = None, data: bytes | None = None) -> Asset:
+        """Store an image as a lossless PNG; `icc_profile` (default: the image's own, if it fits its mode) is
+        embedded in it and in the WebP rendition made from it. `data`, when given, is the PNG, JPEG or WebP file
+        `image` was decoded from, stored as it is, profile included: the caller vouches that it decodes to
+        exactly `image`'s pixels."""
         # 1. Check everything before a byte is written, so a rejected put leaves nothing behind.
         if kind not in KINDS:
             raise ValueError(f"kind {kind!r} must be one of {KINDS}")
+        mime_type = "image/png" if data is None else _mime_of(data)
         icc_profile = _profile_for(image, icc_profile)
         if parent_id is not None:
             self.get(parent_id, field="parentId")
         if job_id is not None:
             check_job_id(job_id)
-        asset = Asset(new_id("asset"), kind, "image/png", image.width, image.height, bool(hidden),
+        asset = Asset(new_id("asset"), kind, mime_type, image.width, image.height, bool(hidden),
                       parent_id, job_id, None if seed is None else int(seed), model_id, utc_now())
-        # 2. Files first, the row last: a row always points at complete files.
-        paths = [self._path(asset.id, original=True), self._path(asset.id, original=False)]
+        # 2. The file first, the row last: a row always points at a complete file. The WebP rendition waits
+        #    for its first request (rendition()): most results are fetched once, as the original or as WebP.
+        paths = [self._path(asset.id, EXTENSIONS[mime_type])]
         try:
-            png, webp = _encode_both(image, icc_profile)
-            _write_atomic(paths[0], png)
-            _write_atomic(paths[1], webp)
+            _write_atomic(paths[0], _encode(image, "PNG", icc_profile) if data is None else data)
             _fsync_dir(self._files)
             with self._transaction() as db:
                 try:
@@ -303,14 +315,39 @@ class AssetStore:
         return bool(self._query("SELECT 1 FROM assets WHERE id = ?", (asset_id,)))
 
     def open_image(self, asset_id: str, *, field: str = "assetId") -> Image.Image:
-        self.get(asset_id, field=field)
-        with Image.open(self._path(asset_id, original=True)) as image:
+        asset = self.get(asset_id, field=field)
+        with Image.open(self._path(asset_id, EXTENSIONS[asset.mime_type])) as image:
             return image.copy()  # fully decoded, file handle closed
 
     def file_path(self, asset_id: str, *, original: bool = True) -> Path:
-        path = self._path(asset_id, original)
+        """The original file (of the asset's own mime type), or the WebP rendition, made if it is missing."""
+        asset = self.get(asset_id)
+        path = self._path(asset_id, EXTENSIONS[asset.mime_type]) if original else self.rendition(asset)
         if not path.is_file():
             raise NotFoundError("assetId", f"no asset {asset_id}")
+        return path
+
+    def rendition(self, asset: Asset) -> Path:
+        """The WebP rendition's path, encoded from the original on the first call; a WebP original is its own."""
+        path = self._path(asset.id, "webp")
+        if asset.mime_type == "image/webp" or path.is_file():
+            return path
+        with self._making_lock:
+            making = self._making.setdefault(asset.id, threading.Lock())
+        try:
+            with making:
+                if not path.is_file():  # made while this one waited
+                    with Image.open(self._path(asset.id, EXTENSIONS[asset.mime_type])) as image:
+                        image.load()
+                        # The original's own profile, which put embedded: the rendition shows the same colours.
+                        webp = _encode(image, "WEBP", _profile_for(image, None))
+                    # Atomic, so another process's request reads the whole file or makes its own; no directory
+                    # fsync, as a rendition lost in a crash is made again. A delete racing this leaves a
+                    # row-less file, which sweep_stale_files removes.
+                    _write_atomic(path, webp)
+        finally:
+            with self._making_lock:
+                self._making.pop(asset.id, None)
         return path
 
     def list(self, *, include_hidden: bool = False, limit: int = 100, offset: int = 0,
@@ -366,7 +403,7 @@ class AssetStore:
         return len(rows)
 
     def delete_asset(self, asset_id: str) -> Asset:
-        """Deletes one asset, its row and then its two files, and returns it. Refused (409) while anything
+        """Deletes one asset, its row and then its files, and returns it. Refused (409) while anything
         names it: an asset as its parent, or a saved job as input, result or preview. An asset made by a job
         that is still saved counts as named by it, so a running job's previews are covered too."""
         check_asset_id(asset_id)
@@ -449,7 +486,7 @@ class AssetStore:
         """Removes deleted assets' files, after the rows' commit: a crash in between leaves only row-less files,
         which sweep_stale_files removes. The bare names, not _path: a file swapped for a symlink loses the link."""
         for asset_id in asset_ids:
-            for suffix in ("png", "webp"):
+            for suffix in sorted(set(EXTENSIONS.values())):
                 try:
                     (self._files / f"{asset_id}.{suffix}").unlink(missing_ok=True)
                 except OSError as exc:  # the rows are gone either way; the sweep retries the file

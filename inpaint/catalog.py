@@ -39,6 +39,10 @@ class ModelType:
     size_multiple: int  # what the family's latents need internally (VAE 1/8, Flux packs 2x2 more)
     scheduler: str | None  # the family's usual scheduler, used unless the entry or the request names one
     is_lora: bool = False
+    # Pixels the mask is grown by, then feathered inward by, for the merge. Diffusion regenerates the whole
+    # crop, whose pixels all differ a little from the original: the seam needs a soft band. Classical
+    # inpainting keeps every known pixel and fills exactly the drawn mask: a band would only blur the edge.
+    seam_px: int = 8
 
 
 _SD15 = dict(family="sd-1_5", guidance_default=7.5, guidance=Range(0, 20), size=Range(64, 1024),
@@ -51,7 +55,7 @@ _FLUX = dict(family="flux.1", guidance_default=3.5, guidance=Range(0, 10), size=
 
 MODEL_TYPES: dict[str, ModelType] = {
     # Classical inpainting has no latents and no guidance; sizes only bound the work.
-    "opencv": ModelType("opencv", "opencv", 0.0, Range(0, 20), Range(64, 8192), None, 1, None),
+    "opencv": ModelType("opencv", "opencv", 0.0, Range(0, 20), Range(64, 8192), None, 1, None, seam_px=0),
     "sd-1_5": ModelType("sd-1_5", **_SD15),
     "sd-1_5-lora": ModelType("sd-1_5-lora", **_SD15, is_lora=True),
     "sd-xl": ModelType("sd-xl", **_SDXL),

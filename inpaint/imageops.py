@@ -53,7 +53,8 @@ def decode_data_url(value: str, *, field: str) -> bytes:
     return data
 
 
-def _sniff(data: bytes) -> str | None:
+def sniff_format(data: bytes) -> str | None:
+    """"PNG", "JPEG" or "WEBP" by the file's first bytes (what it is, whatever its name or MIME type claim)."""
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
         return "PNG"
     if data.startswith(b"\xff\xd8\xff"):
@@ -73,7 +74,7 @@ def _png_bit_depth(data: bytes) -> int | None:
 def declared_pixels(data: bytes) -> int:
     """The pixel count a file's header declares, read without decoding (0 for what open_image will refuse
     anyway: a file that is not an image, or a bomb Pillow stops at the header)."""
-    fmt = _sniff(data)
+    fmt = sniff_format(data)
     if fmt is None:
         return 0
     try:
@@ -89,7 +90,7 @@ def open_image(data: bytes, *, field: str, min_side: int = MIN_SIDE, notes: list
 
     A reduction the user should know of (16 bits per channel to 8) is appended to `notes` when given.
     """
-    fmt = _sniff(data)
+    fmt = sniff_format(data)
     if fmt is None:
         raise RequestError(field, f"{field} is not a PNG, JPEG or WebP file (it starts with {data[:12]!r})")
     try:
@@ -289,12 +290,17 @@ def paste_back(original: Image.Image, generated: Image.Image, box: tuple[int, in
         raise ValueError(f"paste_back: alpha's nonzero area {nonzero} is not inside the box {box}")
     out_np = np.array(original.convert("RGB"))
     region_np = out_np[top:bottom, left:right]
-    alpha_np = np.asarray(alpha.convert("L"))[top:bottom, left:right, None]
-    orig_f = region_np.astype(np.float32)
-    blend_f = orig_f + (np.asarray(generated.convert("RGB"), dtype=np.float32) - orig_f) * (alpha_np / np.float32(255))
-    blend_np = np.clip(np.rint(blend_f), 0, 255).astype(np.uint8)
-    # Float round trips can move a value by one; the contract is bit-identical outside the mask.
-    out_np[top:bottom, left:right] = np.where(alpha_np == 0, region_np, blend_np)
+    alpha_np = np.asarray(alpha.convert("L"))[top:bottom, left:right]
+    generated_np = np.asarray(generated.convert("RGB"))
+    # Only the partly covered pixels (a feathered band) need the float blend; a mask as drawn has none.
+    full, band = alpha_np == 255, (alpha_np > 0) & (alpha_np < 255)
+    region_np[full] = generated_np[full]
+    if band.any():
+        orig_f = region_np[band].astype(np.float32)
+        weight_f = alpha_np[band, None] / np.float32(255)
+        blend_f = orig_f + (generated_np[band].astype(np.float32) - orig_f) * weight_f
+        region_np[band] = np.clip(np.rint(blend_f), 0, 255).astype(np.uint8)
+    # Pixels at alpha 0 were never written: bit-identical outside the mask, as the contract says.
     return Image.fromarray(out_np, "RGB")
 
 

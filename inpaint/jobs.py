@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
 
 from PIL import Image
@@ -27,6 +29,7 @@ MAX_PREVIEWS_PER_JOB = 300
 PREVIEWS_CAPPED = (f"previews are capped at {MAX_PREVIEWS_PER_JOB} per job: "
                    "the later steps and batches have none")
 MAINTENANCE_EVERY_S = 60 * 60
+LONG_POLL_MAX_S = 30  # proxies commonly cut idle connections after 60 s
 
 
 class QueueFull(RequestError):
@@ -50,12 +53,24 @@ class Job:
     cancel: threading.Event = field(default_factory=threading.Event)
     # The request's warnings, then those the generation reports (on_warning) as it runs.
     warnings: list[str] | None = None
+    # Results arrive on the engine's writer thread while readers serialise the job: an asset id and its seed
+    # are added together, and read together.
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         if self.warnings is None:
             self.warnings = list(self.request.warnings)
 
+    def add_result(self, asset_id: str, seed: int) -> None:
+        with self.lock:
+            self.asset_ids.append(asset_id)
+            self.seeds.append(seed)
+
     def to_json(self) -> dict:
+        with self.lock:
+            return self._json()
+
+    def _json(self) -> dict:
         return {
             "jobId": self.job_id,
             "jobType": "inpaint",
@@ -84,8 +99,7 @@ def run_job(engine: Engine, job: Job, *, on_change=None) -> Job:
             on_change(job, durable)
 
     def on_result(asset) -> None:
-        job.asset_ids.append(asset.id)
-        job.seeds.append(asset.seed)
+        job.add_result(asset.id, asset.seed)
         changed(True)  # persisted at once: a crash after this keeps the result on the job
 
     def on_progress(progress: float) -> None:
@@ -136,6 +150,8 @@ class JobQueue:
         self._maintenance: threading.Thread | None = None
         self._maintenance_stop = threading.Event()
         self._queue: queue.Queue[Job | None] = queue.Queue()
+        self._watchers: dict[str, set] = {}  # job id -> (event loop, event) of the long-polls waiting on it
+        self._watchers_lock = threading.Lock()  # its own: jobs are finished while `_lock` is held
         self._active: dict[str, Job] = {}  # queued or running; finished jobs are read from the store
         self._lock = threading.Lock()
         self._worker: threading.Thread | None = None
@@ -221,6 +237,43 @@ class JobQueue:
             raise NotFoundError("jobId", f"no job {job_id!r}")
         return stored
 
+    async def next_change(self, job: dict, timeout: float) -> dict:
+        """`job` (as `get` answered it) once its status changes or a result is added, or as it is after
+        `timeout` seconds: a client follows a job with one request per change instead of polling. The wait
+        holds no thread: the job's thread wakes this event loop when the job changes."""
+        def milestone(state: dict) -> tuple:
+            return state["status"], len(state["metadata"]["assetIds"])
+
+        job_id, seen = job["jobId"], milestone(job)
+        deadline = time.monotonic() + timeout
+        woken = asyncio.Event()
+        watcher = (asyncio.get_running_loop(), woken)
+        with self._watchers_lock:
+            self._watchers.setdefault(job_id, set()).add(watcher)
+        try:
+            while True:
+                woken.clear()
+                current = self.get(job_id)  # after registering: a change in between is not missed
+                remaining = deadline - time.monotonic()
+                if milestone(current) != seen or current["status"] in FINAL_STATES or remaining <= 0:
+                    return current
+                try:
+                    await asyncio.wait_for(woken.wait(), remaining)
+                except TimeoutError:
+                    return self.get(job_id)
+        finally:
+            with self._watchers_lock:
+                watchers = self._watchers.get(job_id, set())
+                watchers.discard(watcher)
+                if not watchers:
+                    self._watchers.pop(job_id, None)
+
+    def _wake_watchers(self, job_id: str) -> None:
+        with self._watchers_lock:
+            watchers = list(self._watchers.get(job_id, ()))
+        for loop, woken in watchers:
+            loop.call_soon_threadsafe(woken.set)
+
     def cancel(self, job_id: str) -> dict:
         with self._lock:
             job = self._active.get(job_id)
@@ -266,6 +319,7 @@ class JobQueue:
             self.store.save_job(job.to_json())
             del self._active[job.job_id]
             self._canceled_by_user.discard(job.job_id)
+            self._wake_watchers(job.job_id)
 
     def _interrupted(self, job: Job) -> None:
         job.status, job.error, job.updated_at = "failure", INTERRUPTED, utc_now()
@@ -292,5 +346,6 @@ class JobQueue:
                     log.exception("job %s could not be saved", job.job_id)
 
     def _changed(self, job: Job, durable: bool) -> None:
-        if durable:
+        if durable:  # a new status or a new result: what a long-poll waits for
             self.store.save_job(job.to_json())
+            self._wake_watchers(job.job_id)

@@ -10,14 +10,16 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import diffusers
-import torch
-from diffusers import DiffusionPipeline
-
-from . import tiny
 from .catalog import FAMILY_SCHEDULER_KIND, SCHEDULERS, Catalog, ModelEntry
 from .errors import RequestError
+
+# torch and diffusers take seconds to import: they are imported by the first diffusion request, so the server
+# starts and classical models run without them.
+if TYPE_CHECKING:
+    import torch
+    from diffusers import DiffusionPipeline
 
 FAMILY_PIPELINES = {
     "sd-1_5": "StableDiffusionInpaintPipeline",
@@ -25,7 +27,7 @@ FAMILY_PIPELINES = {
     "flux.1": "FluxFillPipeline",
 }
 # Half precision on a GPU; Flux overflows in fp16, so it takes bf16 as its weights were trained.
-CUDA_DTYPES = {"sd-1_5": torch.float16, "sd-xl": torch.float16, "flux.1": torch.bfloat16}
+CUDA_DTYPES = {"sd-1_5": "float16", "sd-xl": "float16", "flux.1": "bfloat16"}  # names in torch
 HUB_PROBE_TIMEOUT_S = 5.0  # an unreachable Hub must fail a request in seconds, not hang on retries
 
 
@@ -147,13 +149,25 @@ class PipelineCache:
         self.catalog = catalog
         self.models_dir = Path(models_dir)
         self.max_pipelines = max(1, max_pipelines)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self._device_name = device
+        self._device: torch.device | None = None
         self._pipelines: OrderedDict[str, LoadedPipeline] = OrderedDict()
         self._lock = threading.Lock()  # guards the two dicts, never held while loading
         self._id_locks: dict[str, threading.Lock] = {}  # one load (or tiny build) per id at a time
 
+    @property
+    def device(self) -> torch.device:
+        """Picked on first use, not at construction: asking torch means importing it."""
+        if self._device is None:
+            import torch
+
+            self._device = torch.device(self._device_name or ("cuda" if torch.cuda.is_available() else "cpu"))
+        return self._device
+
     def dtype_for(self, family: str) -> torch.dtype:
-        return CUDA_DTYPES[family] if self.device.type == "cuda" else torch.float32
+        import torch
+
+        return getattr(torch, CUDA_DTYPES[family]) if self.device.type == "cuda" else torch.float32
 
     def cached_ids(self) -> list[str]:
         """Loaded ids, least recently used first."""
@@ -194,9 +208,13 @@ class PipelineCache:
         del evicted
         gc.collect()
         if self.device.type == "cuda":
+            import torch
+
             torch.cuda.empty_cache()
 
     def _load(self, entry: ModelEntry) -> LoadedPipeline:
+        import diffusers
+
         cls = getattr(diffusers, FAMILY_PIPELINES[entry.family])
         dtype = self.dtype_for(entry.family)
         # diffusers picks PyTorch's scaled_dot_product_attention by default; nothing to set.
@@ -213,6 +231,8 @@ class PipelineCache:
             folder = self.models_dir / entry.id
             marker = "model_index.json" if not entry.type.is_lora else entry.weight_name.format(epoch=entry.epochs[-1])
             if not (folder / marker).exists():
+                from . import tiny  # builds with torch: imported when a tiny model is first used
+
                 tiny.build(entry.source.split(":", 1)[1], folder)
             return folder
         folder = Path(entry.source)
@@ -254,6 +274,8 @@ def make_scheduler(loaded: LoadedPipeline, name: str | None = None):
     valid = [n for n, (k, _) in SCHEDULERS.items() if k == kind]
     if name not in valid:
         raise RequestError("scheduler", f"{name!r} cannot run {loaded.family} models; valid: {', '.join(valid)}")
+    import diffusers
+
     return getattr(diffusers, name).from_config(config, **SCHEDULERS[name][1])
 
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 from PIL import Image
+
+# side_by_side serves every surface; only the latent previews need torch, and a diffusion run has imported it.
+if TYPE_CHECKING:
+    import torch
 
 # Least-squares fits of RGB on each family's (scaled) latent channels, the widely used community
 # approximations for live previews: rows are latent channels, columns R, G, B; output is in [-1, 1].
@@ -47,6 +52,8 @@ def unpack_flux_latents(latents: torch.Tensor, *, height: int, width: int) -> to
 
 def latents_to_preview(family: str, latents: torch.Tensor, *, height: int, width: int) -> list[Image.Image]:
     """One RGB image per sample, at latent size (1/8 of height x width)."""
+    import torch
+
     if family not in RGB_FACTORS:
         raise ValueError(f"no latent preview for family {family!r}; one of {', '.join(RGB_FACTORS)}")
     latents = latents.detach().to("cpu", torch.float32)

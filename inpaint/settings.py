@@ -29,11 +29,28 @@ def _optional_int(name: str, low: int, high: int) -> int | None:
 
 
 def _has_cuda() -> bool:
-    try:
-        import torch
-    except ImportError:
+    """Whether torch would find a GPU, asked without importing torch: that import takes seconds and hundreds of
+    MB, and this runs when the server starts and when a classical model runs from the command line, neither of
+    which needs torch. Asked of the driver itself (what torch.cuda.is_available asks in the end), so it
+    honours CUDA_VISIBLE_DEVICES and a driver that is installed but has no device; the files under
+    /proc/driver/nvidia would not. A torch built without CUDA uses no GPU, whatever the machine has."""
+    import ctypes
+    import importlib.util
+
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
         return False
-    return torch.cuda.is_available()
+    torch_lib = Path(next(iter(spec.submodule_search_locations))) / "lib"
+    if any(torch_lib.glob("*torch_hip*")):  # ROCm builds answer torch.cuda for AMD GPUs
+        return Path("/dev/kfd").exists()
+    if not any(torch_lib.glob("*torch_cuda*")):
+        return False
+    try:
+        driver = ctypes.WinDLL("nvcuda.dll") if os.name == "nt" else ctypes.CDLL("libcuda.so.1")
+    except OSError:  # no NVIDIA driver
+        return False
+    count = ctypes.c_int(0)
+    return driver.cuInit(0) == 0 and driver.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
 
 
 DATA_DIR = Path(os.environ.get("INPAINT_DATA_DIR") or Path.home() / ".cache" / "inpaint").expanduser()

@@ -632,9 +632,10 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
                 raise gr.Error(f"{exc.field}: {exc.message}", title="Bad input") from None
             warnings = [*notes, *resolved.warnings]
             _prune(files_dir, KEEP_FILES_S)
-            input_path = files_dir / f"{resolved.image_asset_id}.png"
+            stored_input = engine.store.file_path(resolved.image_asset_id)  # a PNG, or the JPEG/WebP as uploaded
+            input_path = files_dir / stored_input.name
             if not input_path.exists():
-                shutil.copyfile(engine.store.file_path(resolved.image_asset_id), input_path)
+                shutil.copyfile(stored_input, input_path)
             state.update(source=resolved.image_asset_id, input=str(input_path), results=[], selected=None)
             summary = {"input": resolved.to_json(), "assetIds": [], "seeds": [], "warnings": warnings}
             shown: list[tuple[str, str]] = []

@@ -118,8 +118,9 @@ def key_matches(given: bytes | str, api_key: str) -> bool:
 
 class AuthThrottle:
     """ASGI middleware: a client (by address) that failed authentication MAX_AUTH_FAILURES times within
-    AUTH_WINDOW_S gets 429 for every request until its oldest failure leaves the window. Failures are the
-    API's 401 answers and the studio's refused logins."""
+    AUTH_WINDOW_S gets 429 for every request until its oldest failure leaves the window. A failure is a
+    wrong guess: a 401 to a request that presented credentials, or a refused studio login (a page that
+    asks without credentials, before its user has logged in, guesses nothing)."""
 
     def __init__(self, app, *, max_failures: int = MAX_AUTH_FAILURES, window_s: float = AUTH_WINDOW_S):
         self.app = app
@@ -149,11 +150,13 @@ class AuthThrottle:
                                                              f"{wait_s:.0f} s", {"Retry-After": f"{wait_s:.0f}"})
             return await response(scope, receive, send)
         is_login = scope["path"].rstrip("/").endswith("/login") and scope.get("method") == "POST"
+        presented = any(key == b"authorization" for key, _ in scope["headers"])
 
         async def watching_send(message):
             if message["type"] == "http.response.start":
                 status = message["status"]
-                if status == 401 or (is_login and status == 400):  # Gradio answers a wrong login with 400
+                # Gradio answers a wrong login with 400.
+                if (status == 401 and presented) or (is_login and status == 400):
                     with self._lock:
                         self._recent(client, time.monotonic()).append(time.monotonic())
             await send(message)

@@ -569,3 +569,41 @@ def test_openapi_describes_the_camel_case_request_with_bounds(client):
     assert "422" not in json.dumps(schema["paths"]) and "HTTPValidationError" not in schema["components"]["schemas"]
     assert {p for p in schema["paths"]} == {"/generate/inpaint", "/jobs/{jobId}", "/jobs/{jobId}/cancel", "/assets",
                                              "/assets/{assetId}", "/assets/{assetId}/file", "/models"}
+
+
+# -- long-poll ------------------------------------------------------------------------------------------------
+
+def test_long_poll_answers_when_the_job_changes_and_at_its_timeout(client):
+    started = time.monotonic()
+    job = submit(client, body(**(TINY | {"numInferenceSteps": 40, "width": 128, "height": 128}), numSamples=2))
+    followed, seen = [], (job["status"], 0)
+    while job["status"] not in FINAL:
+        job = client.get(f"/jobs/{job['jobId']}", params={"wait": 30}).json()["job"]
+        state = (job["status"], len(job["metadata"]["assetIds"]))
+        assert state != seen or job["status"] in FINAL, "a long-poll answered without a change"
+        followed.append(state)
+        seen = state
+    # One answer per change: in progress, each result, done; nothing in between.
+    assert followed[-1] == ("success", 2) and len(followed) <= 4, followed
+    assert time.monotonic() - started < 60
+    # A finished job answers at once; a job that does not change answers after `wait`.
+    waited = time.monotonic()
+    assert client.get(f"/jobs/{job['jobId']}", params={"wait": 30}).json()["job"]["status"] == "success"
+    assert time.monotonic() - waited < 1
+
+
+def test_long_poll_times_out_on_a_job_that_does_not_change(engine):
+    with TestClient(create_app(engine, api_key=None, with_ui=False)) as client:
+        blocker = submit(client, body(**(TINY | {"numInferenceSteps": 150, "width": 256, "height": 256}), numSamples=1))
+        queued = submit(client, body())
+        started = time.monotonic()
+        answer = client.get(f"/jobs/{queued['jobId']}", params={"wait": 1.5}).json()["job"]
+        assert answer["status"] == "queued" and 1.4 < time.monotonic() - started < 3
+        client.post(f"/jobs/{blocker['jobId']}/cancel")
+
+
+def test_long_poll_wait_out_of_range_is_a_400_naming_it(client):
+    job = submit(client, body())
+    assert_error(client.get(f"/jobs/{job['jobId']}", params={"wait": 31}), 400, "wait", "30")
+    assert_error(client.get(f"/jobs/{job['jobId']}", params={"wait": -1}), 400, "wait")
+    assert_error(client.get(f"/jobs/{job['jobId']}", params={"wait": "soon"}), 400, "wait")

@@ -141,25 +141,15 @@ def disk_full(*args, **kwargs):
     raise OSError(errno.ENOSPC, "No space left on device")
 
 
-@pytest.mark.parametrize("fail_on", ["fsync", "first replace", "second replace"])
+@pytest.mark.parametrize("fail_on", ["fsync", "replace"])
 def test_disk_full_leaves_no_file_and_no_row(store, monkeypatch, fail_on):
     kept = store.put(noise())
-    if fail_on == "fsync":
-        monkeypatch.setattr(assets.os, "fsync", disk_full)
-    else:
-        real_replace, calls = os.replace, []
-
-        def replace(src, dst):
-            calls.append(dst)
-            if len(calls) == (1 if fail_on == "first replace" else 2):
-                disk_full()
-            real_replace(src, dst)
-        monkeypatch.setattr(assets.os, "replace", replace)
+    monkeypatch.setattr(assets.os, fail_on, disk_full)
     with pytest.raises(OSError) as err:
         store.put(noise(seed=5))
     assert err.value.errno == errno.ENOSPC
     monkeypatch.undo()
-    assert stored_files(store) == sorted([f"{kept.id}.png", f"{kept.id}.webp"])
+    assert stored_files(store) == [f"{kept.id}.png"]
     assert [a.id for a in store.list(include_hidden=True)] == [kept.id] and store.integrity_ok()
 
 
@@ -215,10 +205,11 @@ def test_fail_interrupted_jobs(tmp_path):
 def test_stale_temp_and_orphan_files_removed_on_open(tmp_path):
     store = AssetStore(tmp_path)
     kept = store.put(noise())
+    store.file_path(kept.id, original=False)  # its rendition, made on request
     store.close()
     files = tmp_path / "files"
     old = time.time() - assets.STALE_AFTER_S - 1
-    stale = [files / f".{kept.id}.png.dead.tmp", files / f"{new_id('asset')}.png", files / f"{new_id('asset')}.webp"]
+    stale = [files / f".{kept.id}.png.dead.tmp", *(files / f"{new_id('asset')}.{ext}" for ext in ("png", "jpg", "webp"))]
     fresh = files / f".{new_id('asset')}.png.busy.tmp"  # another process may be writing it right now
     for path in [*stale, fresh]:
         path.write_bytes(b"partial")
@@ -251,7 +242,8 @@ def test_concurrent_puts(store):
 
 
 def files_of(store, *assets_):
-    return sorted(f"{a.id}.{suffix}" for a in assets_ for suffix in ("png", "webp"))
+    """The originals only: renditions are made on request."""
+    return sorted(f"{a.id}.png" for a in assets_)
 
 
 def saved_job(store, status="success", *, image=None, mask=None, results=(), previews=(), job_id=None):
@@ -278,8 +270,10 @@ def made_job(store, status="success"):
 
 def test_delete_asset_removes_the_row_and_both_files(store):
     gone, kept = store.put(noise(seed=1)), store.put(noise(seed=2))
+    for asset in (gone, kept):
+        store.file_path(asset.id, original=False)
     assert store.delete_asset(gone.id) == gone
-    assert stored_files(store) == files_of(store, kept) and [a.id for a in store.list(include_hidden=True)] == [kept.id]
+    assert stored_files(store) == sorted([f"{kept.id}.png", f"{kept.id}.webp"]) and [a.id for a in store.list(include_hidden=True)] == [kept.id]
     with pytest.raises(NotFoundError) as err:
         store.delete_asset(gone.id)
     assert (err.value.field, err.value.status) == ("assetId", 404)

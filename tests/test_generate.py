@@ -6,10 +6,11 @@ import struct
 import threading
 import zlib
 
+import cv2
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from inpaint.assets import AssetStore
 from inpaint.catalog import Catalog
@@ -160,8 +161,8 @@ def test_a_mask_whose_alpha_marks_nothing_is_read_from_its_luminance_with_a_warn
         request_body = {k: v for k, v in {**body(image, mask), **fields}.items() if v is not None}
         request, [result] = run(engine, request_body)
         stored_mask_np = np.asarray(engine.store.open_image(request.mask_asset_id))
-        # The painted rectangle, grown by the feather: not the whole image.
-        assert bbox(stored_mask_np) == (92, 72, 148, 128)
+        # The painted rectangle as drawn (a classical model takes the mask as drawn): not the whole image.
+        assert bbox(stored_mask_np) == (100, 80, 140, 120)
         field = "mask" if fields.get("mask") else "maskId"
         assert any(w.startswith(f"{field}'s alpha channel was ignored") for w in request.warnings), request.warnings
         assert np.array_equal(pixels(engine, result)[:40], np.asarray(image)[:40])
@@ -379,3 +380,19 @@ def test_a_failure_mid_batch_keeps_the_samples_already_stored(engine, monkeypatc
         run(engine, tiny_body(numSamples=4), on_result=stored.append)
     assert [asset.seed for asset in stored] == [11, 12]
     assert all(engine.store.exists(asset.id) for asset in stored)
+
+
+@pytest.mark.parametrize("model_id, flag", [("opencv-telea", "INPAINT_TELEA"), ("opencv-ns", "INPAINT_NS")])
+def test_a_classical_result_is_opencvs_own_output_on_the_mask_as_drawn(engine, model_id, flag):
+    image = photo(640, 480, seed=3)
+    # An ellipse with an anti-aliased edge, as a brush draws it: the contract reads grey >= 128 as repaint.
+    drawn = Image.new("L", (1280, 960), 0)
+    ImageDraw.Draw(drawn).ellipse((500, 380, 760, 600), fill=255)
+    drawn = drawn.resize((640, 480), Image.Resampling.LANCZOS)
+    request, [result] = run(engine, body(image, drawn, modelId=model_id))
+    as_drawn_np = (np.asarray(drawn) >= 128).astype(np.uint8) * 255
+    # No grow and no feather for classical models: the stored mask is the drawn one.
+    assert np.array_equal(np.asarray(engine.store.open_image(request.mask_asset_id)), as_drawn_np)
+    bgr_np = cv2.cvtColor(np.asarray(image), cv2.COLOR_RGB2BGR)
+    expected_np = cv2.cvtColor(cv2.inpaint(bgr_np, as_drawn_np, 3, getattr(cv2, flag)), cv2.COLOR_BGR2RGB)
+    assert np.array_equal(pixels(engine, result), expected_np)

@@ -56,7 +56,7 @@ def test_retention_expires_old_previews_and_unused_inputs_but_keeps_results_and_
     assert store.sweep_retention(30) == 3
     kept = {image.id, mask.id, result.id, recent.id, orphan_result.id, orphan_result.parent_id}
     assert ids(store) == kept
-    assert stored_files(store) == sorted(f"{i}.{s}" for i in kept for s in ("png", "webp"))
+    assert stored_files(store) == sorted(f"{i}.png" for i in kept)  # originals: no rendition was asked for
     # The finished job no longer lists the preview it lost, and keeps everything else.
     after = store.get_job(job_id)["metadata"]
     assert after["intermediateImages"] == [] and after["assetIds"] == [result.id]
@@ -122,7 +122,7 @@ def test_stale_sweep_runs_on_demand_with_now(store, monkeypatch):
     later = time.time() + assets.STALE_AFTER_S + 1
     assert store.sweep_stale_files() == 0  # all fresh: another writer may still be at work
     assert stored_files(store) == sorted([*files_of(store, kept, crashed), partial.name])
-    assert store.sweep_stale_files(now=later) == 3
+    assert store.sweep_stale_files(now=later) == 2  # the deleted asset's original and the partial write
     assert stored_files(store) == files_of(store, kept) and store.open_image(kept.id).size == (40, 24)
 
 
