@@ -30,7 +30,11 @@ METHOD = f"""\
   compute dominates as it does with real weights.
 - Ratios are medians, over interleaved rounds (A B, B A, ...) in one process after one untimed warm-up, of the
   ratio within each round. The machine may be shared: the detail column gives the median and minimum times.
-- `ours` always starts from the request body with data URLs and ends with the PNG + WebP assets stored.
+- `ours` always starts from the request body with data URLs and ends with the result PNGs stored (their WebP
+  renditions are made when first asked for; `rest_overhead` asks for them).
+- `startup`: `python app.py` until `GET /` answers, against `python -c "import gradio, fastapi"`, alternating.
+- `classical_request_vs_limit` and `classical_throughput_2048` need no model: `opencv-telea` through the REST
+  server in its own process against the same work (decode, `cv2.inpaint`, one PNG) done in one process.
 - Peak memory is the `ru_maxrss` of a fresh child process per configuration.
 - Run `python -m bench` to rewrite this file; `python -m bench --quick` prints the same metrics in under a minute
   (smaller sizes, fewer rounds) and leaves it alone.
