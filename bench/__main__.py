@@ -17,8 +17,9 @@ import time
 import traceback
 from pathlib import Path
 
-ORDER = ("startup", "classical_request_vs_limit", "classical_throughput_2048", "engine_overhead", "rest_overhead", "image_size_scaling", "preview_overhead", "preview_vs_vae",
-         "warm_cache", "memory_128", "outside_mask_drift", "gpu")
+ORDER = ("startup", "classical_request_vs_limit", "classical_throughput_2048", "engine_overhead", "rest_overhead",
+         "image_size_scaling", "preview_overhead", "preview_vs_vae", "warm_cache", "memory_128", "outside_mask_drift",
+         "gpu")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -273,7 +273,8 @@ def test_delete_asset_removes_the_row_and_both_files(store):
     for asset in (gone, kept):
         store.file_path(asset.id, original=False)
     assert store.delete_asset(gone.id) == gone
-    assert stored_files(store) == sorted([f"{kept.id}.png", f"{kept.id}.webp"]) and [a.id for a in store.list(include_hidden=True)] == [kept.id]
+    assert stored_files(store) == sorted([f"{kept.id}.png", f"{kept.id}.webp"])
+    assert [a.id for a in store.list(include_hidden=True)] == [kept.id]
     with pytest.raises(NotFoundError) as err:
         store.delete_asset(gone.id)
     assert (err.value.field, err.value.status) == ("assetId", 404)

@@ -48,7 +48,7 @@ def test_retention_expires_old_previews_and_unused_inputs_but_keeps_results_and_
         result = store.put(noise(seed=3), kind="result", parent_id=image.id, job_id=job_id, seed=3)
         preview = store.put(noise(seed=4), kind="preview", hidden=True, parent_id=image.id, job_id=job_id)
         unused = store.put(noise(seed=5))  # an upload no job ever took
-        unused_mask = store.put(noise(seed=6), kind="mask", hidden=True, parent_id=unused.id)
+        store.put(noise(seed=6), kind="mask", hidden=True, parent_id=unused.id)  # its mask, as unused
         orphan_result = store.put(noise(seed=7), kind="result", parent_id=store.put(noise(seed=8)).id)
     saved_job(store, image=image, mask=mask, results=[result], previews=[preview], job_id=job_id)
     recent = store.put(noise(seed=9))  # unused too, but younger than the retention
