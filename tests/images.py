@@ -1,9 +1,11 @@
 """Test pictures made here: photo-like images, rectangular masks, data URLs."""
 
 import base64
+import functools
 import io
 import itertools
 import struct
+import zlib
 
 import numpy as np
 from PIL import Image, ImageCms
@@ -65,3 +67,14 @@ def cmyk_profile(red: tuple[int, int, int]) -> bytes:
     header = (struct.pack(">I", start + len(body)) + bytes(4) + struct.pack(">I", 0x02100000) + b"spacCMYKLab "
               + bytes(12) + b"acsp" + bytes(28) + d50)
     return header.ljust(128, b"\0") + struct.pack(">I", len(tags)) + table + body
+
+
+@functools.cache
+def bomb_png(width: int, height: int) -> bytes:
+    """A real 1-bit PNG of `width` x `height` black pixels: tens of KB that would decode to hundreds of MB."""
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+    row, packer = b"\x00" * (1 + (width + 7) // 8), zlib.compressobj(9)
+    idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)) + \
+        chunk(b"IDAT", idat) + chunk(b"IEND", b"")

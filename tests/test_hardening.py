@@ -4,7 +4,6 @@ disk), hostile input, auth over every route and file URL, and a long fuzz (opt-i
 import asyncio
 import base64
 import errno
-import functools
 import io
 import json
 import os
@@ -14,11 +13,9 @@ import signal
 import socket
 import sqlite3
 import statistics
-import struct
 import subprocess
 import sys
 import time
-import zlib
 from collections import Counter
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
@@ -37,7 +34,7 @@ from inpaint import api, assets, generate, web_security
 from inpaint.api import create_app
 from inpaint.assets import AssetStore
 from inpaint.jobs import INTERRUPTED
-from tests.images import data_url, photo, rect_mask
+from tests.images import bomb_png, data_url, photo, rect_mask
 from tests.test_api import (BAD_BODIES, FINAL, KEY, TINY, assert_error, b64_url, body, client, engine,  # noqa: F401
                             listed_ids, submit, wait)
 from tests.test_api_fuzz import CHECKS, RUNS, api_schema  # noqa: F401 (the fuzz's fixture)
@@ -463,16 +460,6 @@ def test_interrupted_jobs_get_back_the_results_and_previews_stored_for_them(tmp_
 
 HOSTILE_SECONDS = 1.0
 
-
-@functools.cache
-def bomb_png(width: int, height: int) -> bytes:
-    """A real 1-bit PNG of `width` x `height` black pixels: a few hundred KB that would decode to far more."""
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-    row, packer = b"\x00" * (1 + (width + 7) // 8), zlib.compressobj(9)
-    idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)) + \
-        chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 def encoded(fmt: str, frames: list[Image.Image]) -> bytes:

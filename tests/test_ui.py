@@ -3,10 +3,8 @@
 import base64
 import io
 import socket
-import struct
 import threading
 import time
-import zlib
 from types import SimpleNamespace
 
 import gradio as gr
@@ -21,7 +19,7 @@ from inpaint.assets import AssetStore
 from inpaint.catalog import Catalog
 from inpaint.errors import RequestError
 from inpaint.generate import Engine
-from tests.images import photo, rect_mask
+from tests.images import bomb_png, photo, rect_mask
 
 CATALOG = Catalog.load()
 SIZE = 128
@@ -55,16 +53,6 @@ def editor_value(image: Image.Image, box=None) -> dict:
     if box:
         layer.paste((255, 45, 85, 255), box)
     return {"background": png(image.convert("RGBA")), "layers": [png(layer)], "composite": None}
-
-
-def bomb_png(width: int, height: int) -> bytes:
-    """A real 1-bit PNG of `width` x `height` black pixels: tens of KB that decode to hundreds of MB."""
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-    row, packer = b"\x00" * (1 + (width + 7) // 8), zlib.compressobj(9)
-    idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)) + \
-        chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 def rotated_jpeg(displayed: Image.Image) -> bytes:
