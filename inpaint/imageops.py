@@ -194,17 +194,12 @@ def read_mask(img: Image.Image, *, field: str = "mask",
     return img.convert("L"), []
 
 
-def mask_from(img: Image.Image) -> Image.Image:
-    """The mask as greyscale, not yet thresholded: alpha when it carries the mask, else luminance."""
-    return read_mask(img)[0]
-
-
 def load_image(data: bytes, *, field: str, notes: list[str] | None = None) -> Image.Image:
     return flatten(open_image(data, field=field, notes=notes), field=field)
 
 
 def load_mask(data: bytes, *, field: str) -> Image.Image:
-    return mask_from(open_image(data, field=field, min_side=1))
+    return read_mask(open_image(data, field=field, min_side=1), field=field)[0]
 
 
 def _dilate_np(mask_np: np.ndarray, grow: int) -> np.ndarray:

@@ -141,8 +141,8 @@ def test_uploaded_mask_overrides_the_sketch_and_invert_grow_feather_apply():
 def test_uploaded_mask_reads_alpha_when_it_carries_the_mask():
     rgba = Image.new("RGBA", (32, 32), (0, 0, 0, 0))
     rgba.paste((0, 0, 0, 255), (8, 8, 16, 16))
-    assert imageops.mask_from(rgba).getbbox() == (8, 8, 16, 16)
-    assert imageops.mask_from(rect_mask(32, 32, (1, 2, 3, 4)).convert("RGB")).getbbox() == (1, 2, 3, 4)
+    assert imageops.read_mask(rgba)[0].getbbox() == (8, 8, 16, 16)
+    assert imageops.read_mask(rect_mask(32, 32, (1, 2, 3, 4)).convert("RGB"))[0].getbbox() == (1, 2, 3, 4)
 
 
 def test_empty_mask_is_the_contracts_error():
