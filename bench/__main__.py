@@ -17,9 +17,12 @@ import time
 import traceback
 from pathlib import Path
 
-ORDER = ("startup", "classical_request_vs_limit", "classical_throughput_2048", "engine_overhead", "rest_overhead",
+ORDER = ("startup", "classical_request_vs_limit", "classical_throughput_2048", "classical_quality",
+         "cli_classical_overhead", "patchmatch_engine_overhead", "engine_overhead", "rest_overhead",
          "image_size_scaling", "preview_overhead", "preview_vs_vae", "warm_cache", "memory_128", "outside_mask_drift",
-         "gpu")
+         "gpu", "gpu_time_estimate_error")
+CLASSICAL = ("classical_request_vs_limit", "classical_throughput_2048", "classical_quality", "cli_classical_overhead",
+             "patchmatch_engine_overhead")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(quick: bool, selected: list[str], results: Path | None, *, full_table: bool) -> int:
-    from . import gpu, metrics, models, report, request_path, startup
+    from . import classical, gpu, gpu_time, metrics, models, report, request_path, startup
     from .timing import Metric, emit, log
 
     started, load_start = time.perf_counter(), os.getloadavg()[0]
@@ -72,11 +75,12 @@ def _run(quick: bool, selected: list[str], results: Path | None, *, full_table: 
         # First, while this process holds no model: its servers are children that need the CPUs and memory.
         if "startup" in selected:
             record("startup", lambda: startup.run(profile.rounds))
-        for name in ("classical_request_vs_limit", "classical_throughput_2048"):  # classical: no model either
+        for name in CLASSICAL:  # classical models: no diffusion model either
             if name in selected:
-                record(name, lambda measure=getattr(request_path, name): measure(profile, work_dir))
+                module = request_path if hasattr(request_path, name) else classical
+                record(name, lambda measure=getattr(module, name): measure(profile, work_dir))
         # The other metrics time the loaded model; without them, nothing waits for it.
-        without_model = {"startup", "classical_request_vs_limit", "classical_throughput_2048"}
+        without_model = {"startup", *CLASSICAL, "gpu_time_estimate_error"}
         bench = metrics.Bench(profile, work_dir) if set(selected) - without_model else None
         if bench is not None:
             log.info("%s run; model %s loaded in %.1f s, ready after %.1f s", profile.name, models.MID_MODEL_ID,
@@ -104,6 +108,8 @@ def _run(quick: bool, selected: list[str], results: Path | None, *, full_table: 
                     child.kill()
         if "gpu" in selected:
             record("gpu", lambda: gpu.run(work_dir, rounds=profile.rounds))
+        if "gpu_time_estimate_error" in selected:
+            record("gpu_time_estimate_error", lambda: gpu_time.run(work_dir, quick=quick))
         if bench is not None:
             bench.engine.store.close()
     finally:

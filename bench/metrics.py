@@ -236,7 +236,7 @@ def preview_vs_vae(bench: Bench) -> Metric:
     latents = torch.randn(p.samples, 4, p.side // 8, p.side // 8, generator=generator)
 
     def ours() -> None:
-        latents_to_preview("sd-1_5", latents, height=p.side, width=p.side)
+        latents_to_preview(families.SD15, latents, height=p.side, width=p.side)
 
     @torch.no_grad()
     def vae() -> None:

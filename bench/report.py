@@ -35,6 +35,10 @@ METHOD = f"""\
 - `startup`: `python app.py` until `GET /` answers, against `python -c "import gradio, fastapi"`, alternating.
 - `classical_request_vs_limit` and `classical_throughput_2048` need no model: `opencv-telea` through the REST
   server in its own process against the same work (decode, `cv2.inpaint`, one PNG) done in one process.
+- `classical_quality`, `cli_classical_overhead`, `patchmatch_engine_overhead`: the classical families on real
+  photographs that scikit-image ships (holes with known ground truth; see `bench/classical.py`).
+- `gpu_time_estimate_error`: the ZeroGPU duration model calibrated on this machine with the tiny models, then
+  its prediction against the measured time of other requests.
 - Peak memory is the `ru_maxrss` of a fresh child process per configuration.
 - Run `python -m bench` to rewrite this file; `python -m bench --quick` prints the same metrics in under a minute
   (smaller sizes, fewer rounds) and leaves it alone.

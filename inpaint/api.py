@@ -169,6 +169,14 @@ class RangeOut(BaseModel):
     max: float
 
 
+class Capabilities(BaseModel):
+    prompt: bool = Field(description="Reads the prompt; models that do not take none (it is optional for them).")
+    negativePrompt: bool = Field(description="Reads the negative prompt.")  # noqa: N815 (the contract's names)
+    steps: bool = Field(description="Denoises in steps: takes strength, numInferenceSteps, scheduler, guidance.")
+    previews: bool = Field(description="Can stream previews of its denoising (intermediateImages).")
+    seeded: bool = Field(description="The seed changes the result; if not, one sample is made whatever numSamples.")
+
+
 class ModelOut(_CamelModel):
     id: str
     type: str
@@ -176,6 +184,7 @@ class ModelOut(_CamelModel):
     description: str
     source: str
     availability: Literal["offline", "needs download", "missing"]
+    capabilities: Capabilities
     defaults: dict[str, Any]
     ranges: dict[str, RangeOut]
     schedulers: list[str]

@@ -7,62 +7,61 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import RequestError
+from .families import FAMILIES, Family, Range
+
+__all__ = ["MODEL_TYPES", "SCHEDULERS", "Catalog", "ModelEntry", "ModelType", "Range"]
 
 SHIPPED_CATALOG = Path(__file__).with_name("catalog.json")
 
 
 @dataclass(frozen=True)
-class Range:
-    low: float
-    high: float
-
-    def __contains__(self, value: float) -> bool:
-        return self.low <= value <= self.high
-
-    def clamp(self, value: float) -> float:
-        return max(self.low, min(self.high, value))
-
-    def to_json(self) -> dict:
-        return {"min": self.low, "max": self.high}
-
-
-@dataclass(frozen=True)
 class ModelType:
-    """What a model type allows, per the contract's table. `family` picks the pipeline classes."""
+    """A catalog `type`: a family, or its LoRA variant. The family holds everything the type allows."""
 
     name: str
-    family: str  # "opencv" | "sd-1_5" | "sd-xl" | "flux.1"
-    guidance_default: float
-    guidance: Range
-    size: Range
-    native_resolution: int | None  # None: classical models work at the region's own size
-    size_multiple: int  # what the family's latents need internally (VAE 1/8, Flux packs 2x2 more)
-    scheduler: str | None  # the family's usual scheduler, used unless the entry or the request names one
+    family: Family
     is_lora: bool = False
-    # Pixels the mask is grown by, then feathered inward by, for the merge. Diffusion regenerates the whole
-    # crop, whose pixels all differ a little from the original: the seam needs a soft band. Classical
-    # inpainting keeps every known pixel and fills exactly the drawn mask: a band would only blur the edge.
-    seam_px: int = 8
+
+    # The contract's table per type, as the family states it.
+    @property
+    def guidance_default(self) -> float:
+        return self.family.guidance_default
+
+    @property
+    def guidance(self) -> Range:
+        return self.family.guidance
+
+    @property
+    def size(self) -> Range:
+        return self.family.size
+
+    @property
+    def native_resolution(self) -> int | None:
+        return self.family.native_resolution
+
+    @property
+    def size_multiple(self) -> int:
+        return self.family.size_multiple
+
+    @property
+    def scheduler(self) -> str | None:
+        return self.family.scheduler
+
+    @property
+    def seam_px(self) -> int:
+        return self.family.seam_px
 
 
-_SD15 = dict(family="sd-1_5", guidance_default=7.5, guidance=Range(0, 20), size=Range(64, 1024),
-             native_resolution=512, size_multiple=8, scheduler="PNDMScheduler")
-_SDXL = dict(family="sd-xl", guidance_default=6.0, guidance=Range(0, 20), size=Range(512, 2048),
-             native_resolution=1024, size_multiple=8, scheduler="EulerDiscreteScheduler")
-_FLUX = dict(family="flux.1", guidance_default=3.5, guidance=Range(0, 10), size=Range(64, 2048),
-             native_resolution=1024, size_multiple=16,
-             scheduler="FlowMatchEulerDiscreteScheduler")
+def _model_types() -> dict[str, ModelType]:
+    types = {}
+    for family in FAMILIES.values():
+        types[family.name] = ModelType(family.name, family)
+        if family.supports_lora:
+            types[f"{family.name}-lora"] = ModelType(f"{family.name}-lora", family, is_lora=True)
+    return types
 
-MODEL_TYPES: dict[str, ModelType] = {
-    # Classical inpainting has no latents and no guidance; sizes only bound the work.
-    "opencv": ModelType("opencv", "opencv", 0.0, Range(0, 20), Range(64, 8192), None, 1, None, seam_px=0),
-    "sd-1_5": ModelType("sd-1_5", **_SD15),
-    "sd-1_5-lora": ModelType("sd-1_5-lora", **_SD15, is_lora=True),
-    "sd-xl": ModelType("sd-xl", **_SDXL),
-    "sd-xl-lora": ModelType("sd-xl-lora", **_SDXL, is_lora=True),
-    "flux.1": ModelType("flux.1", **_FLUX),
-    "flux.1-lora": ModelType("flux.1-lora", **_FLUX, is_lora=True),
-}
+
+MODEL_TYPES: dict[str, ModelType] = _model_types()
 
 # Scheduler name -> (kind, from_config overrides). SD families take every "sd" kind; Flux is
 # flow-matching and takes only "flow". Classes are looked up in diffusers by name at build time.
@@ -83,12 +82,17 @@ SCHEDULERS: dict[str, tuple[str, dict]] = {
     "LCMScheduler": ("sd", {}),
     "FlowMatchEulerDiscreteScheduler": ("flow", {}),
 }
-FAMILY_SCHEDULER_KIND = {"sd-1_5": "sd", "sd-xl": "sd", "flux.1": "flow", "opencv": None}
+
+# Sources that are not paths: `tiny:<kind>` (built offline on first use), `hub:<repo id>`, a URL of a
+# TorchScript file, and `<family>:<variant>` for the families without weights (`opencv:telea`).
+_URL_PREFIXES = ("https://", "http://")
+_NAMED_PREFIXES = ("tiny:", "hub:", *(f"{family.name}:" for family in FAMILIES.values() if not family.has_weights))
 
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """One catalog row. `source` is `opencv:<algo>`, `tiny:<type>`, `hub:<repo id>` or a local folder."""
+    """One catalog row. `source`: `<family>:<variant>` for families without weights (`opencv:telea`),
+    `tiny:<type>`, `hub:<repo id>`, the URL of a TorchScript file (with its `md5`), or a local path."""
 
     id: str
     type: ModelType
@@ -101,6 +105,7 @@ class ModelEntry:
     epochs: tuple[str, ...] = ()  # LoRA only; the last one is the default
     weight_name: str = "{epoch}.safetensors"  # LoRA only: file of one epoch inside `source`
     scheduler: str | None = None
+    md5: str | None = None  # of a downloaded file: checked before it is ever loaded
 
     @property
     def default_scheduler(self) -> str | None:
@@ -120,27 +125,36 @@ class ModelEntry:
         return self.size or self.type.size
 
     @property
-    def family(self) -> str:
+    def family(self) -> Family:
         return self.type.family
 
     @property
     def scheduler_names(self) -> list[str]:
-        kind = FAMILY_SCHEDULER_KIND[self.family]
-        return [name for name, (k, _) in SCHEDULERS.items() if k == kind]
+        kind = self.family.scheduler_kind
+        return [name for name, (k, _) in SCHEDULERS.items() if kind is not None and k == kind]
 
     @property
     def source_kind(self) -> str:
-        if self.source.startswith(("opencv:", "tiny:", "hub:")):
+        """"builtin" (no weights), "tiny", "hub", "url" or "local"."""
+        if self.source.startswith(_URL_PREFIXES):
+            return "url"
+        if self.source.startswith(("tiny:", "hub:")):
             return self.source.split(":", 1)[0]
-        return "local"
+        return "builtin" if self.source.startswith(_NAMED_PREFIXES) else "local"
 
     def availability(self) -> str:
-        """"offline" (runs now, no network), "needs download" (Hub, not cached) or "missing"."""
+        """"offline" (runs now, no network), "needs download" (Hub or URL, not fetched yet) or "missing"."""
         kind = self.source_kind
-        if kind in ("opencv", "tiny"):
+        if kind == "builtin":
+            return "missing" if self.family.unavailable(self) else "offline"
+        if kind == "tiny":
             return "offline"
         if kind == "local":
             return "offline" if Path(self.source).expanduser().exists() else "missing"
+        if kind == "url":
+            from . import settings
+
+            return "offline" if (settings.MODELS_DIR / self.source.rsplit("/", 1)[-1]).is_file() else "needs download"
         try:
             from huggingface_hub import try_to_load_from_cache
         except ImportError:
@@ -153,10 +167,13 @@ class ModelEntry:
         out = {
             "id": self.id,
             "type": self.type.name,
-            "family": self.family,
+            "family": self.family.name,
             "description": self.description,
             "source": self.source,
             "availability": self.availability(),
+            "capabilities": {"prompt": self.family.uses_prompt, "negativePrompt": self.family.uses_negative_prompt,
+                             "steps": self.family.denoises, "previews": self.family.has_previews,
+                             "seeded": self.family.seeded},
             "defaults": {"guidance": self.default_guidance, "resolution": self.type.native_resolution,
                          "scheduler": self.default_scheduler, "numInferenceSteps": 30, "strength": 0.75},
             "ranges": {"guidance": self.guidance_range.to_json(), "width": self.size_range.to_json(),
@@ -184,7 +201,7 @@ def _entry(raw: dict, base_dir: Path) -> ModelEntry:
         raise ValueError(f"catalog entry {model_id!r}: type must be one of {sorted(MODEL_TYPES)}")
     model_type = MODEL_TYPES[raw["type"]]
     source = str(raw["source"])
-    if not source.startswith(("opencv:", "tiny:", "hub:")):
+    if not source.startswith((*_URL_PREFIXES, *_NAMED_PREFIXES)):
         # A local folder; relative paths are relative to the catalog file that names them.
         source = str((base_dir / Path(source).expanduser()).resolve())
     guidance_raw = raw.get("guidance") or {}
@@ -197,6 +214,8 @@ def _entry(raw: dict, base_dir: Path) -> ModelEntry:
         raise ValueError(f"catalog entry {model_id!r}: scheduler must be one of {sorted(SCHEDULERS)}")
     if model_type.is_lora and not epochs:
         raise ValueError(f"catalog entry {model_id!r}: a LoRA entry needs at least one epoch")
+    if source.startswith(_URL_PREFIXES) and not raw.get("md5"):
+        raise ValueError(f"catalog entry {model_id!r}: a downloaded file needs its md5")
     return ModelEntry(
         id=model_id,
         type=model_type,
@@ -209,6 +228,7 @@ def _entry(raw: dict, base_dir: Path) -> ModelEntry:
         epochs=epochs,
         weight_name=raw.get("weightName", "{epoch}.safetensors"),
         scheduler=raw.get("scheduler"),
+        md5=raw.get("md5"),
     )
 
 

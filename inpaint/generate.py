@@ -14,8 +14,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 
-import cv2
-import numpy as np
 from PIL import ExifTags, Image
 
 from . import imageops, settings
@@ -23,15 +21,8 @@ from .assets import Asset, AssetStore
 from .catalog import Catalog
 from .errors import JobCanceled, RequestError
 from .limits import PixelBudget
-from .pipelines import PipelineCache, concepts_applied, make_scheduler, request_pipeline
-from .previews import latents_to_preview
+from .pipelines import PipelineCache, concepts_applied
 from .schema import InpaintRequest, ResolvedRequest, parse_request, resolve
-
-OPENCV_RADIUS_PX = 3  # neighbourhood each classical algorithm looks at; OpenCV's documented example uses 3
-OPENCV_FLAGS = {"opencv:telea": cv2.INPAINT_TELEA, "opencv:ns": cv2.INPAINT_NS}
-# Flux reads the prompt with T5 up to the pipeline's default max_sequence_length (its CLIP encoder gives only a
-# pooled summary); the other families read it with CLIP, up to the tokenizer's model_max_length.
-FLUX_MAX_SEQUENCE_LENGTH = 512
 
 # Decoded inputs kept from prepare to generate: ~600 MB of RGB at most, room for the inputs of a few
 # queued 40 MP requests or of dozens of 2048x2048 ones; past it the oldest are read back from the store.
@@ -331,40 +322,49 @@ class Engine:
     def _samples(self, request: ResolvedRequest, entry, run: _Run, region: Image.Image, region_mask: Image.Image,
                  writer: _Writer, finish: Callable[[int, Image.Image], Asset]) -> None:
         """Generates the samples micro-batch by micro-batch, handing each result to `writer`."""
+        family = entry.family
         made = 0
         with ExitStack() as holding:
-            # 3. The device, then the model, held for the whole request: schedulers and adapters are not
-            #    thread-safe
-            loaded = None
-            if entry.family != "opencv":
+            # 3. The model. One with weights runs on the device, held for the whole request with the model
+            #    itself: schedulers and adapters are not thread-safe. A model without weights needs neither.
+            if family.has_weights:
                 while not self.device_lock.acquire(timeout=0.1):
                     if run.canceled():  # stopped while it waited for the device: it never starts
                         raise JobCanceled()
                 holding.callback(self.device_lock.release)
-                loaded = self.pipelines.get(request.pipeline_model_id)
+                model = self.pipelines.get(request.pipeline_model_id)
                 adapters = [(self.pipelines.lora_file(self.catalog.get(c.model_id), c.model_epoch), c.scale)
                             for c in request.concepts]
-                holding.enter_context(loaded.lock)
-                holding.enter_context(concepts_applied(loaded, adapters))
-                if run.on_warning:
-                    for message in _truncated_prompts(loaded, request):
-                        run.on_warning(message)
+                holding.enter_context(model.lock)
+                holding.enter_context(concepts_applied(model, adapters))
+            else:
+                model = family.load(entry, self.pipelines)
+            if run.on_warning:
+                for message in family.notes(model, request):
+                    run.on_warning(message)
 
             # 4. Micro-batches of samples: memory stays flat whatever numSamples is
             pending, batch_size = request.seeds, self.max_batch
             while pending:
                 seeds = pending[:batch_size]
+
+                def on_step(step: int, steps: int, previews, done: int = made, batch: int = len(seeds)) -> bool:
+                    if run.on_preview and previews is not None:
+                        run.on_preview(previews(), step, steps)
+                    if run.on_progress:
+                        run.on_progress((done + batch * step / steps) / request.num_samples)
+                    return run.canceled()
+
                 try:
-                    if loaded is None:  # deterministic: resolve asked for one sample
-                        outputs = [_opencv(entry.source, region, region_mask)]
-                    else:
-                        outputs = self._diffuse(loaded, request, region, region_mask, seeds, run, done=made)
+                    outputs = family.run(model, request, region, region_mask, seeds, on_step)
                 except _out_of_memory():
                     _free_memory()
                     if batch_size == 1:
                         raise
                     batch_size //= 2  # the same seeds again in smaller batches: results do not change
                     continue
+                if family.denoises and run.canceled():  # stopped between two steps: the outputs are unfinished
+                    raise JobCanceled()
                 pending = pending[len(seeds):]
                 writer.check()  # a write failed: the job fails now, not after the remaining samples
 
@@ -376,80 +376,6 @@ class Engine:
                     run.on_progress(made / request.num_samples)
                 if run.canceled() and pending:
                     raise JobCanceled()
-
-    def _diffuse(self, loaded, request: ResolvedRequest, region: Image.Image, region_mask: Image.Image,
-                 seeds: list[int], run: _Run, *, done: int) -> list[Image.Image]:
-        """One pipeline call for a micro-batch, with one generator per sample so each can be replayed."""
-        import torch  # imported by the first diffusion run (the pipeline cache has loaded it by now)
-
-        # Families need sizes in their own multiple (Flux packs latents 2x2); the caller resizes back.
-        multiple = self.catalog.get(request.pipeline_model_id).type.size_multiple
-        width, height = (max(multiple, side // multiple * multiple) for side in (request.width, request.height))
-        pipe = request_pipeline(loaded, make_scheduler(loaded, request.scheduler))
-
-        def on_step_end(pipe, step: int, timestep, callback_kwargs: dict) -> dict:
-            steps = pipe.num_timesteps
-            if run.on_preview:
-                previews = latents_to_preview(loaded.family, callback_kwargs["latents"], height=height, width=width)
-                run.on_preview(previews, step + 1, steps)
-            if run.on_progress:
-                run.on_progress((done + len(seeds) * (step + 1) / steps) / request.num_samples)
-            if run.canceled():
-                pipe._interrupt = True  # diffusers' own flag: the loop stops before the next step
-            return callback_kwargs
-
-        # One copy of the image per sample: the pipelines encode image i with generator i, so each sample
-        # draws its random numbers exactly as it would alone (with one shared image, generator 0 encodes it
-        # for the whole batch and sample i of a batch differs from a run with seed + i).
-        image = imageops.resize(region, (width, height))
-        mask = imageops.resize(region_mask, (width, height), mask=True)
-        kwargs = dict(
-            prompt=[request.prompt] * len(seeds),
-            image=[image] * len(seeds),
-            mask_image=[mask] * len(seeds),
-            width=width,
-            height=height,
-            strength=request.strength,
-            num_inference_steps=request.num_inference_steps,
-            guidance_scale=request.guidance,
-            generator=[torch.Generator(device="cpu").manual_seed(seed) for seed in seeds],
-            callback_on_step_end=on_step_end,
-            output_type="pil",
-        )
-        if loaded.family != "flux.1":  # Flux Fill has no negative prompt (resolve warned about it)
-            kwargs["negative_prompt"] = [request.negative_prompt] * len(seeds) if request.negative_prompt else None
-        images = pipe(**kwargs).images
-        if run.canceled():
-            raise JobCanceled()
-        return images
-
-
-def _truncated_prompts(loaded, request: ResolvedRequest) -> list[str]:
-    """What the text encoder cuts off silently (diffusers only logs it): one message per prompt too long."""
-    pipe = loaded.pipe
-    if loaded.family == "flux.1":
-        tokenizer = pipe.tokenizer_2
-        limit = min(tokenizer.model_max_length, FLUX_MAX_SEQUENCE_LENGTH)
-    else:
-        tokenizer = pipe.tokenizer
-        limit = tokenizer.model_max_length
-    messages = []
-    for name, text in (("prompt", request.prompt), ("negativePrompt", request.negative_prompt)):
-        if not text:
-            continue
-        # Counted as the pipeline counts: start and end tokens included.
-        count = len(tokenizer(text, truncation=False, verbose=False).input_ids)
-        if count > limit:
-            messages.append(f"{name} is {count} tokens; the text encoder reads the first {limit}, "
-                            "the rest was ignored")
-    return messages
-
-
-def _opencv(source: str, region: Image.Image, region_mask: Image.Image) -> Image.Image:
-    """Classical inpainting. OpenCV works in BGR; the project's convention is RGB in, RGB out."""
-    bgr_np = cv2.cvtColor(np.asarray(region), cv2.COLOR_RGB2BGR)
-    filled_np = cv2.inpaint(bgr_np, np.asarray(region_mask), OPENCV_RADIUS_PX, OPENCV_FLAGS[source])
-    return Image.fromarray(cv2.cvtColor(filled_np, cv2.COLOR_BGR2RGB))
 
 
 def _out_of_memory() -> tuple[type[BaseException], ...]:

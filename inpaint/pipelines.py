@@ -1,4 +1,5 @@
-"""The pipeline cache: the only place that calls from_pretrained and picks device and dtype."""
+"""The pipeline cache: loaded models of the families with weights, by id; the only place that calls
+from_pretrained and picks device and dtype."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .catalog import FAMILY_SCHEDULER_KIND, SCHEDULERS, Catalog, ModelEntry
+from .catalog import SCHEDULERS, Catalog, ModelEntry
 from .errors import RequestError
+from .families import Family
 
 # torch and diffusers take seconds to import: they are imported by the first diffusion request, so the server
 # starts and classical models run without them.
@@ -21,13 +23,6 @@ if TYPE_CHECKING:
     import torch
     from diffusers import DiffusionPipeline
 
-FAMILY_PIPELINES = {
-    "sd-1_5": "StableDiffusionInpaintPipeline",
-    "sd-xl": "StableDiffusionXLInpaintPipeline",
-    "flux.1": "FluxFillPipeline",
-}
-# Half precision on a GPU; Flux overflows in fp16, so it takes bf16 as its weights were trained.
-CUDA_DTYPES = {"sd-1_5": "float16", "sd-xl": "float16", "flux.1": "bfloat16"}  # names in torch
 HUB_PROBE_TIMEOUT_S = 5.0  # an unreachable Hub must fail a request in seconds, not hang on retries
 
 
@@ -42,8 +37,8 @@ class ModelUnavailable(RuntimeError):
 @dataclass
 class LoadedPipeline:
     model_id: str
-    family: str
-    pipe: DiffusionPipeline
+    family: Family
+    pipe: DiffusionPipeline | torch.jit.ScriptModule  # what the family's load gave, on `device`
     device: torch.device
     dtype: torch.dtype
     # Held by the caller for a whole generation: schedulers and LoRA adapters are not thread-safe.
@@ -164,10 +159,10 @@ class PipelineCache:
             self._device = torch.device(self._device_name or ("cuda" if torch.cuda.is_available() else "cpu"))
         return self._device
 
-    def dtype_for(self, family: str) -> torch.dtype:
+    def dtype_for(self, family: Family) -> torch.dtype:
         import torch
 
-        return getattr(torch, CUDA_DTYPES[family]) if self.device.type == "cuda" else torch.float32
+        return getattr(torch, family.cuda_dtype) if self.device.type == "cuda" else torch.float32
 
     def cached_ids(self) -> list[str]:
         """Loaded ids, least recently used first."""
@@ -176,8 +171,8 @@ class PipelineCache:
 
     def get(self, model_id: str) -> LoadedPipeline:
         entry = self.catalog.get(model_id)
-        if entry.family not in FAMILY_PIPELINES:
-            raise ValueError(f"{model_id!r} is a {entry.type.name} model: it has no diffusers pipeline")
+        if not entry.family.has_weights:
+            raise ValueError(f"{model_id!r} is a {entry.type.name} model: it has no weights to load")
         if entry.type.is_lora:
             raise ValueError(f"{model_id!r} is a LoRA: load its base model and apply it with concepts_applied")
         with self._lock:
@@ -213,9 +208,14 @@ class PipelineCache:
             torch.cuda.empty_cache()
 
     def _load(self, entry: ModelEntry) -> LoadedPipeline:
+        model = entry.family.load(entry, self)
+        return LoadedPipeline(entry.id, entry.family, model, self.device, self.dtype_for(entry.family))
+
+    def load_diffusers(self, entry: ModelEntry, class_name: str) -> DiffusionPipeline:
+        """A diffusers pipeline of `class_name` from the Hub, a tiny model's folder or a local folder."""
         import diffusers
 
-        cls = getattr(diffusers, FAMILY_PIPELINES[entry.family])
+        cls = getattr(diffusers, class_name)
         dtype = self.dtype_for(entry.family)
         # diffusers picks PyTorch's scaled_dot_product_attention by default; nothing to set.
         if entry.source_kind == "hub":
@@ -223,7 +223,7 @@ class PipelineCache:
         else:
             pipe = _from_pretrained(cls, self._local_folder(entry), dtype=dtype)
         pipe.set_progress_bar_config(disable=True)
-        return LoadedPipeline(entry.id, entry.family, pipe, self.device, dtype)
+        return pipe
 
     def _local_folder(self, entry: ModelEntry) -> Path:
         """The folder of a tiny model (built on first use) or of a user's local model."""
@@ -270,10 +270,11 @@ def make_scheduler(loaded: LoadedPipeline, name: str | None = None):
     config = loaded.pipe.scheduler.config
     if name is None:
         return type(loaded.pipe.scheduler).from_config(config)
-    kind = FAMILY_SCHEDULER_KIND[loaded.family]
+    kind = loaded.family.scheduler_kind
     valid = [n for n, (k, _) in SCHEDULERS.items() if k == kind]
     if name not in valid:
-        raise RequestError("scheduler", f"{name!r} cannot run {loaded.family} models; valid: {', '.join(valid)}")
+        raise RequestError("scheduler", f"{name!r} cannot run {loaded.family.name} models; "
+                                        f"valid: {', '.join(valid)}")
     import diffusers
 
     return getattr(diffusers, name).from_config(config, **SCHEDULERS[name][1])

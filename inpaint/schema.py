@@ -42,7 +42,9 @@ class InpaintRequest(BaseModel):
                                     description="LoRA models only: the saved epoch to use (default: the last).")
     base_model_id: str | None = Field(None, alias="baseModelId", max_length=200,
                                       description="LoRA models only: base model, one of its compliantModelIds.")
-    prompt: str = Field(max_length=PROMPT_MAX_CHARS, description="What to paint in the masked area.")
+    prompt: str = Field("", max_length=PROMPT_MAX_CHARS,
+                        description="What to paint in the masked area. Required by the models that read it "
+                                    "(diffusion); erasers and classical models need none.")
     negative_prompt: str | None = Field(None, alias="negativePrompt", max_length=PROMPT_MAX_CHARS,
                                         description="What not to paint; ignored when guidance < 1.")
     negative_prompt_strength: float = Field(0.0, alias="negativePromptStrength", ge=0, le=10,
@@ -86,13 +88,6 @@ class InpaintRequest(BaseModel):
             raise ValueError(f"{value} must be within [0, {SEED_MAX}]")
         return value
 
-    @field_validator("prompt")
-    @classmethod
-    def _prompt_not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be empty or blank")
-        return value
-
     @field_validator("width", "height")
     @classmethod
     def _multiple_of_8(cls, value: int | None) -> int | None:
@@ -132,7 +127,7 @@ class ResolvedRequest:
 
     model_id: str
     pipeline_model_id: str  # the model whose weights run: the base model for a LoRA model
-    family: str
+    family: str  # the name: a resolved request is plain data, it crosses process boundaries
     prompt: str
     negative_prompt: str | None
     negative_prompt_strength: float
@@ -234,31 +229,41 @@ def resolve(req: InpaintRequest, catalog: Catalog, *, image_size: tuple[int, int
         concepts.append(ResolvedConcept(lora.id, concept.scale, _lora(lora, concept.model_epoch,
                                                                         f"concepts.{i}.modelEpoch")))
 
-    # 2. Guidance, negative prompt and scheduler by family.
+    # 2. Prompt, guidance, negative prompt and scheduler, as the family takes them.
+    family = entry.family
+    reason = family.unavailable(entry)
+    if reason:
+        raise RequestError("modelId", f"{entry.id!r} cannot run on this server: {reason}")
+    if family.uses_prompt and not req.prompt.strip():
+        raise RequestError("prompt", f"must not be empty or blank for {model_type.name} models")
     guidance = entry.default_guidance if req.guidance is None else req.guidance
     if guidance not in entry.guidance_range:
         r = entry.guidance_range
         raise RequestError("guidance", f"{guidance} is outside [{r.low}, {r.high}] for {model_type.name} models")
     negative_prompt = req.negative_prompt
-    if entry.family == "flux.1":
+    if family.negative_prompt_strength:
         if negative_prompt and req.negative_prompt_strength <= 0:
-            raise RequestError("negativePromptStrength", "must be > 0 when negativePrompt is given to a Flux model")
+            raise RequestError("negativePromptStrength", f"must be > 0 when negativePrompt is given to a "
+                                                         f"{family.title} model")
         if negative_prompt:
-            warnings.append("negativePrompt is not active in inpaint mode for Flux models; it was not used")
+            warnings.append(f"negativePrompt is not active in inpaint mode for {family.title} models; "
+                            "it was not used")
             negative_prompt = None
     elif req.negative_prompt_strength:
         raise RequestError("negativePromptStrength", f"is only for Flux-dev based models; {entry.id!r} is "
                                                      f"{model_type.name}")
+    if not family.uses_negative_prompt:
+        negative_prompt = None
     if negative_prompt and guidance < 1:
         warnings.append(f"negativePrompt is ignored when guidance < 1 (guidance is {guidance})")
         negative_prompt = None
-    scheduler = req.scheduler or entry.default_scheduler
-    if entry.family != "opencv" and scheduler not in entry.scheduler_names:
+    scheduler = (req.scheduler or entry.default_scheduler) if family.denoises else None
+    if family.denoises and scheduler not in entry.scheduler_names:
         raise RequestError("scheduler", f"{scheduler} cannot drive {model_type.name} models; "
                                         f"allowed: {', '.join(entry.scheduler_names)}")
 
     # Diffusion pipelines run int(steps x strength) steps: fewer than one is no generation at all.
-    if entry.family != "opencv" and int(req.num_inference_steps * req.strength) < 1:
+    if family.denoises and int(req.num_inference_steps * req.strength) < 1:
         raise RequestError("strength", f"{req.strength} x numInferenceSteps {req.num_inference_steps} leaves no "
                                        "denoising step; their product must be at least 1")
 
@@ -270,8 +275,9 @@ def resolve(req: InpaintRequest, catalog: Catalog, *, image_size: tuple[int, int
         if value is not None and value not in size_range:
             raise RequestError(name, f"{value} is outside [{int(size_range.low)}, {int(size_range.high)}] "
                                      f"for {model_type.name} models")
-    if entry.family == "opencv" and not req.disable_merging:
-        default_size = region_size  # classical inpainting works on the region as it is
+    at_own_size = family.native_resolution is None
+    if at_own_size and not req.disable_merging:
+        default_size = region_size  # the family works on the region as it is
     elif req.disable_merging:
         default_size = whole_image_size(image_size, size_range)
     else:
@@ -287,15 +293,21 @@ def resolve(req: InpaintRequest, catalog: Catalog, *, image_size: tuple[int, int
         raise RequestError(name, f"{width}x{height} px = {width * height / 1e6:.1f} MP; width x height must be at "
                                  f"most {MAX_PIXELS / 1e6:.0f} MP")
 
-    # 4. Classical models take no diffusion fields: say which ones were ignored.
+    # 4. Fields the family does not read are reported, not refused: one request body can try every model.
+    ignored = [name for name, unused in (
+        ("prompt", not family.uses_prompt and req.prompt.strip()),
+        ("negativePrompt", not family.uses_negative_prompt and not family.negative_prompt_strength
+         and req.negative_prompt),
+        *((InpaintRequest.model_fields[name].alias or name, not family.denoises and name in given)
+          for name in ("guidance", "strength", "num_inference_steps", "scheduler", "intermediate_images")),
+    ) if unused]
+    if ignored:
+        warnings.append(f"{entry.id} ignores {', '.join(ignored)}: {model_type.name} models do not read "
+                        + ("it" if len(ignored) == 1 else "them"))
+    if at_own_size and not req.disable_merging and {"width", "height"} & given:
+        warnings.append(f"{entry.id} works on the region at its own size; width and height are ignored")
     num_samples = req.num_samples
-    if entry.family == "opencv":
-        ignored = sorted(InpaintRequest.model_fields[name].alias or name for name in given & {
-            "negative_prompt", "guidance", "strength", "num_inference_steps", "scheduler", "intermediate_images"})
-        warnings.append(f"{entry.id} is a classical model: it ignores the prompt"
-                        + (f" and {', '.join(ignored)}" if ignored else ""))
-        if not req.disable_merging and {"width", "height"} & given:
-            warnings.append(f"{entry.id} works on the region at its own size; width and height are ignored")
+    if not family.seeded:
         # Deterministic: more samples would be identical copies, each computed and stored.
         if num_samples is not None and num_samples > 1:
             warnings.append(f"{entry.id} is deterministic: one result is stored for the {num_samples} samples asked")
@@ -313,7 +325,7 @@ def resolve(req: InpaintRequest, catalog: Catalog, *, image_size: tuple[int, int
     return ResolvedRequest(
         model_id=entry.id,
         pipeline_model_id=pipeline_model_id,
-        family=entry.family,
+        family=family.name,
         prompt=req.prompt,
         negative_prompt=negative_prompt,
         negative_prompt_strength=req.negative_prompt_strength,
@@ -324,7 +336,7 @@ def resolve(req: InpaintRequest, catalog: Catalog, *, image_size: tuple[int, int
         num_samples=num_samples,
         width=width,
         height=height,
-        scheduler=scheduler if entry.family != "opencv" else None,
+        scheduler=scheduler,
         intermediate_images=req.intermediate_images,
         concepts=tuple(concepts),
         disable_merging=req.disable_merging,

@@ -1,5 +1,6 @@
 """Environment variables turned into typed, clamped constants, read once at import."""
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -35,7 +36,6 @@ def _has_cuda() -> bool:
     honours CUDA_VISIBLE_DEVICES and a driver that is installed but has no device; the files under
     /proc/driver/nvidia would not. A torch built without CUDA uses no GPU, whatever the machine has."""
     import ctypes
-    import importlib.util
 
     spec = importlib.util.find_spec("torch")
     if spec is None or not spec.submodule_search_locations:
@@ -59,7 +59,10 @@ MODELS_DIR = Path(os.environ.get("INPAINT_MODELS_DIR") or DATA_DIR / "models").e
 USER_CATALOG = os.environ.get("INPAINT_CATALOG") or None
 
 HAS_CUDA = _has_cuda()
-DEFAULT_MODEL = os.environ.get("INPAINT_DEFAULT_MODEL") or ("sd-1_5-inpainting" if HAS_CUDA else "opencv-telea")
+# Without a GPU: PatchMatch, the best of the models that need no download (it continues textures where OpenCV's
+# fills blur; bench `classical_quality`), when its package is there.
+DEFAULT_MODEL = os.environ.get("INPAINT_DEFAULT_MODEL") or (
+    "sd-1_5-inpainting" if HAS_CUDA else "patchmatch" if importlib.util.find_spec("patchmatch") else "opencv-telea")
 
 MAX_PIPELINES = _int("INPAINT_MAX_PIPELINES", 2, 1, 16)  # loaded pipelines kept in memory (LRU)
 MAX_BATCH = _int("INPAINT_MAX_BATCH", 4, 1, 128)  # samples per pipeline call; numSamples runs in these

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import queue
 import shutil
 import tempfile
@@ -15,7 +16,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from . import imageops, settings
+from . import imageops, settings, zerogpu
 from .assets import new_id
 from .catalog import ModelEntry
 from .errors import JobCanceled, RequestError
@@ -24,13 +25,15 @@ from .pipelines import ModelUnavailable
 from .previews import side_by_side
 from .schema import ResolvedRequest, whole_image_size
 
-try:  # ZeroGPU on Hugging Face Spaces; elsewhere the decorator hands the function back unchanged
+try:  # ZeroGPU on Hugging Face Spaces; elsewhere spaces.GPU hands the function back unchanged
     import spaces
-
-    on_gpu = spaces.GPU
 except ImportError:
-    def on_gpu(fn):
-        return fn
+    spaces = None
+
+
+def on_gpu(fn, *, duration=None):
+    """`fn` as a ZeroGPU function asking for `duration` (seconds, or a callable of fn's arguments)."""
+    return fn if spaces is None else spaces.GPU(fn, duration=duration)
 
 CONCEPT_HEADERS = ["concept", "scale", "epoch"]
 MAX_CONCEPTS = 8  # the request's own limit
@@ -45,6 +48,7 @@ WEBP_MAX_SIDE = 16383  # libwebp refuses a larger side, and previews are saved a
 SAME_IMAGE_MAX_DIFF = 2
 KEEP_FILES_S = 24 * 3600  # served copies older than this are removed when a new run starts
 MASK_OVERLAY_RGB = (255, 45, 85)
+PROMPT_HINT = "What to paint in the masked area"
 
 # Gradio 6 takes theme and CSS at launch/mount time: the server passes these along with the Blocks.
 # System fonts: a self-hosted studio must not wait on a font CDN it may not reach.
@@ -59,11 +63,6 @@ CSS = """
 
 def model_label(entry: ModelEntry) -> str:
     return f"{entry.id}  ·  {entry.type.name}  ·  {entry.availability()}"
-
-
-def is_diffusion(entry: ModelEntry) -> bool:
-    # A model without schedulers is classical (OpenCV): the diffusion controls do not apply to it.
-    return bool(entry.scheduler_names)
 
 
 def fit_size(size: tuple[int, int] | None, entry: ModelEntry) -> tuple[int, int]:
@@ -324,21 +323,78 @@ def stream_generation(engine: Engine, request: ResolvedRequest, *, cancel: threa
             cancel.set()
 
 
-# ZeroGPU runs the GPU function in a worker process and pickles its arguments, so the function takes
-# plain data and finds the engine and the cancel token here (a stop there comes from closing the stream).
+# ZeroGPU runs the GPU function in a worker process and pickles its arguments and what it yields, so the
+# function takes plain data and finds the engine and the cancel token here (a stop there comes from closing
+# the stream), and its errors cross as plain data too (ZeroGPU would only pass on their class name).
 _ENGINES: weakref.WeakValueDictionary[str, Engine] = weakref.WeakValueDictionary()
 _CANCELS: dict[str, threading.Event] = {}
 
 
-@on_gpu
+def _needs_load(engine: Engine | None, request: ResolvedRequest) -> bool:
+    """Whether the request's pipeline is not in the engine's cache yet (placed at startup or by a run before)."""
+    if engine is None or request.pipeline_model_id not in engine.catalog:
+        return False
+    return (engine.catalog.get(request.pipeline_model_id).family.has_weights
+            and request.pipeline_model_id not in engine.pipelines.cached_ids())
+
+
+def gpu_seconds(engine_key: str, request: ResolvedRequest, run_key: str, preview_dir: str) -> int:
+    """ZeroGPU's duration for one run_on_device call (same arguments): sized by the request, plus the
+    model's load when it was not placed at startup."""
+    return zerogpu.gpu_duration(request, loading=_needs_load(_ENGINES.get(engine_key), request))
+
+
+def _error_data(exc: BaseException) -> dict:
+    """An exception of this package as plain data: its class by name, its message and attributes."""
+    cls = type(exc)
+    attrs = {k: v for k, v in vars(exc).items() if isinstance(v, (str, int, float, bool, type(None)))}
+    return {"module": cls.__module__, "name": cls.__qualname__, "text": str(exc), "attrs": attrs}
+
+
+def _rebuild_error(data: dict) -> BaseException:
+    """The exception `_error_data` described: the same class when it is this package's, else a RuntimeError."""
+    import importlib
+
+    cls = None
+    if data["module"].split(".")[0] == __package__:
+        cls = getattr(importlib.import_module(data["module"]), data["name"], None)
+    if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+        return RuntimeError(f"{data['name']}: {data['text']}")
+    exc = cls.__new__(cls)
+    exc.args = (data["text"],)
+    vars(exc).update(data["attrs"])
+    return exc
+
+
+@functools.partial(on_gpu, duration=gpu_seconds)
 def run_on_device(engine_key: str, request: ResolvedRequest, run_key: str,
                   preview_dir: str) -> Iterator[tuple[str, object]]:
-    """The GPU work of one run: stream_generation on the registered engine."""
+    """The GPU work of one run: stream_generation on the registered engine. Yields plain data only:
+    ("loading", model id) first when its model must be loaded, then stream_generation's events, and
+    ("failed", error data) instead of raising."""
     cancel = _CANCELS.setdefault(run_key, threading.Event())
+    engine = _ENGINES[engine_key]
     try:
-        yield from stream_generation(_ENGINES[engine_key], request, cancel=cancel, preview_dir=Path(preview_dir))
+        if _needs_load(engine, request):
+            yield "loading", request.pipeline_model_id
+        yield from stream_generation(engine, request, cancel=cancel, preview_dir=Path(preview_dir))
+    except Exception as exc:  # noqa: BLE001  (raised again by device_events, on the caller's side)
+        yield "failed", _error_data(exc)
     finally:
         _CANCELS.pop(run_key, None)
+
+
+def device_events(engine_key: str, request: ResolvedRequest, run_key: str,
+                  preview_dir: str) -> Iterator[tuple[str, object]]:
+    """run_on_device's events, with its errors raised again here (as the class they had there)."""
+    stream = run_on_device(engine_key, request, run_key, preview_dir)
+    try:
+        for kind, value in stream:
+            if kind == "failed":
+                raise _rebuild_error(value)
+            yield kind, value
+    finally:
+        stream.close()  # closing this stream stops the generation wherever it runs
 
 
 # ---- the Blocks ----------------------------------------------------------------------------------
@@ -410,7 +466,7 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
                 examples_box = gr.Column()
 
             with gr.Column(scale=3, min_width=300):
-                prompt = gr.Textbox(label="Prompt", lines=3, placeholder="What to paint in the masked area",
+                prompt = gr.Textbox(label="Prompt", lines=3, placeholder=PROMPT_HINT,
                                     elem_id="inpaint-prompt")
                 negative_prompt = gr.Textbox(label="Negative prompt", lines=1, placeholder="What to avoid")
                 model = gr.Dropdown(choices=[(model_label(e), e.id) for e in catalog.entries()], value=default_id,
@@ -449,7 +505,7 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
                     model_epoch = gr.Dropdown(choices=list(default.epochs), value=None, label="Epoch (LoRA models)",
                                               allow_custom_value=True, visible=bool(default.epochs))
                     negative_strength = gr.Slider(0, 10, value=0, step=0.1, label="Negative prompt strength",
-                                                  visible=default.family == "flux.1")
+                                                  visible=default.family.negative_prompt_strength)
                     with gr.Group(visible=bool(concept_choices(engine, default, None))) as concept_box:
                         with gr.Row(equal_height=True):
                             concept_pick = gr.Dropdown(choices=concept_choices(engine, default, None), value=None,
@@ -508,13 +564,14 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
         def follow_model(model_id, size, previous, samples, base_id, auto, table):
             """Every control follows the model's entry: ranges, defaults, schedulers, LoRA fields."""
             entry = entry_or_error(model_id)
-            live = is_diffusion(entry)
+            family = entry.family
+            live = family.denoises  # the diffusion controls apply
             w, h = fit_size(size, entry)
             sizes = dict(minimum=entry.size_range.low, maximum=entry.size_range.high, step=8)
-            was_live = previous in catalog and is_diffusion(catalog.get(previous))
-            if not live:
-                samples = 1  # classical models are deterministic
-            elif samples is None or not was_live:
+            was_seeded = previous in catalog and catalog.get(previous).family.seeded
+            if not family.seeded:
+                samples = 1  # deterministic: every sample would be the same
+            elif samples is None or not was_seeded:
                 samples = DEFAULT_SAMPLES
             base_id = base_id if base_id in entry.compliant_model_ids else (list(entry.compliant_model_ids) or [None])[0]
             compatible = concept_choices(engine, entry, base_id)
@@ -528,15 +585,17 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
                 gr.update(choices=list(entry.compliant_model_ids), value=base_id, visible=entry.type.is_lora),
                 gr.update(choices=list(entry.epochs), value=(list(entry.epochs) or [None])[-1],
                           visible=bool(entry.epochs)),
-                gr.update(visible=entry.family == "flux.1", value=0),
+                gr.update(visible=family.negative_prompt_strength, value=0),
                 gr.update(choices=compatible, value=None),
                 gr.update(visible=bool(compatible)),
                 rows,
-                gr.update(value=samples, interactive=live),
+                gr.update(value=samples, interactive=family.seeded),
                 gr.update(interactive=live),
                 gr.update(interactive=live),
-                gr.update(interactive=live),
-                gr.update(interactive=live),
+                gr.update(interactive=family.uses_negative_prompt),
+                gr.update(interactive=family.has_previews),
+                gr.update(interactive=family.uses_prompt,
+                          placeholder=PROMPT_HINT if family.uses_prompt else f"{entry.id} needs no prompt"),
                 gr.update(info=entry.description),
                 model_id,
             )
@@ -574,7 +633,9 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
                          negative_weight, state) -> tuple[dict, list[str]]:
             """The contract's request body for the page's values; None means "the engine's default"."""
             entry = catalog.get(model_id) if model_id in catalog else None
-            body: dict = {"modelId": model_id, "prompt": prompt_text, "disableMerging": bool(merge_off)}
+            body: dict = {"modelId": model_id, "disableMerging": bool(merge_off)}
+            if entry is None or entry.family.uses_prompt:  # greyed out, and not sent, for models that ignore it
+                body["prompt"] = prompt_text
             notes: list[str] = []
             decoding: list[str] = []
             image, layers = read_editor(value, with_layers=upload is None, notes=decoding)  # each file once, guarded
@@ -590,7 +651,7 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
                 body["mask"] = imageops.to_data_url(mask)
             if entry is not None and entry.type.is_lora:
                 body.update(modelEpoch=epoch or None, baseModelId=base_id or None)
-            if entry is None or is_diffusion(entry):
+            if entry is None or entry.family.denoises:
                 body.update(strength=strength_value, guidance=guidance_value, numInferenceSteps=steps_value,
                             intermediateImages=bool(previews), scheduler=scheduler_name or None,
                             negativePrompt=negative if negative and negative.strip() else None,
@@ -619,6 +680,11 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
                     progress=gr.Progress()):
             """Inpaint the masked area of an image editor value (or of `mask`); streams previews and results."""
             state = dict(state or {})
+            capped = None
+            if zerogpu.is_zerogpu():  # each sample costs the visitor GPU quota
+                numSamples, capped = zerogpu.cap_samples(numSamples, default=DEFAULT_SAMPLES)
+                if capped:
+                    gr.Warning(capped)
             try:
                 # The studio decodes its files itself (to draw the mask): under the engine's one pixel budget.
                 with engine.decoding.hold(declared_pixels(image, mask)):
@@ -630,7 +696,7 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
                 resolved = engine.prepare(body)
             except RequestError as exc:
                 raise gr.Error(f"{exc.field}: {exc.message}", title="Bad input") from None
-            warnings = [*notes, *resolved.warnings]
+            warnings = [*([capped] if capped else []), *notes, *resolved.warnings]
             _prune(files_dir, KEEP_FILES_S)
             stored_input = engine.store.file_path(resolved.image_asset_id)  # a PNG, or the JPEG/WebP as uploaded
             input_path = files_dir / stored_input.name
@@ -662,14 +728,17 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
 
             yield update("")
             tell(f"Running {resolved.model_id}")
+            working = "Denoising" if catalog.get(resolved.model_id).family.denoises else "Filling"
             try:
-                stream = run_on_device(engine_key, resolved, run_key, str(files_dir))
+                stream = device_events(engine_key, resolved, run_key, str(files_dir))
                 for kind, value in stream:
                     if kind == "waiting":
                         tell("Waiting for the device: another generation is running")
+                    elif kind == "loading":
+                        tell(f"Loading {value}: it was not placed on the device at startup")
                     elif kind == "progress":
                         fraction = value
-                        tell("Denoising")
+                        tell(working)
                     elif kind == "warning":
                         if value not in warnings:  # shown once, however often it is reported
                             warnings.append(value)  # summary["warnings"] is this list
@@ -677,7 +746,7 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
                     elif kind == "preview":
                         last_preview, step, steps = value
                         step_note = f" · step {step}/{steps}"
-                        tell("Denoising")
+                        tell(working)
                         yield update("")
                     elif kind == "result":
                         path = files_dir / f"{value.id}.png"
@@ -686,7 +755,7 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
                         state["results"] = [*state["results"], {"id": value.id, "seed": value.seed, "path": str(path)}]
                         summary["assetIds"].append(value.id)
                         summary["seeds"].append(value.seed)
-                        tell("Denoising")
+                        tell(working)
                         yield update("")
                     if cancel.is_set():
                         stream.close()  # stops the generation wherever it runs, within a step
@@ -749,8 +818,8 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
             trigger(show_mask, mask_inputs, [mask_preview, image_size], trigger_mode="always_last", **private)
         editor.upload(follow_image, [editor, model], [width, height, image_size], **private)
         follows = [guidance, width, height, scheduler, base_model, model_epoch, negative_strength, concept_pick,
-                   concept_box, concepts, num_samples, steps, strength, negative_prompt, intermediate, model,
-                   previous_model]
+                   concept_box, concepts, num_samples, steps, strength, negative_prompt, intermediate, prompt,
+                   model, previous_model]
         model.change(follow_model, [model, image_size, previous_model, num_samples, base_model, auto_size, concepts],
                      follows, **private)
         demo.load(page_defaults, [model, image_size, num_samples, base_model], [*follows, randomize, auto_size],

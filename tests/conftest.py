@@ -17,6 +17,7 @@ LONG_TESTS = os.environ.get("INPAINT_LONG_TESTS") == "1"
 def pytest_configure(config):
     config.addinivalue_line("markers", "long: minutes-long hardening runs (the big load, the long fuzz); "
                                        "skipped unless INPAINT_LONG_TESTS=1")
+    config.addinivalue_line("markers", "torch: needs torch and the diffusion libraries (the others run without them)")
 
 
 def pytest_collection_modifyitems(config, items):

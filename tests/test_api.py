@@ -96,6 +96,7 @@ def listed_ids(client) -> set[str]:
 
 # -- round trips ------------------------------------------------------------------------------------
 
+@pytest.mark.torch
 def test_round_trip_tiny_sd15_upload_generate_poll_download(client):
     image, mask = photo(128, 96, seed=1), rect_mask(128, 96, (40, 30, 80, 60))
     # A body must be declared JSON: a web page can post text/plain to any address without a preflight.
@@ -140,7 +141,7 @@ def test_round_trip_opencv_telea_with_data_urls(client):
     image = photo(128, 96, seed=2)
     job = wait(client, submit(client, body(image, prompt="ignored"))["jobId"])
     assert job["status"] == "success" and job["metadata"]["input"]["numSamples"] == 1
-    assert any("classical model" in warning for warning in job["metadata"]["warnings"])
+    assert "opencv-telea ignores prompt: opencv models do not read it" in job["metadata"]["warnings"]
     [result] = job["metadata"]["assets"]
     input_id = job["metadata"]["input"]["image"]
     assert result["parentId"] == input_id and {input_id, result["id"]} <= listed_ids(client)
@@ -223,6 +224,7 @@ def test_uploaded_asset_keeps_alpha_and_serves_as_a_mask(client):
     assert used[45, 45] == 255 and used[5, 5] == 0
 
 
+@pytest.mark.torch
 def test_intermediate_images_are_exposed_on_the_job(client):
     # DDIM runs exactly numInferenceSteps steps (PNDM adds one), one preview each.
     request = body(**{**TINY, "numInferenceSteps": 3}, scheduler="DDIMScheduler", intermediateImages=True, numSamples=1)
@@ -239,6 +241,7 @@ def test_intermediate_images_are_exposed_on_the_job(client):
 
 # -- jobs: progress, cancel, queue -------------------------------------------------------------------
 
+@pytest.mark.torch
 def test_cancel_a_running_job_keeps_the_samples_already_made(client):
     job = submit(client, body(**{**TINY, "numInferenceSteps": 20}, numSamples=40))
     # Progress moves per denoising step, before the first sample is done...
@@ -316,6 +319,7 @@ def serve(app, timeout: float = 60):
         assert not thread.is_alive(), "the server did not stop"
 
 
+@pytest.mark.torch
 def test_real_server_round_trip_survives_a_restart(tmp_path, pipeline_cache):
     folder = tmp_path / "data"
     image = photo(128, 96, seed=7)
@@ -446,8 +450,8 @@ BAD_BODIES = {
     "mask id with ../": ({"mask": None, "maskId": "../inpaint.db"}, "maskId", "asset id"),
     "parent id with ../": ({"parentId": "asset_../../x"}, "parentId", "asset id"),
     "mask of another aspect": ({"mask": data_url(Image.new("L", (64, 64), 255))}, "mask", "aspect"),
-    "blank prompt": ({"prompt": "   "}, "prompt", "empty"),
-    "prompt missing": ({"prompt": None}, "prompt", "required"),
+    "blank prompt": ({"prompt": "   ", "modelId": "tiny-sd-1_5"}, "prompt", "empty", "sd-1_5"),
+    "prompt missing": ({"prompt": None, "modelId": "tiny-sd-1_5"}, "prompt", "empty", "sd-1_5"),
     "steps over 150": ({"numInferenceSteps": 151}, "numInferenceSteps", "150"),
     "steps as a float": ({"numInferenceSteps": 2.5}, "numInferenceSteps", "integer"),
     "boolean as a string": ({"hideResults": "true"}, "hideResults", "boolean"),
@@ -560,7 +564,7 @@ def test_openapi_describes_the_camel_case_request_with_bounds(client):
     assert (props["numInferenceSteps"]["minimum"], props["numInferenceSteps"]["maximum"]) == (1, 150)
     assert (props["strength"]["minimum"], props["strength"]["maximum"]) == (0.01, 1.0)
     assert all(p.get("description") for p in props.values())
-    assert set(request["required"]) == {"modelId", "prompt"} and request["additionalProperties"] is False
+    assert set(request["required"]) == {"modelId"} and request["additionalProperties"] is False  # prompt: by family
     assert schema["components"]["schemas"]["Concept"]["properties"]["scale"]["maximum"] == 2
     assert {"200", "400", "404", "413", "429"} <= set(operation["responses"])
     upload = schema["paths"]["/assets"]["post"]["requestBody"]["content"]["application/json"]["schema"]
@@ -573,6 +577,7 @@ def test_openapi_describes_the_camel_case_request_with_bounds(client):
 
 # -- long-poll ------------------------------------------------------------------------------------------------
 
+@pytest.mark.torch
 def test_long_poll_answers_when_the_job_changes_and_at_its_timeout(client):
     started = time.monotonic()
     job = submit(client, body(**(TINY | {"numInferenceSteps": 40, "width": 128, "height": 128}), numSamples=2))
@@ -592,6 +597,7 @@ def test_long_poll_answers_when_the_job_changes_and_at_its_timeout(client):
     assert time.monotonic() - waited < 1
 
 
+@pytest.mark.torch
 def test_long_poll_times_out_on_a_job_that_does_not_change(engine):
     with TestClient(create_app(engine, api_key=None, with_ui=False)) as client:
         blocker = submit(client, body(**(TINY | {"numInferenceSteps": 150, "width": 256, "height": 256}), numSamples=1))

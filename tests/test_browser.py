@@ -40,7 +40,7 @@ def studio(engine):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    demo = ui.build_demo(engine, default_model="opencv-telea")
+    demo = ui.build_demo(engine, default_model="patchmatch")  # the app's default without a GPU
     demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
                 theme=ui.THEME, css=ui.CSS)
     try:
@@ -67,7 +67,7 @@ def page(browser, studio):
     page.set_default_timeout(WAIT_MS)
     page.goto(studio, wait_until="load")
     # The page's own defaults (random seed, auto size, the model's ranges) arrive with a load event.
-    expect(page.locator("#inpaint-samples input[type=number]")).to_have_value("1")
+    expect(page.locator("#inpaint-samples input[type=number]")).to_have_value(str(ui.DEFAULT_SAMPLES))
     yield page
     context.close()
 
@@ -130,13 +130,17 @@ def generate(page, images: int) -> None:
 
 
 def test_sketch_generate_stream_switch_model_and_error(page, picture, engine):
-    # 1. Upload, sketch; the mask preview follows the stroke.
+    # 1. Upload, sketch; the mask preview follows the stroke. The default eraser asks for no prompt.
     upload_and_sketch(page, picture)
-    page.locator("#inpaint-prompt textarea").fill("a full moon in a night sky")
+    prompt = page.locator("#inpaint-prompt textarea")
+    expect(prompt).to_be_disabled()
+    expect(prompt).to_have_attribute("placeholder", "patchmatch needs no prompt")
     screenshot(page, "studio-sketch")
 
     # 2. A tiny diffusion model with the denoising shown: previews first, then N results.
     pick_model(page, "tiny-sd-1_5")
+    expect(prompt).to_be_enabled()
+    prompt.fill("a full moon in a night sky")
     expect(page.locator("#inpaint-samples input[type=number]")).to_have_value(str(ui.DEFAULT_SAMPLES))
     set_number(page, "inpaint-samples", 2)
     set_number(page, "inpaint-steps", 6)
@@ -177,7 +181,7 @@ def test_sketch_generate_stream_switch_model_and_error(page, picture, engine):
     # 5. A bad input: the contract's message in a toast, and the page goes on working.
     page.locator("#inpaint-prompt textarea").fill("   ")
     page.locator("#inpaint-generate").click()
-    expect(page.get_by_text("prompt: must not be empty or blank")).to_be_visible()
+    expect(page.get_by_text("prompt: must not be empty or blank for flux.1 models")).to_be_visible()
     page.wait_for_timeout(500)  # let the toast finish sliding in before the picture is taken
     screenshot(page, "studio-error")
     page.locator("#inpaint-prompt textarea").fill("a calm sky")
@@ -187,8 +191,8 @@ def test_sketch_generate_stream_switch_model_and_error(page, picture, engine):
 
 def test_stop_ends_a_run_midway(page, picture, engine):
     upload_and_sketch(page, picture)
-    page.locator("#inpaint-prompt textarea").fill("a lighthouse")
     pick_model(page, "tiny-sd-1_5")
+    page.locator("#inpaint-prompt textarea").fill("a lighthouse")
     set_number(page, "inpaint-samples", 4)
     set_number(page, "inpaint-steps", 150)
     page.locator("#inpaint-intermediate input").check()
@@ -211,10 +215,10 @@ def test_an_example_runs_with_its_picture_and_its_mask_file(page, engine):
     page.get_by_text("The sun becomes a moon").click()
     expect(page.locator("#inpaint-prompt textarea")).to_have_value("a full moon in a night sky")
     expect(page.locator("#inpaint-mask-upload img")).to_be_visible()
-    generate(page, images=1)
+    generate(page, images=ui.DEFAULT_SAMPLES)  # PatchMatch is seeded: each sample is another fill
     newest = next(a for a in engine.store.list(limit=1000) if a.kind == "result")
     mask = next(a for a in engine.store.list(include_hidden=True, limit=1000)
                 if a.kind == "mask" and a.parent_id == newest.parent_id)
-    assert newest.model_id == "opencv-telea" and engine.store.open_image(newest.parent_id).size == (320, 240)
+    assert newest.model_id == "patchmatch" and engine.store.open_image(newest.parent_id).size == (320, 240)
     left, top, right, bottom = engine.store.open_image(mask.id).getbbox()
     assert 190 <= left and right <= 300 and top <= 30 and bottom <= 110  # the sun's, not the whole picture

@@ -15,6 +15,7 @@ from PIL import Image, ImageDraw
 from inpaint.assets import AssetStore
 from inpaint.catalog import Catalog
 from inpaint.errors import JobCanceled, RequestError
+from inpaint.families.diffusion import Diffusers
 from inpaint.generate import Engine
 from inpaint.jobs import Job, run_job
 from inpaint.pipelines import PipelineCache
@@ -351,15 +352,15 @@ def test_one_diffusion_run_holds_the_device_and_one_stopped_while_waiting_never_
 def test_out_of_memory_halves_the_batch_and_keeps_the_results(engine, monkeypatch):
     engine.max_batch = 4
     calls = []
-    real = Engine._diffuse
+    real = Diffusers.run
 
-    def flaky(self, loaded, request, region, region_mask, seeds, run, *, done):
+    def flaky(self, model, request, region, mask, seeds, on_step):
         calls.append(len(seeds))
         if len(seeds) > 1:
             raise torch.OutOfMemoryError("simulated")
-        return real(self, loaded, request, region, region_mask, seeds, run, done=done)
+        return real(self, model, request, region, mask, seeds, on_step)
 
-    monkeypatch.setattr(Engine, "_diffuse", flaky)
+    monkeypatch.setattr(Diffusers, "run", flaky)
     request, assets = run(engine, tiny_body(numSamples=3))
     assert [asset.seed for asset in assets] == [11, 12, 13]
     assert calls == [3, 2, 1, 1, 1]
@@ -367,14 +368,14 @@ def test_out_of_memory_halves_the_batch_and_keeps_the_results(engine, monkeypatc
 
 def test_a_failure_mid_batch_keeps_the_samples_already_stored(engine, monkeypatch):
     engine.max_batch = 1
-    real = Engine._diffuse
+    real = Diffusers.run
 
-    def failing_third(self, loaded, request, region, region_mask, seeds, run, *, done):
-        if done == 2:
+    def failing_third(self, model, request, region, mask, seeds, on_step):
+        if seeds == [13]:
             raise RuntimeError("simulated failure")
-        return real(self, loaded, request, region, region_mask, seeds, run, done=done)
+        return real(self, model, request, region, mask, seeds, on_step)
 
-    monkeypatch.setattr(Engine, "_diffuse", failing_third)
+    monkeypatch.setattr(Diffusers, "run", failing_third)
     stored = []
     with pytest.raises(RuntimeError):
         run(engine, tiny_body(numSamples=4), on_result=stored.append)

@@ -30,7 +30,7 @@ from PIL import Image
 from schemathesis import checks
 from schemathesis.generation import GenerationMode
 
-from inpaint import api, assets, generate, web_security
+from inpaint import api, assets, pipelines, web_security
 from inpaint.api import create_app
 from inpaint.assets import AssetStore
 from inpaint.jobs import INTERRUPTED
@@ -357,8 +357,8 @@ def test_pipeline(monkeypatch):
         def request_pipeline(loaded, scheduler):
             made.append(FlakyPipeline(real_request_pipeline(loaded, scheduler), fail, len(made) + 1))
             return made[-1]
-        real_request_pipeline = generate.request_pipeline
-        monkeypatch.setattr(generate, "request_pipeline", request_pipeline)
+        real_request_pipeline = pipelines.request_pipeline
+        monkeypatch.setattr(pipelines, "request_pipeline", request_pipeline)
         return made
 
     return install

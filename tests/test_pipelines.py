@@ -11,7 +11,7 @@ import torch
 from diffusers import FluxFillPipeline
 from PIL import Image
 
-from inpaint import pipelines, tiny
+from inpaint import families, pipelines, tiny
 from inpaint.catalog import MODEL_TYPES, SCHEDULERS, Catalog, ModelEntry
 from inpaint.errors import RequestError
 from inpaint.pipelines import (ModelUnavailable, PipelineCache, concepts_applied, make_scheduler,
@@ -43,8 +43,8 @@ def custom_catalog(*entries: ModelEntry) -> Catalog:
 def test_tiny_model_is_saved_loaded_and_generates(pipeline_cache, models_dir, family):
     loaded = pipeline_cache.get(TINY[family])
     assert (models_dir / TINY[family] / "model_index.json").is_file()
-    assert type(loaded.pipe).__name__ == pipelines.FAMILY_PIPELINES[family]
-    assert (loaded.family, loaded.device.type, loaded.dtype) == (family, "cpu", torch.float32)
+    assert type(loaded.pipe).__name__ == families.get(family).pipeline_class
+    assert (loaded.family.name, loaded.device.type, loaded.dtype) == (family, "cpu", torch.float32)
     assert loaded.pipe.vae_scale_factor == 8  # the real latent ratio
 
     first = generate(loaded, seed=7)
@@ -262,7 +262,7 @@ def test_previews_of_a_run_have_latent_size(pipeline_cache, family):
     previews = []
 
     def on_step(pipe, step, timestep, tensors):
-        previews.append(latents_to_preview(family, tensors["latents"], height=HEIGHT, width=WIDTH))
+        previews.append(latents_to_preview(families.get(family), tensors["latents"], height=HEIGHT, width=WIDTH))
         return {}
 
     generate(pipeline_cache.get(TINY[family]), num_images_per_prompt=2, callback_on_step_end=on_step)
@@ -273,11 +273,11 @@ def test_previews_of_a_run_have_latent_size(pipeline_cache, family):
 
 def test_preview_projection():
     # Zero latents show each family's bias colour; a narrower latent falls back to its first channels.
-    grey_sd15, = latents_to_preview("sd-1_5", torch.zeros(1, 4, 2, 3), height=16, width=24)
+    grey_sd15, = latents_to_preview(families.SD15, torch.zeros(1, 4, 2, 3), height=16, width=24)
     assert grey_sd15.size == (3, 2) and grey_sd15.getpixel((0, 0)) == (128, 128, 128)
-    sdxl, = latents_to_preview("sd-xl", torch.zeros(1, 4, 2, 2), height=16, width=16)
+    sdxl, = latents_to_preview(families.SDXL, torch.zeros(1, 4, 2, 2), height=16, width=16)
     assert sdxl.getpixel((0, 0)) == (141, 125, 127)  # bias (0.1084, -0.0175, -0.0011) in [-1, 1]
-    narrow, = latents_to_preview("sd-1_5", torch.ones(1, 2, 1, 1), height=8, width=8)
+    narrow, = latents_to_preview(families.SD15, torch.ones(1, 2, 1, 1), height=8, width=8)
     assert narrow.getpixel((0, 0)) == (255, 255, 128)
 
 

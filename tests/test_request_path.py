@@ -18,6 +18,7 @@ from inpaint import assets, imageops
 from inpaint.api import create_app
 from inpaint.assets import AssetStore
 from inpaint.catalog import Catalog
+from inpaint.families.diffusion import Diffusers
 from inpaint.generate import Engine
 from tests.images import cmyk_profile, photo, rect_mask, srgb_profile
 
@@ -325,8 +326,8 @@ def test_results_are_stored_in_order_while_the_next_micro_batch_generates(engine
     generating = [threading.Event() for _ in range(4)]
     writers, overlapped, real_put = set(), [], engine.store.put
 
-    def diffuse(self, loaded, request, region, region_mask, seeds, run, *, done):
-        generating[done].set()
+    def diffuse(self, model, request, region, mask, seeds, on_step):
+        generating[seeds[0] - 11].set()
         return [photo(64, 64, seed=seed) for seed in seeds]
 
     def put(image, **fields):
@@ -337,7 +338,7 @@ def test_results_are_stored_in_order_while_the_next_micro_batch_generates(engine
             overlapped.append(sample == 2 or generating[sample + 1].wait(timeout=5))
         return real_put(image, **fields)
 
-    monkeypatch.setattr(Engine, "_diffuse", diffuse)
+    monkeypatch.setattr(Diffusers, "run", diffuse)
     monkeypatch.setattr(engine.store, "put", put)
     reported = []
     assets_ = engine.generate(engine.prepare(diffusion_body(3)), on_result=reported.append)
@@ -349,7 +350,7 @@ def test_results_are_stored_in_order_while_the_next_micro_batch_generates(engine
 def test_a_failed_write_fails_the_generation_and_keeps_the_results_stored_before_it(engine, monkeypatch):
     real_put, calls = engine.store.put, []
 
-    def diffuse(self, loaded, request, region, region_mask, seeds, run, *, done):
+    def diffuse(self, model, request, region, mask, seeds, on_step):
         calls.append(seeds)
         time.sleep(0.2)  # a sample takes time: the failed write is seen after the next one, not at the end
         return [photo(64, 64, seed=seed) for seed in seeds]
@@ -359,7 +360,7 @@ def test_a_failed_write_fails_the_generation_and_keeps_the_results_stored_before
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_put(image, **fields)
 
-    monkeypatch.setattr(Engine, "_diffuse", diffuse)
+    monkeypatch.setattr(Diffusers, "run", diffuse)
     monkeypatch.setattr(engine.store, "put", put)
     reported = []
     with pytest.raises(OSError) as err:

@@ -13,6 +13,7 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image, ImageOps
+from skimage import data as photos
 
 from inpaint import imageops, ui
 from inpaint.assets import AssetStore
@@ -218,6 +219,23 @@ def test_model_change_follows_the_catalog(demo):
 
     classical = follow("opencv-telea", None, "tiny-sd-1_5", 4, None, True, [])
     assert classical[10]["value"] == 1 and classical[0]["interactive"] is False
+    prompt_of = dict(zip(["steps", "strength", "negative", "previews", "prompt"], classical[11:16]))
+    assert not any(update["interactive"] for update in prompt_of.values())  # greyed: the model ignores them
+    assert prompt_of["prompt"]["placeholder"] == "opencv-telea needs no prompt"
+    # PatchMatch is seeded: several samples differ, so their count stays the user's to choose.
+    patch = follow("patchmatch", None, "opencv-telea", 1, None, True, [])
+    assert patch[10]["value"] == ui.DEFAULT_SAMPLES and patch[10]["interactive"] and not patch[15]["interactive"]
+    assert sd[15]["interactive"] and sd[15]["placeholder"] == ui.PROMPT_HINT
+
+
+def test_the_studio_runs_patchmatch_with_an_empty_prompt(demo, engine):
+    fn = handler(demo, "inpaint")
+    image = Image.fromarray(photos.chelsea()).crop((100, 50, 100 + SIZE, 50 + SIZE))
+    outputs = list(fn(image=editor_value(image, BOX), prompt="", modelId="patchmatch", numSamples=2, seed=5,
+                      randomizeSeed=False, state={}, request=SimpleNamespace(session_hash="s-pm")))
+    gallery, _, status, summary, _, _ = outputs[-1]
+    assert "Done" in status and [caption for _, caption in gallery] == ["seed 5", "seed 6"]
+    assert summary["input"]["prompt"] == "" and not any("prompt" in w for w in summary["warnings"])
 
 
 def test_results_stream_with_seeds_and_previews(demo, engine):
@@ -266,7 +284,7 @@ def test_bad_input_is_a_gr_error_with_the_contract_message(demo):
     with pytest.raises(Exception) as caught:
         run(fn, editor_value(photo(SIZE, SIZE), BOX), prompt="   ")
     assert type(caught.value).__name__ == "Error"
-    assert caught.value.message == "prompt: must not be empty or blank"
+    assert caught.value.message == "prompt: must not be empty or blank for sd-1_5 models"
     with pytest.raises(Exception) as caught:
         run(fn, None)
     assert caught.value.message.startswith("image: is required")
@@ -462,7 +480,8 @@ def test_parameters_left_out_take_the_contracts_defaults(client, files):
     assert (used["width"], used["height"]) == (512, 512)  # the native resolution around a square mask
     *_, summary, _ = client.predict(image=image, mask=handle_file(str(files / "mask.png")), prompt="an apple",
                                     modelId="opencv-telea", api_name="/inpaint")
-    assert summary["input"]["numSamples"] == 1 and any("classical" in w for w in summary["warnings"])
+    # A model that reads no prompt gets none from the studio: nothing to warn about.
+    assert summary["input"]["numSamples"] == 1 and summary["input"]["prompt"] == "" and summary["warnings"] == []
 
 
 def test_client_huge_upload_is_refused_by_the_guard_in_under_a_second(client, files):
@@ -491,7 +510,7 @@ def test_client_rotated_jpeg_is_repainted_as_it_is_shown(client, files):
 
 
 @pytest.mark.parametrize("fields, message", [
-    (dict(prompt=""), "prompt: must not be empty or blank"),
+    (dict(prompt=""), "prompt: must not be empty or blank for sd-1_5 models"),
     (dict(mask="empty-mask.png"), "mask: mask is empty"),
     (dict(modelId="nope"), "modelId: unknown model id 'nope'"),
     (dict(modelId="tiny-flux.1", guidance=15), "guidance: 15.0 is outside"),

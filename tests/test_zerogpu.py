@@ -1,0 +1,280 @@
+"""ZeroGPU: the duration each call asks for, the per-Space sample cap, startup placement, and the process boundary.
+
+ZeroGPU cannot run here, so a stand-in does what it does to the GPU function: the duration callable is
+called with the call's arguments in this process, then the function runs in another process (a spawn:
+nothing is shared but what is pickled), its arguments and every value it yields pickled across. The
+models are placed in that process at its start, as a Space places them at import, before any call.
+"""
+
+from __future__ import annotations
+
+import importlib
+import multiprocessing
+import pickle
+from pathlib import Path
+
+import pytest
+
+from inpaint import zerogpu
+from inpaint.errors import JobCanceled, RequestError
+
+FAMILIES = ["sd-1_5", "sd-xl", "flux.1"]
+
+
+def seconds(family="sd-1_5", *, steps=30, strength=0.75, samples=4, side=512, loading=False) -> float:
+    return zerogpu.estimate_seconds(family, steps=steps, strength=strength, samples=samples, width=side,
+                                    height=side, loading=loading)
+
+
+# ---- the duration: torch-free -------------------------------------------------------------------
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_estimate_grows_with_steps_strength_samples_and_size(family):
+    assert [seconds(family, steps=s) for s in (5, 10, 30, 60)] == sorted(seconds(family, steps=s) for s in (5, 10, 30, 60))
+    assert seconds(family, steps=10) < seconds(family, steps=50)
+    assert seconds(family, strength=0.3) < seconds(family, strength=1.0)
+    assert seconds(family, samples=1) < seconds(family, samples=2) < seconds(family, samples=8)
+    assert seconds(family, side=512) < seconds(family, side=768) < seconds(family, side=1024)
+    assert seconds(family) < seconds(family, loading=True)
+
+
+def test_the_duration_is_within_its_bounds_and_monotonic():
+    grid = [(family, steps, samples, side) for family in FAMILIES for steps in (1, 20, 50, 150)
+            for samples in (1, 4, 16, 128) for side in (64, 512, 1024, 2048)]
+    for family, steps, samples, side in grid:
+        asked = zerogpu.bounded(seconds(family, steps=steps, samples=samples, side=side))
+        assert zerogpu.FLOOR_S <= asked <= zerogpu.CEILING_S
+        assert isinstance(asked, int)
+        for bigger in ({"steps": steps * 2}, {"samples": samples * 2}, {"side": side * 2}):
+            more = {"steps": steps, "samples": samples, "side": side} | bigger
+            assert zerogpu.bounded(seconds(family, **more)) >= asked
+    assert zerogpu.bounded(0.1) == zerogpu.FLOOR_S
+    assert zerogpu.bounded(1e6) == zerogpu.CEILING_S
+    # The page's defaults on the default model fit in an anonymous visitor's daily 2 minutes, with room.
+    assert zerogpu.bounded(seconds("sd-1_5")) < 60
+
+
+def test_classical_models_and_erasers_cost_next_to_nothing_and_flux_the_most():
+    for family in ("opencv", "patchmatch", "lama", "mi-gan"):
+        assert zerogpu.bounded(seconds(family, side=2048)) == zerogpu.FLOOR_S
+    assert seconds("flux.1") > seconds("sd-xl") > seconds("sd-1_5")
+
+
+def test_steps_run_as_diffusers_counts_them():
+    assert zerogpu.steps_run(30, 0.75) == 22
+    assert zerogpu.steps_run(30, 1.0) == 30
+    assert zerogpu.steps_run(4, 0.01) == 1
+
+
+def test_samples_are_capped_with_a_reason():
+    assert zerogpu.cap_samples(2, default=4, limit=4) == (2, None)
+    assert zerogpu.cap_samples(None, default=4, limit=4) == (None, None)  # the contract's default fits
+    value, note = zerogpu.cap_samples(16, default=4, limit=4)
+    assert value == 4 and "at most 4" in note and "asked 16" in note
+    value, note = zerogpu.cap_samples(None, default=4, limit=2)  # the default itself is over the cap
+    assert value == 2 and "asked 4" in note
+
+
+def test_zerogpu_is_told_by_the_spaces_package(monkeypatch):
+    from spaces.config import Config
+
+    monkeypatch.setattr(Config, "zero_gpu", False)
+    assert not zerogpu.is_zerogpu()
+    monkeypatch.setattr(Config, "zero_gpu", True)
+    assert zerogpu.is_zerogpu()
+
+
+def test_preload_ids_start_with_the_default_model(monkeypatch):
+    from inpaint import settings
+
+    monkeypatch.setattr(settings, "DEFAULT_MODEL", "tiny-sd-1_5")
+    monkeypatch.setenv("INPAINT_PRELOAD", " tiny-sd-xl, ,tiny-sd-1_5,tiny-flux.1")
+    assert zerogpu.preload_ids() == ["tiny-sd-1_5", "tiny-sd-xl", "tiny-flux.1"]
+
+
+def test_errors_cross_the_boundary_as_plain_data_and_come_back_as_themselves():
+    from inpaint import ui
+    from inpaint.pipelines import ModelUnavailable
+
+    for exc in (RequestError("modelId", "no such model", status=404), ModelUnavailable("m", "needs the Hub"),
+                JobCanceled(), KeyError("x")):
+        data = pickle.loads(pickle.dumps(ui._error_data(exc)))
+        back = ui._rebuild_error(data)
+        if type(exc).__module__.startswith("inpaint"):
+            assert type(back) is type(exc) and str(back) == str(exc)
+        else:  # not this package's: its name and message, in a RuntimeError
+            assert isinstance(back, RuntimeError) and "KeyError" in str(back)
+    again = ui._rebuild_error(ui._error_data(RequestError("modelId", "no such model", status=404)))
+    assert (again.field, again.message, again.status) == ("modelId", "no such model", 404)
+
+
+# ---- placement at startup and the call in another process: with the tiny models ---------------------
+
+def _space_engine(models_dir: Path, data_dir: Path):
+    from inpaint.assets import AssetStore
+    from inpaint.catalog import Catalog
+    from inpaint.generate import Engine
+    from inpaint.pipelines import PipelineCache
+
+    catalog = Catalog.load()
+    return Engine(catalog, AssetStore(data_dir), PipelineCache(catalog, models_dir, max_pipelines=2, device="cpu"))
+
+
+def _count_loads():
+    """Count the real loads of this process from now: the pipeline cache's single from_pretrained call site."""
+    from inpaint import pipelines
+
+    loads = []
+    real = pipelines._from_pretrained
+
+    def counted(cls, source, **kwargs):
+        loads.append(str(source))
+        return real(cls, source, **kwargs)
+
+    pipelines._from_pretrained = counted
+    return loads
+
+
+_KEEP = []  # the worker's engine: ui._ENGINES holds it weakly
+
+
+def _worker(startup: tuple, function: tuple[str, str], args: tuple, conn) -> None:
+    """The GPU process: the Space's startup (placement), then the call; everything sent back is pickled."""
+    models_dir, data_dir, engine_key, preload = startup
+    from inpaint import ui
+
+    loads = _count_loads()
+    engine = _space_engine(models_dir, data_dir)
+    _KEEP.append(engine)
+    ui._ENGINES[engine_key] = engine
+    zerogpu.preload(engine, preload)
+    conn.send(("__startup_loads__", len(loads)))
+    before = len(loads)
+    module, name = function
+    try:
+        for event in getattr(importlib.import_module(module), name)(*args):
+            conn.send(event)
+    finally:
+        conn.send(("__call_loads__", len(loads) - before))
+        conn.send(("__end__", None))
+        conn.close()
+
+
+class StandInGPU:
+    """spaces.GPU as ZeroGPU runs it, for a generator function given by module and name."""
+
+    def __init__(self, startup: tuple):
+        self.startup = startup
+        self.durations: list[int] = []
+        self.counts: dict[str, int] = {}
+
+    def __call__(self, function: tuple[str, str], duration):
+        def call(*args):
+            self.durations.append(duration(*args) if callable(duration) else duration or zerogpu.DEFAULT_DURATION_S)
+            context = multiprocessing.get_context("spawn")
+            receiver, sender = context.Pipe(duplex=False)
+            process = context.Process(target=_worker, args=(self.startup, function, args, sender), daemon=True)
+            process.start()
+            sender.close()
+            try:
+                while True:
+                    kind, value = receiver.recv()
+                    if kind == "__end__":
+                        return
+                    if kind.startswith("__"):
+                        self.counts[kind.strip("_")] = value
+                    else:
+                        yield kind, value
+            finally:
+                process.join(120)
+                assert process.exitcode == 0
+
+        return call
+
+
+@pytest.fixture
+def space(models_dir, tmp_path, monkeypatch):
+    """A Space on the stand-in ZeroGPU: this process is the main one, tiny-sd-1_5 placed at startup in both."""
+    from inpaint import ui
+
+    data_dir = tmp_path / "data"
+    engine = _space_engine(models_dir, data_dir)
+    assert zerogpu.preload(engine, ["tiny-sd-1_5"]) == ["tiny-sd-1_5"]
+    key = f"engine-test-{id(engine):x}"
+    monkeypatch.setitem(ui._ENGINES, key, engine)
+    gpu = StandInGPU((models_dir, data_dir, key, ["tiny-sd-1_5"]))
+    monkeypatch.setattr(ui, "run_on_device", gpu(("inpaint.ui", "run_on_device"), ui.gpu_seconds))
+    yield engine, key, gpu
+    engine.store.close()
+
+
+def _request(engine, model_id: str, **extra):
+    from tests.images import data_url, photo, rect_mask
+
+    body = {"modelId": model_id, "prompt": "a boat", "image": data_url(photo(64, 64)),
+            "mask": data_url(rect_mask(64, 64, (16, 16, 48, 48))), "width": 64, "height": 64,
+            "numInferenceSteps": 2, "strength": 1.0, "numSamples": 2, "seed": 7, "intermediateImages": True} | extra
+    return engine.prepare(body)
+
+
+@pytest.mark.torch
+def test_preload_places_the_pipelines_once_and_skips_what_has_no_weights(models_dir, tmp_path):
+    engine = _space_engine(models_dir, tmp_path / "data")
+    said = []
+    placed = zerogpu.preload(engine, ["opencv-telea", "no-such-model", "tiny-sd-1_5-lora", "tiny-sd-1_5"],
+                             log=said.append)
+    assert placed == ["tiny-sd-1_5"]  # the LoRA's base, once; the classical model has nothing to place
+    assert engine.pipelines.cached_ids() == ["tiny-sd-1_5"]
+    assert any("no-such-model" in line for line in said)
+    engine.store.close()
+
+
+@pytest.mark.torch
+def test_a_preloaded_model_runs_in_another_process_without_a_load(space, tmp_path):
+    from inpaint import ui
+    from inpaint.assets import Asset
+
+    engine, key, gpu = space
+    request = _request(engine, "tiny-sd-1_5")
+    events = list(ui.device_events(key, request, "run-1", str(tmp_path)))
+
+    assert gpu.counts == {"startup_loads": 1, "call_loads": 0}  # placed at startup; nothing loaded in the call
+    kinds = [kind for kind, _ in events]
+    assert "loading" not in kinds and "preview" in kinds and "progress" in kinds
+    results = [value for kind, value in events if kind == "result"]
+    assert len(results) == 2 and all(isinstance(r, Asset) for r in results)
+    assert engine.store.exists(results[0].id)  # written by the worker, read here
+    assert Path(next(value for kind, value in events if kind == "preview")[0]).exists()
+    assert gpu.durations == [zerogpu.gpu_duration(request)]  # asked without a load
+    assert zerogpu.FLOOR_S <= gpu.durations[0] <= zerogpu.CEILING_S
+
+
+@pytest.mark.torch
+def test_a_model_not_placed_at_startup_loads_in_the_call_and_says_so(space, tmp_path):
+    from inpaint import ui
+
+    engine, key, gpu = space
+    request = _request(engine, "tiny-flux.1", intermediateImages=False, numSamples=1)
+    events = list(ui.device_events(key, request, "run-2", str(tmp_path)))
+
+    assert events[0] == ("loading", "tiny-flux.1")
+    assert gpu.counts["call_loads"] == 1
+    assert sum(kind == "result" for kind, _ in events) == 1
+    assert gpu.durations == [zerogpu.gpu_duration(request, loading=True)]
+    assert gpu.durations[0] > zerogpu.gpu_duration(request) or gpu.durations[0] == zerogpu.CEILING_S
+
+
+@pytest.mark.torch
+def test_an_error_in_the_call_comes_back_as_its_own_class(space, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from inpaint import ui
+    from inpaint.pipelines import ModelUnavailable
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the worker inherits it: a Hub model is unavailable at once
+    engine, key, _ = space
+    request = replace(_request(engine, "tiny-sd-1_5", numSamples=1), model_id="sd-1_5-inpainting",
+                      pipeline_model_id="sd-1_5-inpainting")
+    with pytest.raises(ModelUnavailable, match="HF_HUB_OFFLINE") as caught:
+        list(ui.device_events(key, request, "run-3", str(tmp_path)))
+    assert caught.value.model_id == "sd-1_5-inpainting"
