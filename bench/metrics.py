@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from inpaint import imageops, pipelines
+from inpaint import families, imageops, pipelines
 from inpaint.jobs import Job, run_job
 from inpaint.previews import latents_to_preview
 from tests.images import data_url, photo, rect_mask
