@@ -33,8 +33,9 @@ METHOD = f"""\
 - `ours` always starts from the request body with data URLs and ends with the result PNGs stored (their WebP
   renditions are made when first asked for; `rest_overhead` asks for them).
 - `startup`: `python app.py` until `GET /` answers, against `python -c "import gradio, fastapi"`, alternating.
-- `classical_request_vs_limit` and `classical_throughput_2048` need no model: `opencv-telea` through the REST
-  server in its own process against the same work (decode, `cv2.inpaint`, one PNG) done in one process.
+- `classical_request_vs_limit` and `classical_throughput_2048` need no model: `opencv-telea` (and `patchmatch`)
+  through the REST server in its own process against the same work (decode, the library call, one PNG) done in
+  one process.
 - `classical_quality`, `cli_classical_overhead`, `patchmatch_engine_overhead`: the classical families on real
   photographs that scikit-image ships (holes with known ground truth; see `bench/classical.py`).
 - `gpu_time_estimate_error`: the ZeroGPU duration model calibrated on this machine with the tiny models, then

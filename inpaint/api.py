@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 from starlette.routing import Match
 
-from . import __version__, imageops, limits, settings
+from . import __version__, imageops, limits, settings, zerogpu
 from .assets import ASSET_ID_PATTERN, JOB_ID_PATTERN, Asset
 from .errors import NotFoundError, RequestError
 from .generate import Engine, default_engine
@@ -441,7 +441,21 @@ async def generate_inpaint(request: Request, original_assets: OriginalAssets = F
     return await run_in_threadpool(_start_job, request, body, original_assets)
 
 
+def _refuse_gpu_models_on_zerogpu(engine: Engine, body: object) -> None:
+    """On ZeroGPU only the studio's function holds a GPU (per call); a REST job runs in the main process, which
+    has none, so a model with weights is refused here rather than failing as a job."""
+    catalog = engine.catalog
+    model_id = body.get("modelId") if isinstance(body, dict) else None
+    if isinstance(model_id, str) and model_id in catalog and catalog.get(model_id).family.has_weights \
+            and zerogpu.is_zerogpu():
+        without_weights = [entry.id for entry in catalog.entries() if not entry.family.has_weights]
+        raise RequestError("modelId", f"{model_id!r} needs the GPU, which this ZeroGPU Space lends to its studio "
+                                      "and Gradio API (/inpaint) only; the REST API runs the models without weights "
+                                      f"here: {', '.join(without_weights)}")
+
+
 def _start_job(request: Request, body: object, original_assets: bool) -> dict:
+    _refuse_gpu_models_on_zerogpu(_engine(request), body)
     jobs = _jobs(request)
     jobs.reserve()  # a place in the queue before the inputs are stored: a 429 after storing would orphan them
     try:

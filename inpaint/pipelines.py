@@ -52,7 +52,7 @@ def _from_pretrained(cls: type[DiffusionPipeline], source: str | Path, **kwargs)
 
 # ---- the Hugging Face Hub: cache first, then a bounded reachability probe -----------------------
 
-def _hub_offline() -> bool:
+def hub_offline() -> bool:
     # huggingface_hub reads HF_HUB_OFFLINE at import; the environment may have changed since.
     from huggingface_hub import constants
 
@@ -65,7 +65,7 @@ def _probe_hub(model_id: str, repo: str, filename: str) -> None:
     from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 
     needs = f"it needs a download from the Hugging Face Hub (repo {repo!r})"
-    if _hub_offline():
+    if hub_offline():
         raise ModelUnavailable(model_id, f"{needs}, but HF_HUB_OFFLINE is set and it is not in the local cache")
     outcome: list[Exception | None] = []
 

@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 import numpy as np
 from PIL import Image
 
-from .pipelines import ModelUnavailable, _hub_offline
+from .pipelines import ModelUnavailable, hub_offline
 
 if TYPE_CHECKING:
     import torch
@@ -75,7 +75,7 @@ def _download(model_id: str, url: str, md5: str, dest: Path, timeout_s: float) -
         return ModelUnavailable(model_id, f"it needs a download of {url}{size} and network access ({reason}); "
                                           f"or put the file at {dest} by hand")
 
-    if _hub_offline():
+    if hub_offline():
         raise unavailable("HF_HUB_OFFLINE is set, so nothing is downloaded")
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")

@@ -168,15 +168,32 @@ def test_tiny_erasers_load_through_torch_jit_and_paste_back_bit_exact(engine, mo
     assert len(loads) == 1  # cached like any model
 
 
-@pytest.mark.torch
-def test_lama_without_network_fails_at_once_saying_what_it_needs(engine, monkeypatch, tmp_path):
+def test_lama_without_downloads_is_refused_at_once_saying_what_it_needs(engine, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     image = chelsea(128, 96)
-    resolved = engine.prepare(request(image, ellipse_mask(image.size, (30, 30, 70, 70)), modelId="lama"))
-    with pytest.raises(Exception) as failed:
-        engine.generate(resolved)
+    with pytest.raises(RequestError) as refused:
+        engine.prepare(request(image, ellipse_mask(image.size, (30, 30, 70, 70)), modelId="lama"))
+    assert refused.value.field == "modelId"
+    assert "big-lama.pt" in refused.value.message and "HF_HUB_OFFLINE" in refused.value.message
+    assert engine.store.list(include_hidden=True) == []
+
+
+@pytest.mark.torch
+def test_lama_whose_download_fails_fails_the_job_saying_what_it_needs(engine, monkeypatch, tmp_path):
+    catalog_file = tmp_path / "catalog.json"
+    catalog_file.write_text(json.dumps({"models": [{  # a closed port: the download fails at once
+        "id": "lama", "type": "lama", "source": "http://127.0.0.1:9/big-lama.pt", "md5": torchscript.LAMA_MD5}]}))
+    from inpaint.pipelines import ModelUnavailable, PipelineCache
+
+    cache = PipelineCache(Catalog.load(catalog_file), tmp_path / "models", device="cpu")
+    offline = Engine(cache.catalog, AssetStore(tmp_path / "offline"), cache)
+    image = chelsea(128, 96)
+    resolved = offline.prepare(request(image, ellipse_mask(image.size, (30, 30, 70, 70)), modelId="lama"))
+    with pytest.raises(ModelUnavailable) as failed:
+        offline.generate(resolved)
     assert "big-lama.pt" in str(failed.value) and "download" in str(failed.value)
-    assert not (engine.pipelines.models_dir / "big-lama.pt").exists()
+    assert list((tmp_path / "models").glob("*.pt*")) == []
+    offline.store.close()
 
 
 @pytest.mark.torch

@@ -178,7 +178,7 @@ def test_gated_hub_model_names_token_and_licence(tmp_path, monkeypatch):
         raise GatedRepoError("gated", response=httpx2.Response(403, request=httpx2.Request("HEAD", url)))
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(pipelines, "_hub_offline", lambda: False)
+    monkeypatch.setattr(pipelines, "hub_offline", lambda: False)
     monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", gated)
     entry = ModelEntry(id="gated", type=MODEL_TYPES["flux.1"], source="hub:inpaint-tests/gated-4f1c")
     with pytest.raises(ModelUnavailable, match="HF_TOKEN") as raised:

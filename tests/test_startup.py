@@ -9,6 +9,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from tests.images import data_url, photo, rect_mask
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,9 +32,9 @@ def imported(code: str, tmp_path: Path, **env: str) -> list[str]:
     return json.loads(python("-c", textwrap.dedent(code) + REPORT, tmp_path=tmp_path, **env).stdout.splitlines()[-1])
 
 
-def opencv_request() -> dict:
-    return {"modelId": "opencv-telea", "prompt": "remove it", "image": data_url(photo(160, 120)),
-            "mask": data_url(rect_mask(160, 120, (50, 40, 100, 80)))}
+def classical_request(model_id: str = "opencv-telea") -> dict:
+    return {"modelId": model_id, "image": data_url(photo(160, 120)),
+            "mask": data_url(rect_mask(160, 120, (50, 40, 100, 80))), "numSamples": 1}
 
 
 def test_the_app_and_the_studio_import_no_diffusion_library(tmp_path):
@@ -49,7 +51,7 @@ def test_the_default_model_is_picked_without_torch(tmp_path):
 
 
 def test_a_classical_request_through_the_api_imports_no_diffusion_library(tmp_path):
-    (tmp_path / "request.json").write_text(json.dumps(opencv_request()))
+    (tmp_path / "request.json").write_text(json.dumps(classical_request()))
     code = f"""
         import json, time
         from fastapi.testclient import TestClient
@@ -67,13 +69,15 @@ def test_a_classical_request_through_the_api_imports_no_diffusion_library(tmp_pa
     assert imported(code, tmp_path) == []
 
 
-def test_the_cli_runs_a_classical_model_without_torch(tmp_path):
-    (tmp_path / "request.json").write_text(json.dumps(opencv_request()))
+@pytest.mark.parametrize("model_id", ["opencv-telea", "patchmatch"])
+def test_the_cli_runs_a_classical_model_without_torch(tmp_path, model_id):
+    (tmp_path / "request.json").write_text(json.dumps(classical_request(model_id)))
     # The real entry point, with the interpreter listing every module it imports.
     done = python("-X", "importtime", "-m", "inpaint", "generate", str(tmp_path / "request.json"),
                   "--out", str(tmp_path / "out"), tmp_path=tmp_path)
     assert json.loads(done.stdout)["status"] == "success"
     modules = {line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
-    assert "inpaint.generate" in modules and "cv2" in modules  # the listing is there, and the run was real
+    assert "inpaint.generate" in modules  # the listing is there, and the run was real: the family's library ran
+    assert ("cv2" in modules, "patchmatch" in modules) == (model_id == "opencv-telea", model_id == "patchmatch")
     assert not modules & set(HEAVY)
     assert len(list((tmp_path / "out").glob("*.png"))) == 1

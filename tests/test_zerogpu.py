@@ -278,3 +278,28 @@ def test_an_error_in_the_call_comes_back_as_its_own_class(space, tmp_path, monke
     with pytest.raises(ModelUnavailable, match="HF_HUB_OFFLINE") as caught:
         list(ui.device_events(key, request, "run-3", str(tmp_path)))
     assert caught.value.model_id == "sd-1_5-inpainting"
+
+
+def test_rest_refuses_models_with_weights_on_zerogpu_and_stores_nothing(tmp_path, monkeypatch):
+    """There only the studio's function gets a GPU: a REST job with a diffusion model would fail; it is a 400."""
+    from fastapi.testclient import TestClient
+
+    from inpaint.api import create_app
+    from inpaint.assets import AssetStore
+    from inpaint.catalog import Catalog
+    from inpaint.generate import Engine
+    from inpaint.pipelines import PipelineCache
+    from tests.images import data_url, photo, rect_mask
+
+    monkeypatch.setattr(zerogpu, "is_zerogpu", lambda: True)
+    catalog = Catalog.load()
+    engine = Engine(catalog, AssetStore(tmp_path / "data"), PipelineCache(catalog, tmp_path / "models"))
+    image = photo(96, 64)
+    body = {"image": data_url(image), "mask": data_url(rect_mask(96, 64, (30, 20, 60, 40))), "numSamples": 1}
+    with TestClient(create_app(engine, api_key=None, with_ui=False)) as client:
+        refused = client.post("/generate/inpaint", json={**body, "modelId": "tiny-sd-1_5", "prompt": "a cat"})
+        assert refused.status_code == 400 and refused.json()["error"]["field"] == "modelId"
+        assert "patchmatch" in refused.json()["error"]["message"]
+        assert engine.store.list(include_hidden=True) == []
+        assert client.post("/generate/inpaint", json={**body, "modelId": "patchmatch"}).status_code == 200
+    engine.store.close()

@@ -18,6 +18,16 @@ class TorchScriptEraser(Family):
     runner: str = ""  # the function of inpaint.torchscript that runs one region
     tiny_kind: str = ""  # the stand-in built for `tiny:` sources
 
+    def unavailable(self, entry) -> str | None:
+        """Known before anything is stored: a file still to download while downloads are switched off."""
+        if entry.source_kind == "url" and entry.availability() == "needs download":
+            from ..pipelines import hub_offline
+
+            if hub_offline():
+                return (f"it needs a download of {entry.source}, but HF_HUB_OFFLINE is set; put the file in the "
+                        "models folder (INPAINT_MODELS_DIR) or unset it")
+        return None
+
     def load(self, entry, cache):
         from .. import torchscript
 
