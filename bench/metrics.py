@@ -353,7 +353,7 @@ def outside_mask_drift(bench: Bench) -> Metric:
     # pixels is the resize round trip alone, measured on the input itself.
     resized_np = np.asarray(image.resize(size, Image.Resampling.BICUBIC).resize((width, height), Image.Resampling.BICUBIC))
     resize_diff = np.abs(resized_np.astype(np.int16) - image_np)[outside_np]
-    seam_px = bench.engine.catalog.get(models.MID_MODEL_ID).type.seam_px
+    seam_px = bench.engine.catalog.get(models.MID_MODEL_ID).family.seam_px
     detail = (f"{width}x{height} photo-like image, 96x80 mask; max |difference| from the input outside the stored mask "
               f"(the user's mask grown by {seam_px} px), 0..255: ours (merge mode) {int(ours_diff.max())}; "
               f"the demo approach (resize to {p.side}x{p.side}, generate, resize back) {int(demo_diff.max())} here "

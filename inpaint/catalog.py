@@ -22,35 +22,6 @@ class ModelType:
     family: Family
     is_lora: bool = False
 
-    # The contract's table per type, as the family states it.
-    @property
-    def guidance_default(self) -> float:
-        return self.family.guidance_default
-
-    @property
-    def guidance(self) -> Range:
-        return self.family.guidance
-
-    @property
-    def size(self) -> Range:
-        return self.family.size
-
-    @property
-    def native_resolution(self) -> int | None:
-        return self.family.native_resolution
-
-    @property
-    def size_multiple(self) -> int:
-        return self.family.size_multiple
-
-    @property
-    def scheduler(self) -> str | None:
-        return self.family.scheduler
-
-    @property
-    def seam_px(self) -> int:
-        return self.family.seam_px
-
 
 def _model_types() -> dict[str, ModelType]:
     types = {}
@@ -109,20 +80,20 @@ class ModelEntry:
 
     @property
     def default_scheduler(self) -> str | None:
-        return self.scheduler or self.type.scheduler
+        return self.scheduler or self.family.scheduler
 
     # A catalog entry may only narrow its type's ranges; these are the effective ones.
     @property
     def guidance_range(self) -> Range:
-        return self.guidance or self.type.guidance
+        return self.guidance or self.family.guidance
 
     @property
     def default_guidance(self) -> float:
-        return self.type.guidance_default if self.guidance_default is None else self.guidance_default
+        return self.family.guidance_default if self.guidance_default is None else self.guidance_default
 
     @property
     def size_range(self) -> Range:
-        return self.size or self.type.size
+        return self.size or self.family.size
 
     @property
     def family(self) -> Family:
@@ -174,7 +145,7 @@ class ModelEntry:
             "capabilities": {"prompt": self.family.uses_prompt, "negativePrompt": self.family.uses_negative_prompt,
                              "steps": self.family.denoises, "previews": self.family.has_previews,
                              "seeded": self.family.seeded},
-            "defaults": {"guidance": self.default_guidance, "resolution": self.type.native_resolution,
+            "defaults": {"guidance": self.default_guidance, "resolution": self.family.native_resolution,
                          "scheduler": self.default_scheduler, "numInferenceSteps": 30, "strength": 0.75},
             "ranges": {"guidance": self.guidance_range.to_json(), "width": self.size_range.to_json(),
                        "height": self.size_range.to_json()},
@@ -205,9 +176,9 @@ def _entry(raw: dict, base_dir: Path) -> ModelEntry:
         # A local folder; relative paths are relative to the catalog file that names them.
         source = str((base_dir / Path(source).expanduser()).resolve())
     guidance_raw = raw.get("guidance") or {}
-    guidance = _range(guidance_raw, model_type.guidance, "guidance", model_id)
+    guidance = _range(guidance_raw, model_type.family.guidance, "guidance", model_id)
     default = guidance_raw.get("default")
-    if default is not None and float(default) not in (guidance or model_type.guidance):
+    if default is not None and float(default) not in (guidance or model_type.family.guidance):
         raise ValueError(f"catalog entry {model_id!r}: guidance default {default} is outside its range")
     epochs = tuple(str(e) for e in raw.get("epochs", ()))
     if raw.get("scheduler") is not None and raw["scheduler"] not in SCHEDULERS:
@@ -223,7 +194,7 @@ def _entry(raw: dict, base_dir: Path) -> ModelEntry:
         description=raw.get("description", ""),
         guidance_default=None if default is None else float(default),
         guidance=guidance,
-        size=_range(raw.get("size"), model_type.size, "size", model_id),
+        size=_range(raw.get("size"), model_type.family.size, "size", model_id),
         compliant_model_ids=tuple(raw.get("compliantModelIds", ())),
         epochs=epochs,
         weight_name=raw.get("weightName", "{epoch}.safetensors"),

@@ -190,7 +190,7 @@ class Engine:
             warnings: list[str] = []
             image, image_asset_id, as_sent = self._load_input(sources[0], "image", warnings)
             raw_mask, _, _ = self._load_input(sources[1], "mask", warnings)
-            seam_px = self.catalog.get(req.model_id).type.seam_px
+            seam_px = self.catalog.get(req.model_id).family.seam_px
             mask, notes = imageops.prepare_mask(raw_mask, image.size, field=sources[1][0], grow=seam_px)
             warnings += notes
             if req.parent_id is not None:
@@ -299,7 +299,7 @@ class Engine:
         else:
             box = imageops.crop_box(mask)
             region, region_mask = image.crop(box), mask.crop(box)
-            alpha = imageops.feather(mask, entry.type.seam_px)
+            alpha = imageops.feather(mask, entry.family.seam_px)
 
         def finish(seed: int, output: Image.Image) -> Asset:
             """Merged back and stored; runs on the writer thread."""

@@ -281,7 +281,7 @@ def resolve(req: InpaintRequest, catalog: Catalog, *, image_size: tuple[int, int
     elif req.disable_merging:
         default_size = whole_image_size(image_size, size_range)
     else:
-        default_size = generation_size(region_size, model_type.native_resolution, size_range)
+        default_size = generation_size(region_size, family.native_resolution, size_range)
     width, height = req.width or default_size[0], req.height or default_size[1]
     if req.disable_merging is False and (req.width is None) != (req.height is None):
         # One side given: the other keeps the region's aspect.

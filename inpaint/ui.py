@@ -68,7 +68,7 @@ def model_label(entry: ModelEntry) -> str:
 def fit_size(size: tuple[int, int] | None, entry: ModelEntry) -> tuple[int, int]:
     """The contract's whole-image default for the image (the model's native square before an upload)."""
     if not size:
-        side = entry.type.native_resolution or 512
+        side = entry.family.native_resolution or 512
         size = (side, side)
     return whole_image_size(size, entry.size_range)
 
