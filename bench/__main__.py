@@ -20,9 +20,12 @@ from pathlib import Path
 ORDER = ("startup", "classical_request_vs_limit", "classical_throughput_2048", "classical_quality",
          "cli_classical_overhead", "patchmatch_engine_overhead", "engine_overhead", "rest_overhead",
          "image_size_scaling", "preview_overhead", "preview_vs_vae", "warm_cache", "memory_128", "outside_mask_drift",
-         "gpu", "gpu_time_estimate_error")
+         "region_resolution", "seam_delta_e", "multi_region_cost", "outside_mask_drift_modes", "gpu", "gpu_time_estimate_error", "workers_throughput", "ray_overhead")
+SCALE = ("workers_throughput", "ray_overhead")
 CLASSICAL = ("classical_request_vs_limit", "classical_throughput_2048", "classical_quality", "cli_classical_overhead",
              "patchmatch_engine_overhead")
+# Regions, colour matching and seams: the shipped tiny and classical models, not the timed benchmark model.
+SEAMS = ("region_resolution", "seam_delta_e", "multi_region_cost", "outside_mask_drift_modes")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,8 +82,13 @@ def _run(quick: bool, selected: list[str], results: Path | None, *, full_table: 
             if name in selected:
                 module = request_path if hasattr(request_path, name) else classical
                 record(name, lambda measure=getattr(module, name): measure(profile, work_dir))
+        for name in SEAMS:
+            if name in selected:
+                from . import seams
+
+                record(name, lambda measure=getattr(seams, name): measure(profile, work_dir))
         # The other metrics time the loaded model; without them, nothing waits for it.
-        without_model = {"startup", *CLASSICAL, "gpu_time_estimate_error"}
+        without_model = {"startup", *CLASSICAL, *SEAMS, "gpu_time_estimate_error", *SCALE}
         bench = metrics.Bench(profile, work_dir) if set(selected) - without_model else None
         if bench is not None:
             log.info("%s run; model %s loaded in %.1f s, ready after %.1f s", profile.name, models.MID_MODEL_ID,
@@ -110,6 +118,12 @@ def _run(quick: bool, selected: list[str], results: Path | None, *, full_table: 
             record("gpu", lambda: gpu.run(work_dir, rounds=profile.rounds))
         if "gpu_time_estimate_error" in selected:
             record("gpu_time_estimate_error", lambda: gpu_time.run(work_dir, quick=quick))
+        for name in SCALE:  # their own engines and workers, torch on one thread each
+            if name in selected:
+                from . import scale
+
+                measure = getattr(scale, name)
+                record(name, lambda measure=measure: measure(profile, work_dir))
         if bench is not None:
             bench.engine.store.close()
     finally:

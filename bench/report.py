@@ -40,7 +40,13 @@ METHOD = f"""\
   photographs that scikit-image ships (holes with known ground truth; see `bench/classical.py`).
 - `gpu_time_estimate_error`: the ZeroGPU duration model calibrated on this machine with the tiny models, then
   its prediction against the measured time of other requests.
+- `region_resolution`, `seam_delta_e`, `multi_region_cost`, `outside_mask_drift_modes`: the shipped tiny and
+  classical models through the engine, on photographs that scikit-image ships (see `bench/seams.py`).
 - Peak memory is the `ru_maxrss` of a fresh child process per configuration.
+- `workers_throughput` and `ray_overhead` (`bench/scale.py`) time the tiny SD 1.5 of the catalog with torch on one
+  thread per worker: a job queue over two local workers (two engines on the CPU, `INPAINT_DEVICES=cpu,cpu`) or two
+  Ray actors of a local cluster (`num_cpus=1` each), against one; and one request through a Ray actor against the
+  local engine. On a shared machine other work takes cores from them: the load average is in the header.
 - Run `python -m bench` to rewrite this file; `python -m bench --quick` prints the same metrics in under a minute
   (smaller sizes, fewer rounds) and leaves it alone.
 """

@@ -24,11 +24,27 @@ def _read_body(source: str) -> object:
         raise RequestError("REQUEST", f"is not valid JSON: {exc}") from None
 
 
+def _with_flags(body: object, args: argparse.Namespace) -> object:
+    """The body with the fields given as flags set (a flag wins over the file)."""
+    if not isinstance(body, dict):
+        return body  # refused by the schema, naming the body
+    flags = {"colorMatch": args.color_match, "maskMode": args.mask_mode, "outpaint": args.outpaint}
+    return {**body, **{name: value for name, value in flags.items() if value is not None}}
+
+
+def _outpaint(text: str) -> dict[str, int]:
+    """`LEFT,RIGHT,TOP,BOTTOM` in pixels; the schema checks the bounds."""
+    parts = text.split(",")
+    if len(parts) != 4 or not all(part.strip().isdigit() for part in parts):
+        raise argparse.ArgumentTypeError(f"{text!r} must be LEFT,RIGHT,TOP,BOTTOM in pixels, e.g. 256,256,0,0")
+    return dict(zip(("left", "right", "top", "bottom"), (int(part) for part in parts)))
+
+
 def generate(args: argparse.Namespace) -> int:
     from .generate import default_engine
     from .jobs import Job, run_job
 
-    body = _read_body(args.request)
+    body = _with_flags(_read_body(args.request), args)
     engine = default_engine()
     request = engine.prepare(body)
     out_dir = Path(args.out)
@@ -77,6 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     gen = commands.add_parser("generate", help="run one inpaint request (the JSON body of POST /generate/inpaint)")
     gen.add_argument("request", help="path of the JSON request, or - for standard input")
     gen.add_argument("--out", required=True, help="folder for the results, written as <assetId>.png")
+    gen.add_argument("--color-match", choices=("none", "mean-std", "histogram"),
+                     help="sets the request's colorMatch: colour matching of the generated regions")
+    gen.add_argument("--mask-mode", choices=("binary", "soft"),
+                     help="sets the request's maskMode: soft keeps the mask's grey levels as opacity")
+    gen.add_argument("--outpaint", type=_outpaint, metavar="LEFT,RIGHT,TOP,BOTTOM",
+                     help="sets the request's outpaint: pixels added per side (the mask becomes optional)")
     gen.set_defaults(handler=generate)
     mod = commands.add_parser("models", help="list the model catalog")
     mod.add_argument("--json", action="store_true", help="print the catalog as JSON, as GET /models does")

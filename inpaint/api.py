@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import logging
@@ -9,7 +10,7 @@ from contextlib import asynccontextmanager
 from pathlib import PurePath
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Path, Query, Request, Security
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
@@ -33,6 +34,7 @@ from .generate import Engine, default_engine
 from .jobs import LONG_POLL_MAX_S, JobQueue
 from .schema import InpaintRequest
 from .web_security import MAX_AUTH_FAILURES, AuthThrottle, BrowserGuard, key_matches, presented_key
+from .workers import start_workers
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +106,8 @@ class AssetUpload(BaseModel):
 
 
 class AssetOut(_CamelModel):
+    """An asset as the API shows it: the store's Asset and the URL of its file."""
+
     id: str = Field(description="The asset id, `asset_` and 22 characters.")
     url: str = Field(description="Where the file is served, relative to the server: a WebP rendition, or the "
                                  "original file when `originalAssets=true` was asked.")
@@ -117,6 +121,10 @@ class AssetOut(_CamelModel):
     model_id: str | None
     created_at: str = Field(description="ISO-8601, UTC.")
     kind: Literal["image", "mask", "result", "preview"]
+
+    @classmethod
+    def of(cls, asset: Asset, url: str) -> AssetOut:
+        return cls(url=url, **dataclasses.asdict(asset))
 
 
 class AssetEnvelope(_CamelModel):
@@ -379,9 +387,14 @@ def _jobs(request: Request) -> JobQueue:
     return request.app.state.jobs
 
 
+# The app's services, as the routes receive them.
+EngineDep = Annotated[Engine, Depends(_engine)]
+JobsDep = Annotated[JobQueue, Depends(_jobs)]
+
+
 def _asset_json(request: Request, asset: Asset, original: bool) -> dict:
     root = request.scope.get("root_path", "").rstrip("/")
-    return asset.to_json(f"{root}/assets/{asset.id}/file" + ("?original=true" if original else ""))
+    return AssetOut.of(asset, f"{root}/assets/{asset.id}/file" + ("?original=true" if original else "")).model_dump()
 
 
 def _job_json(request: Request, job: dict, original: bool) -> dict:
@@ -433,12 +446,14 @@ JobIdPath = Annotated[str, Path(alias="jobId", description="A job id, `job_` and
 
 # ---- routes -----------------------------------------------------------------------------------------
 
-async def generate_inpaint(request: Request, original_assets: OriginalAssets = False) -> dict:
+async def generate_inpaint(request: Request, engine: EngineDep, jobs: JobsDep,
+                           original_assets: OriginalAssets = False) -> dict:
     """Validate the request, store its inputs as assets and queue the job; answers the job at once."""
-    _jobs(request).check_room()  # before the inputs are stored for a job that cannot be queued
+    # The body is read here, not declared: a full queue answers 429 before a 50 MB body is received.
+    jobs.check_room()
     body = await _json_body(request)
     # Decoding and storing images is CPU and disk work: off the event loop.
-    return await run_in_threadpool(_start_job, request, body, original_assets)
+    return await run_in_threadpool(_start_job, request, engine, jobs, body, original_assets)
 
 
 def _refuse_gpu_models_on_zerogpu(engine: Engine, body: object) -> None:
@@ -454,12 +469,11 @@ def _refuse_gpu_models_on_zerogpu(engine: Engine, body: object) -> None:
                                       f"here: {', '.join(without_weights)}")
 
 
-def _start_job(request: Request, body: object, original_assets: bool) -> dict:
-    _refuse_gpu_models_on_zerogpu(_engine(request), body)
-    jobs = _jobs(request)
+def _start_job(request: Request, engine: Engine, jobs: JobQueue, body: object, original_assets: bool) -> dict:
+    _refuse_gpu_models_on_zerogpu(engine, body)
     jobs.reserve()  # a place in the queue before the inputs are stored: a 429 after storing would orphan them
     try:
-        resolved = _engine(request).prepare(body)
+        resolved = engine.prepare(body)
     except BaseException:
         jobs.release()
         raise
@@ -467,99 +481,107 @@ def _start_job(request: Request, body: object, original_assets: bool) -> dict:
     return {"job": _job_json(request, job.to_json(), original_assets)}
 
 
-async def get_job(request: Request, job_id: JobIdPath, original_assets: OriginalAssets = False,
+async def get_job(request: Request, jobs: JobsDep, job_id: JobIdPath, original_assets: OriginalAssets = False,
                   wait: Annotated[float, Query(ge=0, le=LONG_POLL_MAX_S, description=(
                       "Long-poll: seconds to wait for the job's status to change or a result to be added before "
                       f"answering (0..{LONG_POLL_MAX_S}); a finished job answers at once."))] = 0) -> dict:
     """The job: status, progress, results so far, previews when asked for, warnings and error."""
-    jobs = _jobs(request)
     job = await run_in_threadpool(jobs.get, _path_id(job_id, JOB_ID_PATTERN, "jobId", "job"))
     if wait > 0:
         job = await jobs.next_change(job, wait)
     return {"job": await run_in_threadpool(_job_json, request, job, original_assets)}
 
 
-def cancel_job(request: Request, job_id: JobIdPath, original_assets: OriginalAssets = False) -> dict:
+def cancel_job(request: Request, jobs: JobsDep, job_id: JobIdPath, original_assets: OriginalAssets = False) -> dict:
     """Cancel a queued or running job; results already made are kept. A finished job is left as it is."""
-    job = _jobs(request).cancel(_path_id(job_id, JOB_ID_PATTERN, "jobId", "job"))
+    job = jobs.cancel(_path_id(job_id, JOB_ID_PATTERN, "jobId", "job"))
     return {"job": _job_json(request, job, original_assets)}
 
 
-def list_assets(request: Request, original_assets: OriginalAssets = False,
+def list_assets(request: Request, engine: EngineDep, original_assets: OriginalAssets = False,
                 limit: Annotated[int, Query(ge=1, le=1000, description="Page size.")] = 100,
                 offset: Annotated[int, Query(ge=0, le=2**62, description="Assets to skip.")] = 0) -> dict:
     """The assets that are not hidden, newest first."""
-    assets = _engine(request).store.list(limit=limit, offset=offset)
+    assets = engine.store.list(limit=limit, offset=offset)
     return {"assets": [_asset_json(request, asset, original_assets) for asset in assets]}
 
 
-async def upload_asset(request: Request) -> dict:
+async def upload_asset(request: Request, engine: EngineDep) -> dict:
     """Store an image; it can then be used as `image`/`imageId` or `maskId` of a request."""
     body = await _json_body(request)
     try:
         upload = AssetUpload.model_validate(body, by_alias=True, by_name=False)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from None
-    return await run_in_threadpool(_store_upload, request, upload)
+    return await run_in_threadpool(_store_upload, request, engine, upload)
 
 
-def _store_upload(request: Request, upload: AssetUpload) -> dict:
-    asset = _engine(request).upload(upload.image, hide=upload.hide, parent_id=upload.parent_id)
+def _store_upload(request: Request, engine: Engine, upload: AssetUpload) -> dict:
+    asset = engine.upload(upload.image, hide=upload.hide, parent_id=upload.parent_id)
     return {"asset": _asset_json(request, asset, False)}
 
 
-def get_asset(request: Request, asset_id: AssetIdPath, original_assets: OriginalAssets = False) -> dict:
+def get_asset(request: Request, engine: EngineDep, asset_id: AssetIdPath,
+              original_assets: OriginalAssets = False) -> dict:
     """One asset by id, hidden ones included."""
-    asset = _engine(request).store.get(_path_id(asset_id, ASSET_ID_PATTERN, "assetId", "asset"))
+    asset = engine.store.get(_path_id(asset_id, ASSET_ID_PATTERN, "assetId", "asset"))
     return {"asset": _asset_json(request, asset, original_assets)}
 
 
-def asset_file(request: Request, asset_id: AssetIdPath,
+def asset_file(engine: EngineDep, asset_id: AssetIdPath,
                original: Annotated[bool, Query(description=(
                    "true: the original file (a PNG, or the JPEG or WebP as uploaded); false: the WebP rendition, "
                    "made on its first request."))] = False) -> FileResponse:
     """The asset's file."""
-    store = _engine(request).store
+    store = engine.store
     asset = store.get(_path_id(asset_id, ASSET_ID_PATTERN, "assetId", "asset"))
     path = store.file_path(asset.id, original=original)
     return AssetFileResponse(path, media_type=asset.mime_type if original else "image/webp",
                              headers={"Cache-Control": ASSET_CACHE})
 
 
-def delete_asset(request: Request, asset_id: AssetIdPath) -> dict:
+def delete_asset(engine: EngineDep, asset_id: AssetIdPath) -> dict:
     """Delete an asset and its files; refused (409) while another asset or a saved job names it."""
-    asset = _engine(request).store.delete_asset(_path_id(asset_id, ASSET_ID_PATTERN, "assetId", "asset"))
+    asset = engine.store.delete_asset(_path_id(asset_id, ASSET_ID_PATTERN, "assetId", "asset"))
     return {"deletedAssetIds": [asset.id]}
 
 
-def delete_job(request: Request, job_id: JobIdPath) -> dict:
+def delete_job(jobs: JobsDep, job_id: JobIdPath) -> dict:
     """Delete a finished job and the assets only it uses; refused (409) while it is queued or running."""
-    return _jobs(request).delete_job(_path_id(job_id, JOB_ID_PATTERN, "jobId", "job"))
+    return jobs.delete_job(_path_id(job_id, JOB_ID_PATTERN, "jobId", "job"))
 
 
-def list_models(request: Request) -> dict:
+def list_models(engine: EngineDep) -> dict:
     """The model catalog: types, defaults, ranges, availability; epochs and compliant bases of LoRAs."""
-    return {"models": [entry.to_json() for entry in _engine(request).catalog.entries()]}
+    return {"models": [entry.to_json() for entry in engine.catalog.entries()]}
 
 
 def _errors(*statuses: int) -> dict:
     return {status: {"model": ErrorOut} for status in statuses}
 
 
-# method, path, handler, response model (None: a file), summary, error statuses besides 400/401/404/413
-# (409: still in use; 429: the queue is full; 503: busy decoding other images; 507: the disk is full)
-ROUTES = [
-    ("POST", "/generate/inpaint", generate_inpaint, JobEnvelope, "Start an inpaint job", (429, 503, 507)),
-    ("GET", "/jobs/{jobId}", get_job, JobEnvelope, "Follow a job", ()),
-    ("POST", "/jobs/{jobId}/cancel", cancel_job, JobEnvelope, "Cancel a job", ()),
-    ("GET", "/assets", list_assets, AssetList, "List the visible assets", ()),
-    ("POST", "/assets", upload_asset, AssetEnvelope, "Upload an image", (503, 507)),
-    ("GET", "/assets/{assetId:asset_id}", get_asset, AssetEnvelope, "Get an asset", ()),
-    ("GET", "/assets/{assetId:asset_id}/file", asset_file, None, "Download an asset's file", ()),
-    ("GET", "/models", list_models, ModelList, "List the model catalog", ()),
-    ("DELETE", "/assets/{assetId:asset_id}", delete_asset, AssetDeleted, "Delete an asset", (409,)),
-    ("DELETE", "/jobs/{jobId}", delete_job, JobDeleted, "Delete a job and the assets only it uses", (409,)),
-]
+# The routes, by resource: method, path, handler, response model (None: a file), summary, error statuses besides
+# 400/401/404/413 (409: still in use; 429: the queue is full; 503: busy decoding other images; 507: disk full).
+ROUTES = {
+    "generate": [
+        ("POST", "/generate/inpaint", generate_inpaint, JobEnvelope, "Start an inpaint job", (429, 503, 507)),
+    ],
+    "jobs": [
+        ("GET", "/jobs/{jobId}", get_job, JobEnvelope, "Follow a job", ()),
+        ("POST", "/jobs/{jobId}/cancel", cancel_job, JobEnvelope, "Cancel a job", ()),
+        ("DELETE", "/jobs/{jobId}", delete_job, JobDeleted, "Delete a job and the assets only it uses", (409,)),
+    ],
+    "assets": [
+        ("GET", "/assets", list_assets, AssetList, "List the visible assets", ()),
+        ("POST", "/assets", upload_asset, AssetEnvelope, "Upload an image", (503, 507)),
+        ("GET", "/assets/{assetId:asset_id}", get_asset, AssetEnvelope, "Get an asset", ()),
+        ("GET", "/assets/{assetId:asset_id}/file", asset_file, None, "Download an asset's file", ()),
+        ("DELETE", "/assets/{assetId:asset_id}", delete_asset, AssetDeleted, "Delete an asset", (409,)),
+    ],
+    "models": [
+        ("GET", "/models", list_models, ModelList, "List the model catalog", ()),
+    ],
+}
 JSON_BODIES = {("POST", "/generate/inpaint"): InpaintRequest, ("POST", "/assets"): AssetUpload}
 # Everything under these belongs to the API: unknown paths and methods answer in its error shape.
 API_ROOTS = ["/generate", "/jobs", "/models", "/assets"]
@@ -569,6 +591,37 @@ _FILE_RESPONSE = {"content": {"image/webp": {"schema": {"type": "string", "forma
                               "image/png": {"schema": {"type": "string", "format": "binary"}},
                               "image/jpeg": {"schema": {"type": "string", "format": "binary"}}},
                   "description": "The image file."}
+
+
+def _resource_router(routes: list, common_errors: dict) -> APIRouter:
+    router = APIRouter()
+    for method, path, handler, model, summary, statuses in routes:
+        body_rule = [Depends(_json_body_declared)] if (method, path) in JSON_BODIES else []
+        answer = {"response_model": model, "response_model_exclude_unset": model is ModelList,
+                  "response_class": FileResponse if model is None else JSONResponse}
+        router.add_api_route(path, handler, methods=[method], dependencies=body_rule, **answer,
+                             responses={**common_errors, **_errors(*statuses),
+                                        **({200: _FILE_RESPONSE} if model is None else {})},
+                             summary=summary, description=handler.__doc__, operation_id=handler.__name__)
+        if method == "GET":  # HEAD: GET's headers (size, type) without the body
+            router.add_api_route(path, handler, methods=["HEAD"], **answer, include_in_schema=False)
+    return router
+
+
+def _api_router(api_key: str | None) -> tuple[APIRouter, list]:
+    """Every API route, the resources' routers under one router whose dependency checks the key: a route added
+    to a resource cannot skip it. Unknown paths and methods under the API's roots come last, guarded too.
+    Also gives the resources' routes, for the 405 answers' Allow header."""
+    api = APIRouter(dependencies=[Depends(_key_check(api_key))] if api_key else [])
+    common_errors = _errors(400, 404, 413, *((401,) if api_key else ()))
+    routers = [_resource_router(routes, common_errors) for routes in ROUTES.values()]
+    for router in routers:
+        api.include_router(router)
+    for root in API_ROOTS:
+        rest = "{rest:asset_id}{tail:path}" if root == "/assets" else "{rest:path}"
+        for path in (root, f"{root}/{rest}"):
+            api.add_api_route(path, _no_such_route, methods=ANY_METHOD, include_in_schema=False)
+    return api, [route for router in routers for route in router.routes]
 
 
 def _no_such_route(request: Request) -> None:
@@ -646,10 +699,11 @@ def create_app(engine: Engine | None = None, *, api_key: str | None = settings.A
                max_queue: int = settings.MAX_QUEUE, max_body_bytes: int = settings.MAX_BODY_BYTES,
                allowed_hosts: tuple[str, ...] = settings.ALLOWED_HOSTS, max_auth_failures: int = MAX_AUTH_FAILURES,
                with_ui: bool = True) -> FastAPI:
-    """The server: the REST routes, and the Gradio UI mounted at `/` (last, so it gets every other path)."""
+    """The server: the REST routes, and the Gradio UI mounted at `/` (last, so it gets every other path).
+    Jobs run on the workers of the settings (INPAINT_DEVICES, INPAINT_RAY_ADDRESS), or on a given engine alone."""
     owns_engine = engine is None
     engine = engine or default_engine()
-    jobs = JobQueue(engine, max_queue=max_queue)
+    jobs = JobQueue(engine, max_queue=max_queue, workers=start_workers(engine) if owns_engine else None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -676,23 +730,8 @@ def create_app(engine: Engine | None = None, *, api_key: str | None = settings.A
     app.add_exception_handler(OSError, _os_error)
     app.add_exception_handler(Exception, _unexpected_error)
 
-    guard = [Depends(_key_check(api_key))] if api_key else []
-    common_errors = _errors(400, 404, 413, *((401,) if api_key else ()))
-    for method, path, handler, model, summary, statuses in ROUTES:
-        body_rule = [Depends(_json_body_declared)] if (method, path) in JSON_BODIES else []
-        answer = dict(response_model=model, response_model_exclude_unset=model is ModelList,
-                      response_class=FileResponse if model is None else JSONResponse)
-        app.add_api_route(path, handler, methods=[method], dependencies=guard + body_rule, **answer,
-                          responses={**common_errors, **_errors(*statuses),
-                                     **({200: _FILE_RESPONSE} if model is None else {})},
-                          summary=summary, description=handler.__doc__, operation_id=handler.__name__)
-        if method == "GET":  # HEAD: GET's headers (size, type) without the body
-            app.add_api_route(path, handler, methods=["HEAD"], dependencies=guard, **answer, include_in_schema=False)
-    app.state.api_routes = list(app.router.routes)
-    for root in API_ROOTS:
-        rest = "{rest:asset_id}{tail:path}" if root == "/assets" else "{rest:path}"
-        for path in (root, f"{root}/{rest}"):
-            app.add_api_route(path, _no_such_route, methods=ANY_METHOD, dependencies=guard, include_in_schema=False)
+    api, app.state.api_routes = _api_router(api_key)
+    app.include_router(api)
     app.openapi = _openapi(app)
     _offline_docs(app)
 

@@ -110,12 +110,6 @@ class Asset:
     model_id: str | None
     created_at: str
 
-    def to_json(self, url: str) -> dict:
-        return {"id": self.id, "url": url, "mimeType": self.mime_type, "width": self.width,
-                "height": self.height, "hidden": self.hidden, "parentId": self.parent_id,
-                "jobId": self.job_id, "seed": self.seed, "modelId": self.model_id,
-                "createdAt": self.created_at, "kind": self.kind}
-
 
 def _asset(row: tuple) -> Asset:
     return Asset(*row[:5], bool(row[5]), *row[6:])

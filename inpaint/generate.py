@@ -6,23 +6,41 @@ import dataclasses
 import functools
 import gc
 import io
+import logging
+import queue
 import struct
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 
+import numpy as np
 from PIL import ExifTags, Image
 
-from . import imageops, settings
+from . import imageops, regions, schema, seams, settings
 from .assets import Asset, AssetStore
 from .catalog import Catalog
 from .errors import JobCanceled, RequestError
+from .events import (
+    Done,
+    Event,
+    Failed,
+    Loading,
+    Preview,
+    Progress,
+    Regions,
+    Result,
+    Waiting,
+    Warned,
+    failure,
+)
 from .limits import PixelBudget
 from .pipelines import PipelineCache, concepts_applied
 from .schema import InpaintRequest, ResolvedRequest, parse_request, resolve
+
+log = logging.getLogger(__name__)
 
 # Decoded inputs kept from prepare to generate: ~600 MB of RGB at most, room for the inputs of a few
 # queued 40 MP requests or of dozens of 2048x2048 ones; past it the oldest are read back from the store.
@@ -32,6 +50,8 @@ OnResult = Callable[[Asset], None]
 OnPreview = Callable[[list[Image.Image], int, int], None]  # previews of the batch, step, steps
 OnProgress = Callable[[float], None]
 OnWarning = Callable[[str], None]  # something the user should know of, found while generating
+OnRegions = Callable[[list[dict]], None]  # the regions generated: box and processing size
+OnSeamReport = Callable[[str, dict], None]  # asset id, {"outsideMaskMaxDiff": int, "seamDeltaE": float}
 
 
 @dataclasses.dataclass
@@ -151,10 +171,54 @@ def _png_plain(data: bytes) -> bool:
     return False
 
 
+def stream(generate: Callable[..., list[Asset]], request: ResolvedRequest, cancel: threading.Event, *,
+           job_id: str | None = None) -> Iterator[Event]:
+    """`generate`'s callbacks as events: it runs on a thread of its own, its callbacks queue what they report,
+    and the caller's thread yields it. Ends with Done or Failed (what generate raised, translated once).
+    Closing the stream early stops the generation and waits for it, within a step: the device is free again
+    when close() returns."""
+    events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+    seam_reports: dict[str, dict] = {}  # by asset id, from its report until its result, both on the writer thread
+    hooks = {
+        "on_result": lambda asset: events.put(Result(asset, seam_reports.pop(asset.id, None))),
+        "on_preview": lambda previews, step, steps: events.put(Preview(tuple(previews), step, steps)),
+        "on_progress": lambda fraction: events.put(Progress(fraction)),
+        "on_warning": lambda message: events.put(Warned(message)),
+        "on_regions": lambda regions: events.put(Regions(tuple(regions))),
+        "on_seam_report": seam_reports.__setitem__,
+    }
+
+    def work() -> None:
+        try:
+            generate(request, job_id=job_id, cancel=cancel, **hooks)
+            events.put(Done())
+        except BaseException as exc:  # told to the consumer as the stream's last event
+            failed = failure(exc)
+            if failed.kind == "error":  # not the user's doing: the traceback is for the server's log
+                log.error("generation failed", exc_info=exc)
+            events.put(failed)
+
+    thread = threading.Thread(target=work, name="inpaint-generation", daemon=True)
+    thread.start()
+    ended = False
+    try:
+        while not ended:
+            event = events.get()
+            ended = isinstance(event, (Done, Failed))
+            yield event
+    finally:
+        if not ended:  # the consumer left early (stopped, disconnected)
+            cancel.set()
+        thread.join()
+
+
 def default_engine() -> Engine:
-    """The engine configured by the environment (settings), as the app, the API and the CLI use it."""
+    """The engine configured by the environment (settings), as the app, the API and the CLI use it: on the
+    first device of INPAINT_DEVICES (workers.local_workers makes the others)."""
     catalog = Catalog.load(settings.USER_CATALOG)
-    pipelines = PipelineCache(catalog, settings.MODELS_DIR, max_pipelines=settings.MAX_PIPELINES)
+    # Unset, torch picks: cuda where ZeroGPU emulates it for a process that sees no GPU.
+    pipelines = PipelineCache(catalog, settings.MODELS_DIR, max_pipelines=settings.MAX_PIPELINES,
+                              device=settings.GIVEN_DEVICES[0] if settings.GIVEN_DEVICES else None)
     return Engine(catalog, AssetStore(settings.DATA_DIR), pipelines)
 
 
@@ -184,21 +248,25 @@ class Engine:
         req = parse_request(body)
 
         # 2. Where the inputs come from; their decoding waits for room in the pixel budget (or is refused)
-        sources = [self._input_source(req, "image"), self._input_source(req, "mask")]
+        # An outpaint repaints the new area: a mask is then optional.
+        outpaint = schema.outpaint_sides(req)
+        sources = [self._input_source(req, "image"), self._input_source(req, "mask", optional=outpaint is not None)]
         with self.decoding.hold(sum(self._declared_pixels(source) for source in sources)):
-            # 3. Inputs decoded and checked, nothing stored yet
+            # 3. Inputs decoded and checked, nothing stored yet. The mask covers the grown canvas of an outpaint.
             warnings: list[str] = []
             image, image_asset_id, as_sent = self._load_input(sources[0], "image", warnings)
-            raw_mask, _, _ = self._load_input(sources[1], "mask", warnings)
-            seam_px = self.catalog.get(req.model_id).family.seam_px
-            mask, notes = imageops.prepare_mask(raw_mask, image.size, field=sources[1][0], grow=seam_px)
-            warnings += notes
+            canvas_size = regions.outpaint_size(image.size, outpaint) if outpaint else image.size
+            raw_mask = self._load_input(sources[1], "mask", warnings)[0] if sources[1][1] is not None else None
+            family = self.catalog.get(req.model_id).family
+            mask = self._mask(req, raw_mask, sources[1][0], image.size, family.seam_px, warnings)
             if req.parent_id is not None:
                 self.store.get(req.parent_id, field="parentId")
-            left, top, right, bottom = imageops.crop_box(mask)
+            largest = max(regions.group(_repainted(mask, req.mask_mode)),
+                          key=lambda box: (box[2] - box[0]) * (box[3] - box[1]))
 
             # 4. Model rules and defaults
-            resolved = resolve(req, self.catalog, image_size=image.size, region_size=(right - left, bottom - top),
+            resolved = resolve(req, self.catalog, image_size=canvas_size,
+                               region_size=(largest[2] - largest[0], largest[3] - largest[1]),
                                image_asset_id=image_asset_id or "", mask_asset_id="",
                                warnings=warnings)
 
@@ -228,13 +296,47 @@ class Engine:
             return self.store.put(image, kind="image", hidden=hide, parent_id=parent_id,
                                   data=data if as_sent else None)
 
-    def _input_source(self, req: InpaintRequest, what: str) -> tuple[str, bytes | str]:
-        """The field the image or the mask came in, and the file of its data URL or its asset id."""
+    def _mask(self, req: InpaintRequest, raw_mask: Image.Image | None, field: str, image_size: tuple[int, int],
+              seam_px: int, warnings: list[str]) -> Image.Image:
+        """The mask as stored and used: binary and grown by the family's seam band, or in soft mode its grey
+        levels as they are; with an outpaint, on the grown canvas with the new area to repaint. A mask sent with
+        an outpaint is drawn on the image (placed at its offset) or, at exactly the canvas's size, on the canvas."""
+        soft = req.mask_mode == "soft"
+        outpaint = schema.outpaint_sides(req)
+        if outpaint is None:
+            mask, notes = imageops.prepare_mask(raw_mask, image_size, field=field, grow=0 if soft else seam_px,
+                                                soft=soft)
+            warnings += notes
+            return mask
+        canvas_size = regions.outpaint_size(image_size, outpaint)
+        new_area = regions.outpaint_mask(image_size, outpaint)
+        canvas_np = np.zeros((canvas_size[1], canvas_size[0]), np.uint8)
+        if raw_mask is not None:
+            on_canvas = raw_mask.size == canvas_size
+            drawn, notes = imageops.prepare_mask(raw_mask, canvas_size if on_canvas else image_size, field=field,
+                                                 soft=soft, allow_empty=True)
+            warnings += notes
+            offset = (0, 0) if on_canvas else (outpaint["left"], outpaint["top"])
+            canvas_np[offset[1]:offset[1] + drawn.height, offset[0]:offset[0] + drawn.width] = np.asarray(drawn)
+        if soft:
+            # The new area's edge blends over the family's seam band, as a binary mask's feather does.
+            grown = imageops.prepare_mask(new_area, canvas_size, grow=seam_px)[0]
+            new_area = imageops.feather(grown, seam_px) if seam_px else grown
+            return Image.fromarray(np.maximum(canvas_np, np.asarray(new_area)), "L")
+        canvas_np = np.maximum(canvas_np, np.asarray(new_area))
+        return imageops.prepare_mask(Image.fromarray(canvas_np, "L"), canvas_size, grow=seam_px)[0]
+
+    def _input_source(self, req: InpaintRequest, what: str, *,
+                      optional: bool = False) -> tuple[str, bytes | str | None]:
+        """The field the image or the mask came in, and the file of its data URL or its asset id (None when
+        `optional` and not given)."""
         if what == "image":
             candidates = [("image", req.image), ("imageId", req.image_id)]
         else:
             candidates = [("mask", req.mask), ("maskId", req.mask_id)]
         field, value = next(((f, v) for f, v in candidates if v is not None), (candidates[0][0], None))
+        if value is None and optional:
+            return field, None
         if value is None:
             raise RequestError(field, f"is required: give `{candidates[0][0]}` as a data URL or "
                                       f"`{candidates[1][0]}` as an asset id")
@@ -244,8 +346,10 @@ class Engine:
             raise RequestError(field, "must be a data URL (data:image/png;base64,...); use maskId for an asset id")
         return field, value
 
-    def _declared_pixels(self, source: tuple[str, bytes | str]) -> int:
+    def _declared_pixels(self, source: tuple[str, bytes | str | None]) -> int:
         field, value = source
+        if value is None:
+            return 0
         if isinstance(value, bytes):
             return imageops.declared_pixels(value)
         asset = self.store.get(value, field=field)
@@ -266,15 +370,53 @@ class Engine:
         stored = self.store.open_image(value, field=field)
         return (imageops.flatten(stored, field=field) if what == "image" else stored), value, False
 
+    def on_device(self, device: str) -> Engine:
+        """An engine for another device, with its own pipeline cache and device lock, sharing this one's
+        catalog, store, decoding budget and decoded inputs: a request prepared here may run there."""
+        pipelines = PipelineCache(self.catalog, self.pipelines.models_dir, max_pipelines=self.pipelines.max_pipelines,
+                                  device=device)
+        twin = Engine(self.catalog, self.store, pipelines, max_batch=self.max_batch)
+        twin.decoding, twin.inputs = self.decoding, self.inputs
+        return twin
+
     # -- generation ----------------------------------------------------------------------------------
+
+    def run(self, request: ResolvedRequest, cancel: threading.Event | None = None, *,
+            job_id: str | None = None) -> Iterator[Event]:
+        """Run a prepared request and yield what happens, as plain data (inpaint.events), in this order:
+
+        - `Waiting()` when another generation holds this engine's device (it starts once that one ends);
+        - `Loading(model_id)` when the model is not loaded yet;
+        - `Regions(regions)` once, before the first sample: each region's box and processing size;
+        - `Warned(message)`, `Preview(images, step, steps)` (when `request.intermediate_images`) and
+          `Progress(fraction)` as they come, previews per micro-batch with `step` starting over at 1;
+        - `Result(asset, seam_report)` per sample, once it is stored, in seed order;
+        - last, exactly one of `Done()` or `Failed(kind, message, field)`: `kind` is "canceled" after `cancel`
+          was set, "bad-input", "unavailable" (the model cannot load here) or "error"; results before it are
+          kept in the store.
+
+        Never raises what the generation raised. Setting `cancel` stops the run within a step (the stream
+        then ends with Failed("canceled")); closing the iterator early does the same and returns once the
+        generation has let go of the device. The events pickle, so a stream may cross processes."""
+        cancel = cancel if cancel is not None else threading.Event()
+        if request.pipeline_model_id in self.catalog and self.catalog.get(request.pipeline_model_id).family.has_weights:
+            if self.device_lock.locked():
+                yield Waiting()
+            if request.pipeline_model_id not in self.pipelines.cached_ids():
+                yield Loading(request.pipeline_model_id)
+        yield from stream(self.generate, request, cancel, job_id=job_id)
 
     def generate(self, request: ResolvedRequest, *, job_id: str | None = None, on_result: OnResult | None = None,
                  on_preview: OnPreview | None = None, on_progress: OnProgress | None = None,
-                 cancel: threading.Event | None = None, on_warning: OnWarning | None = None) -> list[Asset]:
+                 cancel: threading.Event | None = None, on_warning: OnWarning | None = None,
+                 on_regions: OnRegions | None = None, on_seam_report: OnSeamReport | None = None) -> list[Asset]:
         """Run a prepared request; each result is stored while the next ones are made, so a failure keeps them.
 
         `on_warning(message)` is called with what the user should know of that only the model could tell
-        (a prompt longer than its text encoder reads); `request.warnings` holds the rest.
+        (a prompt longer than its text encoder reads); `request.warnings` holds the rest. `on_regions(regions)`
+        is called once before the first sample with the generated regions (`{"box": [left, top, right, bottom],
+        "size": [width, height]}`, the box in the result's coordinates, the size it is generated at), and
+        `on_seam_report(asset_id, report)` for each result just before its `on_result`.
         """
         run = _Run(on_result, on_preview if request.intermediate_images else None, on_progress, cancel, on_warning)
         entry = self.catalog.get(request.model_id)
@@ -289,39 +431,64 @@ class Engine:
         if mask is None:
             mask = self.store.open_image(request.mask_asset_id)
         mask = mask.convert("L")
+        if request.outpaint:
+            # The grown canvas; a model that denoises starts the new area from a fill of it, not from grey.
+            image = regions.outpaint_canvas(image, request.outpaint, prefill=entry.family.denoises,
+                                            seed=request.seed)
+        repaint = _repainted(mask, request.mask_mode)
 
-        # 2. What to generate: the region around the mask (merge) or the whole image (resized)
+        # 2. What to generate: one crop per region of the mask (merge), or the whole image (resized). In merge
+        #    mode each result is blended in by `alpha`: the feathered mask, or a soft mask's own grey levels.
+        size = (request.width, request.height)
         if request.disable_merging:
-            box = (0, 0, *image.size)
-            region = imageops.resize(image, (request.width, request.height))
-            region_mask = imageops.resize(mask, (request.width, request.height), mask=True)
+            plan = [regions.Region((0, 0, *image.size), size)]
+            crops = [(imageops.resize(image, size), imageops.resize(repaint, size, mask=True))]
             alpha = None
         else:
-            box = imageops.crop_box(mask)
-            region, region_mask = image.crop(box), mask.crop(box)
-            alpha = imageops.feather(mask, entry.family.seam_px)
+            plan = regions.plan(repaint, entry.family, size=size)
+            crops = [(image.crop(region.box), repaint.crop(region.box)) for region in plan]
+            alpha = np.asarray(mask if request.mask_mode == "soft" else imageops.feather(mask, entry.family.seam_px))
+        if on_regions:
+            on_regions([region.to_json() for region in plan])
 
-        def finish(seed: int, output: Image.Image) -> Asset:
-            """Merged back and stored; runs on the writer thread."""
-            if alpha is not None:
-                output = imageops.paste_back(image, imageops.resize(output, region.size), box, alpha)
-            elif output.size != (request.width, request.height):
-                output = imageops.resize(output, (request.width, request.height))
-            return self.store.put(output, kind="result", hidden=request.hide_results,
-                                  parent_id=request.image_asset_id, job_id=job_id, seed=seed,
-                                  model_id=request.model_id, icc_profile=icc_profile)
+        def finish(seed: int, outputs: list[Image.Image]) -> Asset:
+            """Colour-matched, merged back, measured and stored; runs on the writer thread."""
+            if alpha is None:
+                output, original, measured = outputs[0], crops[0][0], crops[0][1]
+                if output.size != size:
+                    output = imageops.resize(output, size)
+                output = seams.match_colors(output, original, measured, request.color_match)
+            else:
+                original, measured = image, repaint
+                output_np = np.array(image)
+                for region, (crop, crop_mask), generated in zip(plan, crops, outputs):
+                    left, top, right, bottom = region.box
+                    generated = seams.match_colors(imageops.resize(generated, crop.size), crop, crop_mask,
+                                                   request.color_match)
+                    imageops.blend_into(output_np, generated, region.box, alpha[top:bottom, left:right])
+                output = Image.fromarray(output_np, "RGB")
+            # The result's side of the seam is measured past the feathered band, where it is the model's own.
+            inset = entry.family.seam_px if request.mask_mode == "binary" else 0
+            report = seams.report(output, original, measured, inset=inset)
+            asset = self.store.put(output, kind="result", hidden=request.hide_results,
+                                   parent_id=request.image_asset_id, job_id=job_id, seed=seed,
+                                   model_id=request.model_id, icc_profile=icc_profile)
+            if on_seam_report:
+                on_seam_report(asset.id, report)
+            return asset
 
         writer = _Writer(run.on_result)
         try:
-            self._samples(request, entry, run, region, region_mask, writer, finish)
+            self._samples(request, entry, run, crops, writer, finish)
         finally:
             writer.close()  # what was made is stored, also when generating failed
         writer.check()
         return writer.assets
 
-    def _samples(self, request: ResolvedRequest, entry, run: _Run, region: Image.Image, region_mask: Image.Image,
-                 writer: _Writer, finish: Callable[[int, Image.Image], Asset]) -> None:
-        """Generates the samples micro-batch by micro-batch, handing each result to `writer`."""
+    def _samples(self, request: ResolvedRequest, entry, run: _Run, crops: list[tuple[Image.Image, Image.Image]],
+                 writer: _Writer, finish: Callable[[int, list[Image.Image]], Asset]) -> None:
+        """Generates the samples micro-batch by micro-batch, each sample's crops (region and mask) in the same
+        batch under its seed, handing each sample's outputs to `writer`."""
         family = entry.family
         made = 0
         with ExitStack() as holding:
@@ -343,8 +510,9 @@ class Engine:
                 for message in family.notes(model, request):
                     run.on_warning(message)
 
-            # 4. Micro-batches of samples: memory stays flat whatever numSamples is
-            pending, batch_size = request.seeds, self.max_batch
+            # 4. Micro-batches of samples: memory stays flat whatever numSamples is. A batch holds up to max_batch
+            #    crops: all the regions of as many samples as fit.
+            pending, batch_size = request.seeds, max(1, self.max_batch // len(crops))
             while pending:
                 seeds = pending[:batch_size]
 
@@ -356,7 +524,9 @@ class Engine:
                     return run.canceled()
 
                 try:
-                    outputs = family.run(model, request, region, region_mask, seeds, on_step)
+                    outputs = family.run(model, request, [crop for _ in seeds for crop, _ in crops],
+                                         [crop_mask for _ in seeds for _, crop_mask in crops],
+                                         [seed for seed in seeds for _ in crops], on_step)
                 except _out_of_memory():
                     _free_memory()
                     if batch_size == 1:
@@ -369,13 +539,18 @@ class Engine:
                 writer.check()  # a write failed: the job fails now, not after the remaining samples
 
                 # 5. Merged back and stored on the writer thread, in order, while the next micro-batch generates
-                for seed, output in zip(seeds, outputs):
-                    writer.submit(functools.partial(finish, seed, output))
+                for i, seed in enumerate(seeds):
+                    writer.submit(functools.partial(finish, seed, outputs[i * len(crops):(i + 1) * len(crops)]))
                 made += len(seeds)
                 if run.on_progress:
                     run.on_progress(made / request.num_samples)
                 if run.canceled() and pending:
                     raise JobCanceled()
+
+
+def _repainted(mask: Image.Image, mask_mode: str) -> Image.Image:
+    """What the model repaints: the mask, or in soft mode every pixel above 0."""
+    return mask.point(lambda value: 255 if value else 0) if mask_mode == "soft" else mask
 
 
 def _out_of_memory() -> tuple[type[BaseException], ...]:

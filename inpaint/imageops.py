@@ -212,8 +212,10 @@ def _dilate_np(mask_np: np.ndarray, grow: int) -> np.ndarray:
 
 
 def prepare_mask(mask: Image.Image, image_size: tuple[int, int], *, field: str = "mask",
-                 threshold: int = MASK_THRESHOLD, grow: int = 0, invert: bool = False) -> tuple[Image.Image, list[str]]:
-    """A binary (0/255) mask of exactly `image_size`, plus the warnings to return to the user.
+                 threshold: int = MASK_THRESHOLD, grow: int = 0, invert: bool = False, soft: bool = False,
+                 allow_empty: bool = False) -> tuple[Image.Image, list[str]]:
+    """A binary (0/255) mask of exactly `image_size`, plus the warnings to return to the user. With `soft`, the
+    grey levels are kept (inverted with `invert`; `threshold` and `grow` do not apply): they are opacities.
 
     `mask` may be the decoded file itself: its alpha or luminance is picked as `read_mask` says.
     """
@@ -225,10 +227,16 @@ def prepare_mask(mask: Image.Image, image_size: tuple[int, int], *, field: str =
                                       "a mask of another size must have the image's aspect ratio (within 1%)")
         mask = mask.resize((iw, ih), Image.Resampling.NEAREST)
         notes.append(f"{field} was {mw}x{mh} px; resized to the image's {iw}x{ih} px (nearest neighbour)")
+    if soft:
+        grey_np = np.asarray(mask.convert("L"))
+        grey_np = 255 - grey_np if invert else grey_np
+        if not grey_np.any() and not allow_empty:
+            raise RequestError(field, f"{field} is empty: paint the area to repaint in white (or grey)")
+        return Image.fromarray(np.ascontiguousarray(grey_np), "L"), notes
     mask_np = np.asarray(mask.convert("L")) >= threshold
     if invert:
         mask_np = ~mask_np
-    if not mask_np.any():
+    if not mask_np.any() and not allow_empty:
         raise RequestError(field, f"{field} is empty: paint the area to repaint in white")
     if grow > 0:
         mask_np = _dilate_np(mask_np, grow)
@@ -284,8 +292,16 @@ def paste_back(original: Image.Image, generated: Image.Image, box: tuple[int, in
     if nonzero and not (left <= nonzero[0] and top <= nonzero[1] and nonzero[2] <= right and nonzero[3] <= bottom):
         raise ValueError(f"paste_back: alpha's nonzero area {nonzero} is not inside the box {box}")
     out_np = np.array(original.convert("RGB"))
+    blend_into(out_np, generated, box, np.asarray(alpha.convert("L"))[top:bottom, left:right])
+    return Image.fromarray(out_np, "RGB")
+
+
+def blend_into(out_np: np.ndarray, generated: Image.Image, box: tuple[int, int, int, int],
+               alpha_np: np.ndarray) -> None:
+    """Blends `generated` into `box` of the RGB array `out_np` in place, by `alpha_np` (the box's size, 0..255):
+    pixels at alpha 0 are not written."""
+    left, top, right, bottom = box
     region_np = out_np[top:bottom, left:right]
-    alpha_np = np.asarray(alpha.convert("L"))[top:bottom, left:right]
     generated_np = np.asarray(generated.convert("RGB"))
     # Only the partly covered pixels (a feathered band) need the float blend; a mask as drawn has none.
     full, band = alpha_np == 255, (alpha_np > 0) & (alpha_np < 255)
@@ -296,7 +312,6 @@ def paste_back(original: Image.Image, generated: Image.Image, box: tuple[int, in
         blend_f = orig_f + (generated_np[band].astype(np.float32) - orig_f) * weight_f
         region_np[band] = np.clip(np.rint(blend_f), 0, 255).astype(np.uint8)
     # Pixels at alpha 0 were never written: bit-identical outside the mask, as the contract says.
-    return Image.fromarray(out_np, "RGB")
 
 
 def encode_png(img: Image.Image) -> bytes:

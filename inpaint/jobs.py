@@ -7,17 +7,20 @@ import logging
 import queue
 import threading
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
-
-from PIL import Image
+from typing import TYPE_CHECKING
 
 from . import datalock, settings
 from .assets import check_job_id, new_id, utc_now
-from .errors import JobCanceled, NotFoundError, RequestError
-from .generate import Engine
-from .pipelines import ModelUnavailable
+from .errors import NotFoundError, RequestError
+from .events import Done, Event, Failed, Preview, Progress, Regions, Result, Warned
 from .previews import side_by_side
 from .schema import ResolvedRequest
+
+if TYPE_CHECKING:
+    from .generate import Engine
+    from .workers import Worker
 
 log = logging.getLogger(__name__)
 
@@ -53,18 +56,22 @@ class Job:
     cancel: threading.Event = field(default_factory=threading.Event)
     # The request's warnings, then those the generation reports (on_warning) as it runs.
     warnings: list[str] | None = None
-    # Results arrive on the engine's writer thread while readers serialise the job: an asset id and its seed
-    # are added together, and read together.
+    # The regions the generation reported (box and processing size), and a seam report per result (or None).
+    regions: list[dict] = field(default_factory=list)
+    seam_reports: list[dict | None] = field(default_factory=list)
+    # Results are added on the job's thread while readers serialise the job: an asset id, its seed and its
+    # report are added together, and read together.
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         if self.warnings is None:
             self.warnings = list(self.request.warnings)
 
-    def add_result(self, asset_id: str, seed: int) -> None:
+    def add_result(self, asset_id: str, seed: int, seam_report: dict | None = None) -> None:
         with self.lock:
             self.asset_ids.append(asset_id)
             self.seeds.append(seed)
+            self.seam_reports.append(seam_report)
 
     def to_json(self) -> dict:
         with self.lock:
@@ -83,6 +90,8 @@ class Job:
                 "input": self.request.to_json(),
                 "assetIds": list(self.asset_ids),
                 "seeds": list(self.seeds),
+                "regions": list(self.regions),
+                "seamReports": list(self.seam_reports),  # one per asset id
                 "intermediateImages": list(self.previews),
                 "warnings": list(self.warnings),
                 "error": self.error,
@@ -90,59 +99,68 @@ class Job:
         }
 
 
-def run_job(engine: Engine, job: Job, *, on_change=None) -> Job:
-    """Run one job to a final state in this thread; `on_change(job, durable)` follows every update."""
+def run_job(worker: Worker, job: Job, *, on_change=None) -> Job:
+    """Run one job to a final state in this thread, following `worker.run`'s events (an Engine, or a remote
+    worker of inpaint.workers); `on_change(job, durable)` follows every update."""
 
     def changed(durable: bool) -> None:
         job.updated_at = utc_now()
         if on_change:
             on_change(job, durable)
 
-    def on_result(asset) -> None:
-        job.add_result(asset.id, asset.seed)
-        changed(True)  # persisted at once: a crash after this keeps the result on the job
-
-    def on_progress(progress: float) -> None:
-        job.progress = progress
-        changed(False)
-
-    def on_warning(message: str) -> None:
+    def warn(message: str) -> None:
         job.warnings.append(message)
         changed(True)
 
-    def on_preview(previews: list[Image.Image], step: int, steps: int) -> None:
-        if len(job.previews) >= MAX_PREVIEWS_PER_JOB:
-            if PREVIEWS_CAPPED not in job.warnings:  # said once
-                on_warning(PREVIEWS_CAPPED)
-            return
-        preview = engine.store.put(side_by_side(previews), kind="preview", hidden=True, parent_id=job.request.image_asset_id,
-                                   job_id=job.job_id, model_id=job.request.model_id)
-        job.previews.append(preview.id)
-        changed(False)
-
     job.status = "in-progress"
     changed(True)
-    try:
-        engine.generate(job.request, job_id=job.job_id, on_result=on_result, on_preview=on_preview,
-                        on_progress=on_progress, cancel=job.cancel, on_warning=on_warning)
-        job.status, job.progress = "success", 1.0
-    except JobCanceled:
-        job.status = "canceled"
-    except (RequestError, ModelUnavailable) as exc:
-        job.status, job.error = "failure", str(exc)
-    except Exception as exc:  # a failed job keeps its assets and says why; the server goes on
-        log.exception("job %s failed", job.job_id)
-        job.status, job.error = "failure", f"generation failed: {type(exc).__name__}: {exc}"
+    # Closed on the way out: should storing a preview or saving the job fail, the generation stops at once.
+    with closing(worker.run(job.request, job.cancel, job_id=job.job_id)) as events:
+        for event in events:
+            _follow(job, event, worker, changed, warn)
     changed(True)
     return job
 
 
+def _follow(job: Job, event: Event, worker: Worker, changed, warn) -> None:
+    """One event of a job's generation into the job."""
+    match event:
+        case Result(asset=asset, seam_report=report):
+            job.add_result(asset.id, asset.seed, report)
+            changed(True)  # persisted at once: a crash after this keeps the result on the job
+        case Progress(fraction=fraction):
+            job.progress = fraction
+            changed(False)
+        case Warned(message=message):
+            warn(message)
+        case Regions(regions=regions):
+            job.regions = list(regions)
+            changed(True)
+        case Preview() if len(job.previews) >= MAX_PREVIEWS_PER_JOB:
+            if PREVIEWS_CAPPED not in job.warnings:  # said once
+                warn(PREVIEWS_CAPPED)
+        case Preview(images=images):
+            preview = worker.store.put(side_by_side(list(images)), kind="preview", hidden=True,
+                                       parent_id=job.request.image_asset_id, job_id=job.job_id,
+                                       model_id=job.request.model_id)
+            job.previews.append(preview.id)
+            changed(False)
+        case Done():
+            job.status, job.progress = "success", 1.0
+        case Failed(kind="canceled"):
+            job.status = "canceled"
+        case Failed(message=message):  # a failed job keeps its assets and says why; the server goes on
+            job.status, job.error = "failure", message
+
+
 class JobQueue:
-    """A bounded queue drained by one worker thread: one generation at a time per device."""
+    """A bounded queue drained by its workers, a thread each: one job at a time per worker (per device, or
+    per remote worker), as many at once as there are workers. Without `workers`, the engine is the one worker."""
 
     def __init__(self, engine: Engine, *, max_queue: int, retention_days: int | None = settings.RETENTION_DAYS,
-                 maintenance_every_s: float = MAINTENANCE_EVERY_S):
+                 maintenance_every_s: float = MAINTENANCE_EVERY_S, workers: list[Worker] | None = None):
         self.engine = engine
+        self.workers = list(workers) if workers else [engine]
         self.store = engine.store
         self.max_queue = max_queue
         self.retention_days = retention_days  # None keeps everything
@@ -154,7 +172,7 @@ class JobQueue:
         self._watchers_lock = threading.Lock()  # its own: jobs are finished while `_lock` is held
         self._active: dict[str, Job] = {}  # queued or running; finished jobs are read from the store
         self._lock = threading.Lock()
-        self._worker: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._stopping = False
         self._canceled_by_user: set[str] = set()
         self._reserved = 0  # places held by requests whose inputs are being checked and stored
@@ -162,13 +180,15 @@ class JobQueue:
     def start(self) -> None:
         """Take the data folder (DataFolderBusy if another server runs on it), close the jobs a stopped server
         left open, then run jobs and maintenance."""
-        if self._worker is None:
+        if not self._threads:
             # Before touching the jobs: those of a server still running on the folder are not interrupted.
             datalock.acquire(self.store.root)
             self.store.fail_interrupted_jobs(INTERRUPTED)
             self._stopping = False
-            self._worker = threading.Thread(target=self._work, name="inpaint-jobs", daemon=True)
-            self._worker.start()
+            self._threads = [threading.Thread(target=self._work, args=(worker,), name=f"inpaint-jobs-{index}",
+                                              daemon=True) for index, worker in enumerate(self.workers)]
+            for thread in self._threads:
+                thread.start()
         if self._maintenance is None:
             self._maintenance_stop.clear()
             self._maintenance = threading.Thread(target=self._maintain, name="inpaint-maintenance", daemon=True)
@@ -180,15 +200,18 @@ class JobQueue:
             self._maintenance_stop.set()
             self._maintenance.join(timeout=30)  # a pass in progress ends first: the store closes after stop()
             self._maintenance = None
-        if self._worker is None:
+        if not self._threads:
             return
         with self._lock:
             self._stopping = True
             for job in self._active.values():
                 job.cancel.set()
-        self._queue.put(None)
-        self._worker.join(timeout=30)
-        self._worker = None
+        for _ in self._threads:
+            self._queue.put(None)
+        deadline = time.monotonic() + 30
+        for thread in self._threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        self._threads = []
         with self._lock:
             for job in list(self._active.values()):  # never started, or still unwinding after the timeout
                 self._interrupted(job)
@@ -325,14 +348,14 @@ class JobQueue:
         job.status, job.error, job.updated_at = "failure", INTERRUPTED, utc_now()
         self._finish(job)
 
-    def _work(self) -> None:
+    def _work(self, worker: Worker) -> None:
         while (job := self._queue.get()) is not None:
             with self._lock:
                 if job.status != "queued" or self._stopping:
                     continue  # canceled while waiting, or left for stop() to close
                 job.status = "in-progress"
             try:
-                run_job(self.engine, job, on_change=self._changed)
+                run_job(worker, job, on_change=self._changed)
             except Exception as exc:  # the store failed while saving: the worker must live on
                 log.exception("job %s could not be saved", job.job_id)
                 job.status, job.error = "failure", f"the job could not be saved: {type(exc).__name__}: {exc}"

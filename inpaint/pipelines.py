@@ -23,7 +23,11 @@ if TYPE_CHECKING:
     import torch
     from diffusers import DiffusionPipeline
 
-HUB_PROBE_TIMEOUT_S = 5.0  # an unreachable Hub must fail a request in seconds, not hang on retries
+HUB_PROBE_TIMEOUT_S = 5.0
+# One load at a time in the process, whichever cache (device) asks: the lazy imports of diffusers and transformers
+# are not thread-safe (two devices loading their first model at once saw `diffusers` without its pipeline
+# classes). Loads read the disk or the network; they gain little from running side by side.
+_LOADING = threading.Lock()  # an unreachable Hub must fail a request in seconds, not hang on retries
 
 
 class ModelUnavailable(RuntimeError):
@@ -208,7 +212,8 @@ class PipelineCache:
             torch.cuda.empty_cache()
 
     def _load(self, entry: ModelEntry) -> LoadedPipeline:
-        model = entry.family.load(entry, self)
+        with _LOADING:
+            model = entry.family.load(entry, self)
         return LoadedPipeline(entry.id, entry.family, model, self.device, self.dtype_for(entry.family))
 
     def load_diffusers(self, entry: ModelEntry, class_name: str) -> DiffusionPipeline:

@@ -29,8 +29,8 @@ def _optional_int(name: str, low: int, high: int) -> int | None:
     return value
 
 
-def _has_cuda() -> bool:
-    """Whether torch would find a GPU, asked without importing torch: that import takes seconds and hundreds of
+def _cuda_count() -> int:
+    """How many GPUs torch would find, asked without importing torch: that import takes seconds and hundreds of
     MB, and this runs when the server starts and when a classical model runs from the command line, neither of
     which needs torch. Asked of the driver itself (what torch.cuda.is_available asks in the end), so it
     honours CUDA_VISIBLE_DEVICES and a driver that is installed but has no device; the files under
@@ -39,18 +39,29 @@ def _has_cuda() -> bool:
 
     spec = importlib.util.find_spec("torch")
     if spec is None or not spec.submodule_search_locations:
-        return False
+        return 0
     torch_lib = Path(next(iter(spec.submodule_search_locations))) / "lib"
     if any(torch_lib.glob("*torch_hip*")):  # ROCm builds answer torch.cuda for AMD GPUs
-        return Path("/dev/kfd").exists()
+        return 1 if Path("/dev/kfd").exists() else 0  # counting them would mean importing torch
     if not any(torch_lib.glob("*torch_cuda*")):
-        return False
+        return 0
     try:
         driver = ctypes.WinDLL("nvcuda.dll") if os.name == "nt" else ctypes.CDLL("libcuda.so.1")
     except OSError:  # no NVIDIA driver
-        return False
+        return 0
     count = ctypes.c_int(0)
-    return driver.cuInit(0) == 0 and driver.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
+    return count.value if driver.cuInit(0) == 0 and driver.cuDeviceGetCount(ctypes.byref(count)) == 0 else 0
+
+
+def _devices(name: str) -> tuple[str, ...]:
+    """The devices to run generations on, one worker each: a torch device name per entry (`cuda:1`, `cpu`),
+    an entry twice meaning two workers on it; empty when unset."""
+    raw = [entry.strip().lower() for entry in os.environ.get(name, "").split(",") if entry.strip()]
+    for entry in raw:
+        kind, _, index = entry.partition(":")
+        if kind not in ("cpu", "cuda", "mps") or (index and not index.isdigit()):
+            raise SystemExit(f"{name} must list devices like cuda:0,cuda:1 or cpu, got {entry!r}")
+    return tuple(raw)
 
 
 DATA_DIR = Path(os.environ.get("INPAINT_DATA_DIR") or Path.home() / ".cache" / "inpaint").expanduser()
@@ -58,12 +69,17 @@ DATA_DIR = Path(os.environ.get("INPAINT_DATA_DIR") or Path.home() / ".cache" / "
 MODELS_DIR = Path(os.environ.get("INPAINT_MODELS_DIR") or DATA_DIR / "models").expanduser()
 USER_CATALOG = os.environ.get("INPAINT_CATALOG") or None
 
-HAS_CUDA = _has_cuda()
+CUDA_COUNT = _cuda_count()
+HAS_CUDA = CUDA_COUNT > 0
 # Without a GPU: PatchMatch, the best of the models that need no download (it continues textures where OpenCV's
 # fills blur; bench `classical_quality`), when its package is there.
 DEFAULT_MODEL = os.environ.get("INPAINT_DEFAULT_MODEL") or (
     "sd-1_5-inpainting" if HAS_CUDA else "patchmatch" if importlib.util.find_spec("patchmatch") else "opencv-telea")
 
+GIVEN_DEVICES = _devices("INPAINT_DEVICES")
+DEVICES = GIVEN_DEVICES or tuple(f"cuda:{i}" for i in range(CUDA_COUNT)) or ("cpu",)  # default: every GPU, else the CPU
+# A Ray cluster to run the generations on (`auto`, or `ray://host:10001`); unset runs them on DEVICES.
+RAY_ADDRESS = os.environ.get("INPAINT_RAY_ADDRESS", "").strip() or None
 MAX_PIPELINES = _int("INPAINT_MAX_PIPELINES", 2, 1, 16)  # loaded pipelines kept in memory (LRU)
 MAX_BATCH = _int("INPAINT_MAX_BATCH", 4, 1, 128)  # samples per pipeline call; numSamples runs in these
 MAX_QUEUE = _int("INPAINT_MAX_QUEUE", 32, 1, 10_000)  # queued REST jobs before 429

@@ -1,6 +1,6 @@
 """Hugging Face ZeroGPU: the models placed at startup, and the GPU time each call asks for.
 
-On ZeroGPU the GPU function (`ui.run_on_device`) runs in a forked worker that holds a GPU slice for the
+On ZeroGPU the GPU function (`ui.device.run_on_device`) runs in a forked worker that holds a GPU slice for the
 `duration` it asked for; its arguments and everything it yields are pickled across that boundary. The
 main process has no GPU, but the `spaces` package emulates CUDA there, so the models are loaded and
 placed on `cuda` once at startup (`preload`) and the worker finds them ready instead of loading inside
@@ -131,7 +131,7 @@ def bounded(seconds: float, *, margin: float = MARGIN, floor: int = FLOOR_S, cei
 
 
 def gpu_duration(request: ResolvedRequest, *, loading: bool = False) -> int:
-    """The duration one GPU call asks ZeroGPU for (the wrapper in ui.py adapts it to the call's arguments)."""
+    """The duration one GPU call asks ZeroGPU for (the wrapper in ui/device.py adapts it to the call's arguments)."""
     return bounded(request_seconds(request, loading=loading))
 
 

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from inpaint import assets
+from inpaint.api import AssetOut
 from inpaint.assets import ASSET_ID_PATTERN, JOB_ID_PATTERN, AssetStore, new_id
 from inpaint.errors import NotFoundError, RequestError
 
@@ -59,9 +60,9 @@ def test_put_get_round_trip_is_lossless(store, mode):
     assert store.file_path(asset.id).suffix == ".png"
 
 
-def test_to_json_is_camel_case(store):
+def test_the_api_shows_an_asset_in_camel_case(store):
     asset = store.put(noise(), hidden=True, seed=7, model_id="m")
-    body = asset.to_json("/assets/x")
+    body = AssetOut.of(asset, "/assets/x").model_dump()
     assert body == {"id": asset.id, "url": "/assets/x", "mimeType": "image/png", "width": 40, "height": 24,
                     "hidden": True, "parentId": None, "jobId": None, "seed": 7, "modelId": "m",
                     "createdAt": asset.created_at, "kind": "image"}

@@ -275,7 +275,8 @@ def test_same_request_twice_gives_identical_bytes(engine):
 
 @pytest.mark.parametrize("model_id", ["tiny-sd-1_5", "tiny-sd-xl", "tiny-flux.1"])
 def test_sample_i_of_a_batch_equals_a_single_run_with_seed_plus_i(engine, model_id):
-    size = {"width": 512, "height": 512} if model_id == "tiny-sd-xl" else {}
+    # Without colour matching: its gain may scale the batch's one-level numeric difference (tests/test_seams.py).
+    size = {"width": 512, "height": 512, "colorMatch": "none"} if model_id == "tiny-sd-xl" else {"colorMatch": "none"}
     _, batch = run(engine, tiny_body(model_id, numSamples=3, seed=100, **size))
     _, [alone] = run(engine, tiny_body(model_id, numSamples=1, seed=102, **size))
     assert [asset.seed for asset in batch] == [100, 101, 102]

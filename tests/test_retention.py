@@ -13,6 +13,7 @@ import pytest
 from inpaint import assets, jobs, settings
 from inpaint.assets import AssetStore, new_id
 from inpaint.errors import JobCanceled, RequestError
+from inpaint.generate import stream
 from inpaint.jobs import Job, JobQueue, run_job
 from tests.test_assets import files_of, noise, saved_job, stored_files
 
@@ -127,13 +128,16 @@ def test_stale_sweep_runs_on_demand_with_now(store, monkeypatch):
 
 
 class FakeEngine:
-    """Just what the queue and run_job use of an engine: the store, and a generate that makes
+    """Just what the queue and run_job use of an engine: the store, and a run whose generation makes
     `previews` previews and one result, then waits for `release` if given."""
 
     def __init__(self, store, previews=0, release=None):
         self.store, self.previews, self.release = store, previews, release
 
-    def generate(self, request, *, job_id, on_result, on_preview, on_progress, cancel, on_warning=None):
+    def run(self, request, cancel=None, *, job_id=None):
+        return stream(self.generate, request, cancel or threading.Event(), job_id=job_id)
+
+    def generate(self, request, *, job_id, on_result, on_preview, on_progress, cancel, **other_hooks):
         for step in range(self.previews):
             on_preview([noise(seed=step)], step + 1, self.previews)
         result = self.store.put(noise(seed=99), kind="result", parent_id=request.image_asset_id, job_id=job_id, seed=1)

@@ -1,10 +1,13 @@
 """The studio's handlers on the real engine with tiny models, and its API through gradio_client."""
 
 import base64
+import inspect
 import io
+import re
 import socket
 import threading
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
@@ -20,6 +23,7 @@ from inpaint.assets import AssetStore
 from inpaint.catalog import Catalog
 from inpaint.errors import RequestError
 from inpaint.generate import Engine
+from inpaint.ui import device, examples, fields, masks, uploads
 from tests.images import bomb_png, photo, rect_mask
 
 CATALOG = Catalog.load()
@@ -65,16 +69,26 @@ def rotated_jpeg(displayed: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def run(fn, value, *, state=None, session="s1", **fields) -> tuple[dict, dict]:
+def merged(outputs: list[dict]) -> dict:
+    """The page after a stream of partial updates: each component's last value."""
+    page = {}
+    for out in outputs:
+        page.update(out)
+    return page
+
+
+def stream(demo, session="s1", **given) -> list[dict]:
+    """The generation handler's updates, one dict (keyed by component) per message to the page."""
+    return list(handler(demo, "inpaint")(**given, request=SimpleNamespace(session_hash=session)))
+
+
+def run(demo, value, *, state=None, session="s1", **given) -> tuple[dict, dict]:
     """Drives the generation handler like the page does; returns the effective parameters and the session."""
     args = dict(image=value, prompt="a red apple", modelId="tiny-sd-1_5", numSamples=1, numInferenceSteps=2,
                 seed=7, randomizeSeed=False, autoSize=False, width=64, height=64, state=state or {})
-    args.update(fields)
-    last = None
-    for last in fn(**args, request=SimpleNamespace(session_hash=session)):
-        pass
-    gallery, preview, status, summary, seed, state = last
-    return summary, state
+    page = merged(stream(demo, session, **{**args, **given}))
+    ui = demo.studio.ui
+    return page[ui.params], page[ui.session]
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +130,7 @@ def test_mask_is_the_union_of_the_layers_alpha_whatever_the_colour():
     first, second = (Image.new("RGBA", (64, 64), (0, 0, 0, 0)) for _ in range(2))
     first.paste((0, 0, 0, 255), (0, 0, 10, 10))  # black brush: RGB is all zeros, alpha is not
     second.paste((255, 255, 255, 1), (50, 50, 64, 64))  # barely visible stroke still counts
-    mask_np = np.asarray(ui.layers_alpha([first, None, second], (64, 64))) > 0
+    mask_np = np.asarray(masks.layers_alpha([first, None, second], (64, 64))) > 0
     expected_np = np.zeros((64, 64), bool)
     expected_np[0:10, 0:10] = expected_np[50:64, 50:64] = True
     assert np.array_equal(mask_np, expected_np)
@@ -127,13 +141,13 @@ def test_uploaded_mask_overrides_the_sketch_and_invert_grow_feather_apply():
     sketch = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
     sketch.paste((255, 0, 0, 255), (0, 0, 8, 8))
     upload = rect_mask(64, 64, (20, 20, 40, 40))
-    mask, _ = ui.effective_mask(background, [sketch], upload)
+    mask, _ = masks.effective_mask(background, [sketch], upload)
     assert mask.getbbox() == (20, 20, 40, 40)
-    inverted, _ = ui.effective_mask(background, [sketch], None, invert=True)
+    inverted, _ = masks.effective_mask(background, [sketch], None, invert=True)
     assert np.asarray(inverted)[0, 0] == 0 and np.asarray(inverted)[63, 63] == 255
-    grown, _ = ui.effective_mask(background, [], upload, grow=4)
+    grown, _ = masks.effective_mask(background, [], upload, grow=4)
     assert grown.getbbox() == (16, 16, 44, 44)
-    feathered, _ = ui.effective_mask(background, [], upload, feather=12)
+    feathered, _ = masks.effective_mask(background, [], upload, feather=12)
     feathered_np = np.asarray(feathered)
     assert set(np.unique(feathered_np)) <= {0, 255}  # still binary: the contract thresholds masks
     assert feathered_np[20, 20] == 0 and feathered_np[30, 30] == 255  # corners rounded, centre kept
@@ -148,44 +162,44 @@ def test_uploaded_mask_reads_alpha_when_it_carries_the_mask():
 
 def test_empty_mask_is_the_contracts_error():
     with pytest.raises(RequestError) as caught:
-        ui.effective_mask(Image.new("RGB", (64, 64)), [Image.new("RGBA", (64, 64))], None)
+        masks.effective_mask(Image.new("RGB", (64, 64)), [Image.new("RGBA", (64, 64))], None)
     assert caught.value.field == "mask" and "empty" in caught.value.message
 
 
 def test_size_defaults_to_the_image_rounded_to_8_and_inside_the_models_range():
-    assert ui.fit_size((203, 97), CATALOG.get("tiny-sd-1_5")) == (200, 96)
-    assert ui.fit_size((3000, 40), CATALOG.get("tiny-sd-1_5")) == (1024, 64)
-    assert ui.fit_size((300, 300), CATALOG.get("tiny-sd-xl")) == (512, 512)
-    assert ui.fit_size(None, CATALOG.get("tiny-flux.1")) == (1024, 1024)
+    assert fields.fit_size((203, 97), CATALOG.get("tiny-sd-1_5")) == (200, 96)
+    assert fields.fit_size((3000, 40), CATALOG.get("tiny-sd-1_5")) == (1024, 64)
+    assert fields.fit_size((300, 300), CATALOG.get("tiny-sd-xl")) == (512, 512)
+    assert fields.fit_size(None, CATALOG.get("tiny-flux.1")) == (1024, 1024)
 
 
 def test_concepts_table_becomes_the_requests_concepts():
     table = [["tiny-sd-1_5-lora", 0.5, "epoch-1"], ["", None, ""], ["tiny-sd-1_5-lora", "", ""]]
-    assert ui.concepts_from_table(table) == [{"modelId": "tiny-sd-1_5-lora", "scale": 0.5, "modelEpoch": "epoch-1"},
+    assert fields.concepts_from_table(table) == [{"modelId": "tiny-sd-1_5-lora", "scale": 0.5, "modelEpoch": "epoch-1"},
                                              {"modelId": "tiny-sd-1_5-lora"}]
-    assert ui.concepts_from_table({"headers": ui.CONCEPT_HEADERS, "data": [["tiny-sd-1_5-lora", 2, None]]}) == [
+    assert fields.concepts_from_table({"headers": fields.CONCEPT_HEADERS, "data": [["tiny-sd-1_5-lora", 2, None]]}) == [
         {"modelId": "tiny-sd-1_5-lora", "scale": 2.0}]
     with pytest.raises(RequestError, match="concepts.0.scale"):
-        ui.concepts_from_table([["tiny-sd-1_5-lora", "big", ""]])
+        fields.concepts_from_table([["tiny-sd-1_5-lora", "big", ""]])
 
 
 def test_preview_strips_stay_within_webps_limit(tmp_path):
     # 2048x64 previews at latent size (1/8), a micro-batch of 4: enlarged 24x, the strip would be 24588 px wide.
     wide = [Image.new("RGB", (256, 8), colour) for colour in ("red", "green", "blue", "white")]
-    strip = ui.preview_strip(wide)
-    assert strip.width <= ui.WEBP_MAX_SIDE and strip.width > ui.WEBP_MAX_SIDE - 1024  # as large as fits
-    assert strip.height == 8 * (strip.width - 3 * ui.PREVIEW_GAP_PX) // 1024  # every preview enlarged alike
+    strip = device.preview_strip(wide)
+    assert strip.width <= device.WEBP_MAX_SIDE and strip.width > device.WEBP_MAX_SIDE - 1024  # as large as fits
+    assert strip.height == 8 * (strip.width - 3 * device.PREVIEW_GAP_PX) // 1024  # every preview enlarged alike
     strip.save(tmp_path / "wide.webp", quality=80)
     # Too wide even at latent size (a big batch of 8192 px wide previews): shrunk to fit.
-    widest = ui.preview_strip([Image.new("RGB", (1024, 8))] * 32)
-    assert widest.width == ui.WEBP_MAX_SIDE and widest.height >= 1
+    widest = device.preview_strip([Image.new("RGB", (1024, 8))] * 32)
+    assert widest.width == device.WEBP_MAX_SIDE and widest.height >= 1
     widest.save(tmp_path / "widest.webp", quality=80)
     # The usual case is unchanged: small previews enlarged to a readable height.
-    assert ui.preview_strip([Image.new("RGB", (8, 8))] * 2).size == (2 * 192 + ui.PREVIEW_GAP_PX, 192)
+    assert device.preview_strip([Image.new("RGB", (8, 8))] * 2).size == (2 * 192 + device.PREVIEW_GAP_PX, 192)
 
 
 def test_example_pictures_are_drawn_here(tmp_path):
-    paths = ui.draw_example(tmp_path)
+    paths = examples.draw_example(tmp_path)
     image = Image.open(paths["image"])
     assert image.size == (320, 240) and len(np.unique(np.asarray(image.convert("L")))) > 10
     for name in ("sun", "house"):
@@ -195,116 +209,231 @@ def test_example_pictures_are_drawn_here(tmp_path):
 
 # ---- handlers on the real engine -----------------------------------------------------------------
 
+def follow(demo, model_id, *, size=None, previous=None, samples=None, table=()) -> dict:
+    """The page's updates when the model changes, by component name."""
+    ui = demo.studio.ui
+    out = handler(demo, "follow_model")({ui.model: model_id, ui.image_size: size, ui.previous_model: previous,
+                                        ui.num_samples: samples, ui.base_model: None, ui.auto_size: True,
+                                        ui.concepts: list(table)})
+    names = {id(component): name for name, component in vars(ui).items()}
+    return {names[id(component)]: update for component, update in out.items()}
+
+
 def test_model_change_follows_the_catalog(demo):
-    follow = handler(demo, "follow_model")
-    sd = follow("tiny-sd-1_5", (320, 240), "opencv-telea", 1, None, True, [])
-    guidance, width, height, scheduler, base, epoch, neg, pick, box, rows, samples = sd[:11]
+    sd = follow(demo, "tiny-sd-1_5", size=(320, 240), previous="opencv-telea", samples=1)
+    guidance, width = sd["guidance"], sd["width"]
     assert (guidance["minimum"], guidance["maximum"], guidance["value"]) == (0, 20, 7.5)
-    assert (width["minimum"], width["maximum"], width["value"], height["value"]) == (64, 1024, 320, 240)
-    assert scheduler["value"] == "PNDMScheduler" and "FlowMatchEulerDiscreteScheduler" not in scheduler["choices"]
-    assert pick["choices"] == ["tiny-sd-1_5-lora"] and box["visible"] and samples["value"] == ui.DEFAULT_SAMPLES
-    assert not base["visible"] and not epoch["visible"]
+    assert (width["minimum"], width["maximum"], width["value"], sd["height"]["value"]) == (64, 1024, 320, 240)
+    assert sd["scheduler"]["value"] == "PNDMScheduler" and "FlowMatchEulerDiscreteScheduler" not in sd["scheduler"]["choices"]
+    assert sd["concept_pick"]["choices"] == ["tiny-sd-1_5-lora"] and sd["concept_box"]["visible"]
+    assert sd["num_samples"]["value"] == ui.DEFAULT_SAMPLES
+    assert not sd["base_model"]["visible"] and not sd["model_epoch"]["visible"]
 
-    flux = follow("tiny-flux.1", None, "tiny-sd-1_5", 2, None, True, [["tiny-sd-1_5-lora", 1.0, "epoch-2"]])
-    guidance, width, height, scheduler, base, epoch, neg, pick, box, rows, samples = flux[:11]
-    assert (guidance["maximum"], guidance["value"]) == (10, 3.5)
-    assert (width["maximum"], width["value"]) == (2048, 1024)
-    assert scheduler["choices"] == ["FlowMatchEulerDiscreteScheduler"] and neg["visible"]
-    assert rows == [] and not box["visible"] and samples["value"] == 2  # the user's count survives
+    flux = follow(demo, "tiny-flux.1", previous="tiny-sd-1_5", samples=2, table=[["tiny-sd-1_5-lora", 1.0, "epoch-2"]])
+    assert (flux["guidance"]["maximum"], flux["guidance"]["value"]) == (10, 3.5)
+    assert (flux["width"]["maximum"], flux["width"]["value"]) == (2048, 1024)
+    assert flux["scheduler"]["choices"] == ["FlowMatchEulerDiscreteScheduler"] and flux["negative_strength"]["visible"]
+    assert flux["concepts"] == [] and not flux["concept_box"]["visible"]
+    assert flux["num_samples"]["value"] == 2  # the user's count survives
 
-    lora = follow("tiny-sd-1_5-lora", None, "tiny-flux.1", 2, None, True, [])
-    base, epoch = lora[4], lora[5]
-    assert base["visible"] and base["value"] == "tiny-sd-1_5"
-    assert epoch["visible"] and epoch["choices"] == ["epoch-1", "epoch-2"] and epoch["value"] == "epoch-2"
+    lora = follow(demo, "tiny-sd-1_5-lora", previous="tiny-flux.1", samples=2)
+    assert lora["base_model"]["visible"] and lora["base_model"]["value"] == "tiny-sd-1_5"
+    assert lora["model_epoch"]["visible"] and lora["model_epoch"]["choices"] == ["epoch-1", "epoch-2"]
+    assert lora["model_epoch"]["value"] == "epoch-2"
 
-    classical = follow("opencv-telea", None, "tiny-sd-1_5", 4, None, True, [])
-    assert classical[10]["value"] == 1 and classical[0]["interactive"] is False
-    prompt_of = dict(zip(["steps", "strength", "negative", "previews", "prompt"], classical[11:16]))
-    assert not any(update["interactive"] for update in prompt_of.values())  # greyed: the model ignores them
-    assert prompt_of["prompt"]["placeholder"] == "opencv-telea needs no prompt"
+    classical = follow(demo, "opencv-telea", previous="tiny-sd-1_5", samples=4)
+    assert classical["num_samples"]["value"] == 1 and classical["guidance"]["interactive"] is False
+    for name in ("steps", "strength", "negative_prompt", "intermediate", "prompt"):  # greyed: the model ignores them
+        assert classical[name]["interactive"] is False, name
+    assert classical["prompt"]["placeholder"] == "opencv-telea needs no prompt"
     # PatchMatch is seeded: several samples differ, so their count stays the user's to choose.
-    patch = follow("patchmatch", None, "opencv-telea", 1, None, True, [])
-    assert patch[10]["value"] == ui.DEFAULT_SAMPLES and patch[10]["interactive"] and not patch[15]["interactive"]
-    assert sd[15]["interactive"] and sd[15]["placeholder"] == ui.PROMPT_HINT
+    patch = follow(demo, "patchmatch", previous="opencv-telea", samples=1)
+    assert patch["num_samples"]["value"] == ui.DEFAULT_SAMPLES and patch["num_samples"]["interactive"]
+    assert not patch["prompt"]["interactive"]
+    assert sd["prompt"]["interactive"] and sd["prompt"]["placeholder"] == ui.PROMPT_HINT
+
+
+def test_every_field_has_a_component_and_the_api_its_parameter(demo):
+    # Adding a request field is one row of the table: its component, its API parameter, its request key.
+    ui = demo.studio.ui
+    api = handler(demo, "inpaint")
+    params = list(inspect.signature(api).parameters)
+    assert params[:len(fields.FIELDS)] == [f.param for f in fields.FIELDS]
+    for row in fields.FIELDS:
+        assert isinstance(ui[row.component], gr.components.Component), row.component
+    entry = CATALOG.get("tiny-sd-1_5")
+    body = fields.request_fields({f.param: f.default for f in fields.FIELDS} | {
+        "prompt": "an apple", "numSamples": 2.0, "seed": 5.0, "negativePrompt": "  ", "modelId": entry.id}, entry)
+    assert body == {"prompt": "an apple", "modelId": "tiny-sd-1_5", "numSamples": 2, "seed": 5,
+                    "disableMerging": False, "intermediateImages": False}
+    telea = fields.request_fields({"prompt": "ignored", "steps": 3, "modelId": "opencv-telea", "seed": 4,
+                                   "randomizeSeed": True}, CATALOG.get("opencv-telea"))
+    assert telea == {"modelId": "opencv-telea"}  # a model that reads no prompt is sent none; the seed is random
 
 
 def test_the_studio_runs_patchmatch_with_an_empty_prompt(demo, engine):
-    fn = handler(demo, "inpaint")
+    ui = demo.studio.ui
     image = Image.fromarray(photos.chelsea()).crop((100, 50, 100 + SIZE, 50 + SIZE))
-    outputs = list(fn(image=editor_value(image, BOX), prompt="", modelId="patchmatch", numSamples=2, seed=5,
-                      randomizeSeed=False, state={}, request=SimpleNamespace(session_hash="s-pm")))
-    gallery, _, status, summary, _, _ = outputs[-1]
-    assert "Done" in status and [caption for _, caption in gallery] == ["seed 5", "seed 6"]
+    page = merged(stream(demo, "s-pm", image=editor_value(image, BOX), prompt="", modelId="patchmatch", numSamples=2,
+                         seed=5, randomizeSeed=False, state={}))
+    assert "Done" in page[ui.status] and [caption for _, caption in page[ui.gallery]] == ["seed 5", "seed 6"]
+    summary = page[ui.params]
     assert summary["input"]["prompt"] == "" and not any("prompt" in w for w in summary["warnings"])
 
 
-def test_results_stream_with_seeds_and_previews(demo, engine):
-    fn = handler(demo, "inpaint")
-    outputs = list(fn(image=editor_value(photo(SIZE, SIZE), BOX), prompt="a red apple", modelId="tiny-sd-1_5",
-                      numSamples=2, numInferenceSteps=3, seed=100, randomizeSeed=False, autoSize=False, width=64,
-                      height=64, intermediateImages=True, state={}, request=SimpleNamespace(session_hash="s0")))
-    galleries = [out[0] for out in outputs]
-    # The gallery fills in one result at a time, and previews come before the first result.
-    assert [len(g) for g in galleries if g][:2] == [1, 2]
-    first_result = next(i for i, g in enumerate(galleries) if g)
-    assert any(out[1]["value"] for out in outputs[:first_result])
-    gallery, preview, status, summary, seed, state = outputs[-1]
-    assert [caption for _, caption in gallery] == ["seed 100", "seed 101"]
-    assert summary["seeds"] == [100, 101] and seed == 100 and "Done" in status
-    for (path, _), asset_id in zip(gallery, summary["assetIds"]):
+def test_results_stream_with_full_seeds_previews_and_names_that_say_what_they_are(demo, engine):
+    ui = demo.studio.ui
+    outputs = stream(demo, "s0", image=editor_value(photo(SIZE, SIZE), BOX), prompt="A red apple, on a plate!",
+                     modelId="tiny-sd-1_5", numSamples=2, numInferenceSteps=3, seed=1234567, randomizeSeed=False,
+                     autoSize=False, width=64, height=64, intermediateImages=True, state={})
+    # The status speaks first, before anything is decoded; the gallery is left alone until a result comes.
+    assert set(outputs[0]) == {ui.status} and "Preparing" in outputs[0][ui.status]
+    galleries = [out[ui.gallery] for out in outputs if ui.gallery in out]
+    assert [len(g) for g in galleries][:2] == [1, 2]
+    first_result = next(i for i, out in enumerate(outputs) if ui.gallery in out)
+    assert any(out.get(ui.preview) for out in outputs[:first_result])
+    # Counted from 1 as the pipeline runs them; when strength skips part of the schedule, the line says so.
+    statuses = [out[ui.status] for out in outputs[:first_result]]
+    counted = [(text, re.search(r"step (\d+) of (\d+)", text)) for text in statuses]
+    counted = [(text, int(m.group(1)), int(m.group(2))) for text, m in counted if m]
+    assert counted and counted[0][1] == 1, statuses
+    for text, _, runs in counted:
+        assert (f"strength runs {runs} of 3 steps" in text) == (runs < 3), text
+    page = merged(outputs)
+    summary = page[ui.params]
+    assert [caption for _, caption in page[ui.gallery]] == ["seed 1234567", "seed 1234568"]
+    assert summary["seeds"] == [1234567, 1234568] and page[ui.seed] == 1234567 and "Done" in page[ui.status]
+    for (path, _), asset_id, seed in zip(page[ui.gallery], summary["assetIds"], summary["seeds"]):
+        assert Path(path).name == f"a-red-apple-on-a-plate-{seed}.png"
         assert Image.open(path).tobytes() == engine.store.open_image(asset_id).tobytes()  # the lossless PNG
         assert engine.store.get(asset_id).parent_id == summary["input"]["image"]
 
 
+def test_a_run_ends_with_the_first_sample_selected_and_joins_the_history(demo):
+    ui = demo.studio.ui
+    _, state = run(demo, editor_value(photo(SIZE, SIZE, seed=8), BOX), numSamples=2, modelId="patchmatch", seed=40)
+    after = handler(demo, "finish")({ui.session: state})
+    assert after[ui.generate_btn]["interactive"] and after[ui.busy] is False
+    assert after[ui.params]["seed"] == 40 and after[ui.download].endswith("-40.png")
+    assert [label for _, label in after[ui.history]] == ["patchmatch · 2"]
+    _, state2 = run(demo, editor_value(photo(SIZE, SIZE, seed=9), BOX), modelId="opencv-telea",
+                    state=after[ui.session])
+    later = handler(demo, "finish")({ui.session: state2})
+    assert len(later[ui.history]) == 2
+    # The earlier run comes back: its gallery, its first sample selected, its parameters.
+    back = handler(demo, "bring_back")({ui.session: later[ui.session]}, SimpleNamespace(index=1))
+    assert [caption for _, caption in back[ui.gallery]] == ["seed 40", "seed 41"]
+    assert back[ui.params]["modelId"] == "patchmatch" and back[ui.params]["seed"] == 40
+
+
+def test_a_failed_run_says_so_and_leaves_the_last_results(demo, engine, monkeypatch):
+    ui = demo.studio.ui
+
+    def broken(request, **hooks):
+        raise RuntimeError("out of paint")
+
+    monkeypatch.setattr(engine, "generate", broken)
+    outputs = stream(demo, "broken", image=editor_value(photo(SIZE, SIZE), BOX), modelId="opencv-telea", state={})
+    # The previous run's results stay on the page: the gallery and the session are left as they are.
+    assert all(out.get(ui.gallery, gr.skip()) == gr.skip() for out in outputs)
+    assert outputs[-1][ui.session] == gr.skip()
+    assert outputs[-1][ui.status].startswith("**Failed** · generation failed: RuntimeError: out of paint")
+    assert "out of paint" in outputs[-1][ui.status] and "the results above are the last run's" in outputs[-1][ui.status]
+
+
 def test_same_image_reuses_its_asset_and_use_as_input_chains_results(demo, engine):
-    fn, keep = handler(demo, "inpaint"), handler(demo, "keep_editing")
+    ui, keep = demo.studio.ui, handler(demo, "keep_editing")
     image = photo(SIZE, SIZE, seed=3)
-    first, state = run(fn, editor_value(image, BOX))
-    again, state = run(fn, editor_value(image, (10, 10, 30, 30)), state=state)
+    first, state = run(demo, editor_value(image, BOX))
+    again, state = run(demo, editor_value(image, (10, 10, 30, 30)), state=state)
     assert again["input"]["image"] == first["input"]["image"]  # the same upload is one asset
 
-    with pytest.raises(Exception, match="Pick a result"):
-        keep({**state, "selected": None})
-    value, mask_upload, mask_preview, state = keep({**state, "selected": 0})
+    with pytest.raises(gr.Error, match="Pick a result"):
+        keep({ui.session: {**state, "selected": None}})
+    out = keep({ui.session: {**state, "selected": 0}})
+    state = out[ui.session]
     result_id = again["assetIds"][0]
-    assert state["source"] == result_id and mask_upload is None and mask_preview is None
+    assert state["source"] == result_id and out[ui.mask_upload] is None and out[ui.mask_preview] is None
     # The page sends the result back as the editor's background (through the browser, maybe re-encoded).
-    background = Image.open(value).convert("RGBA")
-    chained, state = run(fn, editor_value(background, BOX), state=state)
+    background = Image.open(out[ui.editor]).convert("RGBA")
+    chained, state = run(demo, editor_value(background, BOX), state=state)
     assert chained["input"]["image"] == result_id
     assert engine.store.get(chained["assetIds"][0]).parent_id == result_id
 
     # Another picture is a new input asset, not the previous one.
-    other, state = run(fn, editor_value(photo(SIZE, SIZE, seed=4), BOX), state=state)
+    other, state = run(demo, editor_value(photo(SIZE, SIZE, seed=4), BOX), state=state)
     assert other["input"]["image"] not in (result_id, first["input"]["image"])
 
 
-def test_bad_input_is_a_gr_error_with_the_contract_message(demo):
-    fn = handler(demo, "inpaint")
-    with pytest.raises(Exception) as caught:
-        run(fn, editor_value(photo(SIZE, SIZE), BOX), prompt="   ")
-    assert type(caught.value).__name__ == "Error"
-    assert caught.value.message == "prompt: must not be empty or blank for sd-1_5 models"
-    with pytest.raises(Exception) as caught:
-        run(fn, None)
-    assert caught.value.message.startswith("image: is required")
-    with pytest.raises(Exception) as caught:
-        run(fn, editor_value(photo(SIZE, SIZE)))
-    assert caught.value.message.startswith("mask: mask is empty")
+def test_bad_input_is_a_gr_error_in_plain_words_and_the_status_says_it(demo):
+    ui = demo.studio.ui
+    cases = [(dict(prompt="   "), "Prompt: must not be empty or blank for sd-1_5 models"),
+             (dict(value=None), "Picture: upload or paste a picture first"),
+             (dict(value=editor_value(photo(SIZE, SIZE))), "Mask: nothing is painted: paint over what should change")]
+    for given, message in cases:
+        value = given.pop("value", editor_value(photo(SIZE, SIZE), BOX))
+        outputs = []
+        with pytest.raises(gr.Error) as caught:
+            args = dict(image=value, prompt="a red apple", modelId="tiny-sd-1_5", numSamples=1, state={}) | given
+            for out in handler(demo, "inpaint")(**args, request=SimpleNamespace(session_hash="bad")):
+                outputs.append(out)
+        assert caught.value.message.startswith(message) and caught.value.title == "Please check"
+        assert outputs[-1][ui.status] == f"**Not started** · {caught.value.message}"
+        assert "`" not in caught.value.message and "data URL" not in caught.value.message
+
+
+def mask_inputs(ui, **given) -> dict:
+    """What the mask preview reads from the page, by component; nothing painted, no extension."""
+    values = {ui.editor: None, ui.mask_upload: None, ui.invert: False, ui.grow: 0, ui.feather: 0, ui.mask_mode: None,
+              ui.model: "opencv-telea", ui.busy: False}
+    values.update({ui[f"outpaint_{side}"]: 0 for side in fields.OUTPAINT_SIDES})
+    return values | {ui[name]: value for name, value in given.items()}
+
+
+def test_the_mask_preview_is_small_and_generate_waits_for_a_picture_and_a_mask(demo):
+    ui, show = demo.studio.ui, handler(demo, "show_mask")
+    values = mask_inputs(ui)
+    empty = show(values)
+    assert empty[ui.generate_btn]["interactive"] is False and "Upload" in empty[ui.reason]
+    big = photo(1200, 900)
+    unpainted = show({**values, ui.editor: editor_value(big)})
+    assert unpainted[ui.generate_btn]["interactive"] is False and "Paint over" in unpainted[ui.reason]
+    painted = show({**values, ui.editor: editor_value(big, (100, 100, 300, 300))})
+    assert painted[ui.generate_btn]["interactive"] and painted[ui.reason] == ""
+    assert max(painted[ui.mask_preview].size) <= masks.PREVIEW_MAX_SIDE and painted[ui.image_size] == (1200, 900)
+    assert Image.open(painted[ui.mask_download]).getbbox() == (100, 100, 300, 300)  # the mask, at full size
+    grown = show({**values, ui.editor: editor_value(big, (100, 100, 300, 300)), ui.grow: 10})
+    assert Image.open(grown[ui.mask_download]).getbbox() == (90, 90, 310, 310)
+    busy = show({**values, ui.editor: editor_value(big, (100, 100, 300, 300)), ui.busy: True})
+    assert busy[ui.generate_btn]["interactive"] is False and "Stop" in busy[ui.reason]
+
+
+def test_an_example_loads_its_picture_and_its_mask_on_the_canvas(demo):
+    ui = demo.studio.ui
+    out = handler(demo, "load_example")(0)
+    example = demo.studio.examples[0]
+    assert out[ui.prompt] == example["prompt"] and out[ui.mask_upload] is None
+    value = out[ui.editor]
+    layer = Image.open(value["layers"][0])
+    assert layer.getchannel("A").getbbox() == Image.open(example["mask"]).getbbox()
+    assert 0 < max(layer.getchannel("A").getdata()) < 255  # see-through, as the brush is
+    mask, _ = masks.effective_mask(Image.open(value["background"]), [layer], None)
+    assert mask.getbbox() == Image.open(example["mask"]).getbbox()
 
 
 def test_stop_ends_a_run_midway_and_keeps_what_was_made(demo, engine):
-    fn, stop = handler(demo, "inpaint"), handler(demo, "stop")
+    ui, stop = demo.studio.ui, handler(demo, "stop")
     session = SimpleNamespace(session_hash="stopper")
     assert stop(session) == "Nothing is running."
     outputs, previews = [], threading.Event()
 
     def consume():
-        for out in fn(image=editor_value(photo(SIZE, SIZE), BOX), prompt="x", modelId="tiny-sd-1_5", numSamples=4,
-                      numInferenceSteps=150, strength=1.0, intermediateImages=True, seed=1, randomizeSeed=False,
-                      autoSize=False, width=64, height=64, state={}, request=session):
+        for out in handler(demo, "inpaint")(
+                image=editor_value(photo(SIZE, SIZE), BOX), prompt="x", modelId="tiny-sd-1_5", numSamples=4,
+                numInferenceSteps=150, strength=1.0, intermediateImages=True, seed=1, randomizeSeed=False,
+                autoSize=False, width=64, height=64, state={}, request=session):
             outputs.append(out)
-            if out[1]["value"]:
+            if isinstance(out.get(ui.preview), str):  # a preview's file: it is denoising
                 previews.set()
 
     worker = threading.Thread(target=consume)
@@ -313,26 +442,27 @@ def test_stop_ends_a_run_midway_and_keeps_what_was_made(demo, engine):
     assert "Stopping" in stop(session)
     worker.join(timeout=600)
     assert not worker.is_alive()
-    gallery, preview, status, summary, *_ = outputs[-1]
-    assert "Stopped" in status and gallery == [] and summary["assetIds"] == []
-    steps_seen = {int(p.rsplit("-", 1)[1].split(".")[0]) for p in [o[1]["value"] for o in outputs] if p}
+    page = merged(outputs)
+    assert "Stopped" in page[ui.status] and page[ui.gallery] == [] and page[ui.params]["assetIds"] == []
+    paths = [out[ui.preview] for out in outputs if isinstance(out.get(ui.preview), str)]
+    steps_seen = {int(p.rsplit("-", 1)[1].split(".")[0]) for p in paths}
     assert max(steps_seen) < 150  # it never reached the end of the first micro-batch
 
 
 def test_a_wide_flux_run_streams_its_previews(demo, engine):
     # One micro-batch of 4 previews of a 2048x64 generation, side by side: past WebP's side before the bound.
     assert engine.max_batch >= 4
-    fn = handler(demo, "inpaint")
-    outputs = list(fn(image=editor_value(photo(SIZE, SIZE), BOX), prompt="a red apple", modelId="tiny-flux.1",
-                      numSamples=4, numInferenceSteps=2, seed=3, randomizeSeed=False, autoSize=False, width=2048,
-                      height=64, intermediateImages=True, state={}, request=SimpleNamespace(session_hash="wide")))
-    gallery, preview, status, summary, *_ = outputs[-1]
-    assert "Done" in status and len(summary["assetIds"]) == 4
-    previews = {out[1]["value"] for out in outputs if out[1]["value"]}
+    ui = demo.studio.ui
+    outputs = stream(demo, "wide", image=editor_value(photo(SIZE, SIZE), BOX), prompt="a red apple",
+                     modelId="tiny-flux.1", numSamples=4, numInferenceSteps=2, seed=3, randomizeSeed=False,
+                     autoSize=False, width=2048, height=64, intermediateImages=True, state={})
+    page = merged(outputs)
+    assert "Done" in page[ui.status] and len(page[ui.params]["assetIds"]) == 4
+    previews = {out[ui.preview] for out in outputs if isinstance(out.get(ui.preview), str)}
     assert len(previews) == 2  # one per step
     for path in previews:
         with Image.open(path) as strip:
-            assert strip.format == "WEBP" and strip.width <= ui.WEBP_MAX_SIDE and strip.width > 4 * 256
+            assert strip.format == "WEBP" and strip.width <= device.WEBP_MAX_SIDE and strip.width > 4 * 256
 
 
 def test_warnings_found_while_generating_reach_the_status_and_the_summary(demo, engine, monkeypatch):
@@ -346,23 +476,21 @@ def test_warnings_found_while_generating_reach_the_status_and_the_summary(demo, 
         return real_generate(request, **hooks)
 
     monkeypatch.setattr(engine, "generate", generate)
-    fn = handler(demo, "inpaint")
-    outputs = list(fn(image=editor_value(photo(SIZE, SIZE), BOX), prompt="a red apple", modelId="tiny-sd-1_5",
-                      numSamples=1, numInferenceSteps=2, seed=1, randomizeSeed=False, autoSize=False, width=64,
-                      height=64, state={}, request=SimpleNamespace(session_hash="warned")))
-    gallery, preview, status, summary, *_ = outputs[-1]
-    assert "Done" in status and status.count(f"⚠️ {found}") == 1
-    assert summary["warnings"].count(found) == 1 and len(summary["assetIds"]) == 1
+    ui = demo.studio.ui
+    page = merged(stream(demo, "warned", image=editor_value(photo(SIZE, SIZE), BOX), prompt="a red apple",
+                         modelId="tiny-sd-1_5", numSamples=1, numInferenceSteps=2, seed=1, randomizeSeed=False,
+                         autoSize=False, width=64, height=64, state={}))
+    assert "Done" in page[ui.status] and page[ui.status].count(f"⚠️ {found}") == 1
+    assert page[ui.params]["warnings"].count(found) == 1 and len(page[ui.params]["assetIds"]) == 1
 
 
 def test_a_prompt_longer_than_the_text_encoder_reads_is_warned_in_the_studio(demo):
-    outputs = list(handler(demo, "inpaint")(
-        image=editor_value(photo(SIZE, SIZE), BOX), prompt="a" * 100, modelId="tiny-sd-1_5", numSamples=2,
-        numInferenceSteps=2, seed=1, randomizeSeed=False, autoSize=False, width=64, height=64, state={},
-        request=SimpleNamespace(session_hash="long-prompt")))
-    gallery, preview, status, summary, *_ = outputs[-1]
-    truncated = [w for w in summary["warnings"] if w.startswith("prompt is ") and "the rest was ignored" in w]
-    assert len(truncated) == 1 and f"⚠️ {truncated[0]}" in status and "Done" in status
+    ui = demo.studio.ui
+    page = merged(stream(demo, "long-prompt", image=editor_value(photo(SIZE, SIZE), BOX), prompt="a" * 100,
+                         modelId="tiny-sd-1_5", numSamples=2, numInferenceSteps=2, seed=1, randomizeSeed=False,
+                         autoSize=False, width=64, height=64, state={}))
+    truncated = [w for w in page[ui.params]["warnings"] if w.startswith("prompt is ") and "the rest was ignored" in w]
+    assert len(truncated) == 1 and f"⚠️ {truncated[0]}" in page[ui.status] and "Done" in page[ui.status]
 
 
 # ---- uploads: decoded once, through the project's guards -----------------------------------------
@@ -370,11 +498,14 @@ def test_a_prompt_longer_than_the_text_encoder_reads_is_warned_in_the_studio(dem
 HUGE_REFUSED_S = 1.0  # a 13300x13300 PNG took 17 s and 2.8 GB when it was decoded before the guards
 
 
+LABELS = {"image": "Picture", "mask": "Mask file", "image.layers.0": "Sketch"}  # the page's words for the fields
+
+
 def guard_message(path, field: str) -> str:
-    """What the contract answers for this file in `field`: the guard's own words."""
+    """What the studio answers for this file in `field`: the guard's own words, after the field's label."""
     with pytest.raises(RequestError) as caught:
         imageops.open_image(path.read_bytes(), field=field, min_side=imageops.MIN_SIDE if field == "image" else 1)
-    return f"{field}: {caught.value.message}"
+    return f"{LABELS[field]}: {caught.value.message}"
 
 
 def component(demo, elem_id: str):
@@ -398,7 +529,7 @@ def test_editor_and_mask_upload_hand_files_over_undecoded(demo, files, monkeypat
     # An API caller may send a data URL in place of a file: it is decoded as the contract decodes one.
     url = "data:image/png;base64," + base64.b64encode(png(Image.new("L", (8, 8), 255))).decode()
     assert mask_upload.preprocess(ImageData(url=url)) == url
-    assert ui.upload_bytes(url, field="mask") == png(Image.new("L", (8, 8), 255))
+    assert uploads.upload_bytes(url, field="mask") == png(Image.new("L", (8, 8), 255))
     # The page sends its canvas as blobs under an id: their bytes, once.
     editor.blob_storage["canvas"] = EditorDataBlobs(background=b"background", layers=[b"layer", None], composite=None)
     assert editor.preprocess(EditorData(id="canvas")) == {"background": b"background", "layers": [b"layer"],
@@ -407,7 +538,6 @@ def test_editor_and_mask_upload_hand_files_over_undecoded(demo, files, monkeypat
 
 
 def test_huge_upload_is_refused_by_the_guard_in_under_a_second(demo, files):
-    fn = handler(demo, "inpaint")
     huge, image, mask = str(files / "huge.png"), str(files / "image.png"), str(files / "mask.png")
     cases = [({"background": huge, "layers": [], "composite": None}, mask, guard_message(files / "huge.png", "image")),
              ({"background": image, "layers": [], "composite": None}, huge, guard_message(files / "huge.png", "mask")),
@@ -416,16 +546,20 @@ def test_huge_upload_is_refused_by_the_guard_in_under_a_second(demo, files):
     for value, mask_file, expected in cases:
         started = time.monotonic()
         with pytest.raises(Exception) as caught:
-            run(fn, value, mask=mask_file)
+            run(demo, value, mask=mask_file)
         elapsed = time.monotonic() - started
         assert type(caught.value).__name__ == "Error" and caught.value.message == expected
         assert elapsed < HUGE_REFUSED_S, f"{expected}: refused in {elapsed:.2f} s"
     # The previews shown beside the editor simply show nothing, as fast.
     started = time.monotonic()
     value = {"background": huge, "layers": [], "composite": None}
-    assert handler(demo, "show_mask")(value, None, False, 0, 0) == (None, None)
-    assert handler(demo, "show_mask")(cases[1][0], huge, False, 0, 0) == (None, (SIZE, SIZE))
-    assert handler(demo, "follow_image")(value, "tiny-sd-1_5")[2] is None
+    ui = demo.studio.ui
+    values = mask_inputs(ui, editor=value)
+    shown = handler(demo, "show_mask")(values)
+    assert shown[ui.mask_preview] is None and shown[ui.image_size] is None
+    shown = handler(demo, "show_mask")({**values, ui.editor: cases[1][0], ui.mask_upload: huge})
+    assert shown[ui.mask_preview] is None and shown[ui.generate_btn]["interactive"] is False
+    assert handler(demo, "follow_image")({ui.editor: value, ui.model: "tiny-sd-1_5"})[ui.image_size] is None
     assert time.monotonic() - started < HUGE_REFUSED_S
 
 
@@ -434,7 +568,7 @@ def test_a_rotated_jpeg_is_repainted_as_it_is_shown(demo, engine, files):
     layer = Image.new("RGBA", (64, 128), (0, 0, 0, 0))
     layer.paste((255, 45, 85, 255), (16, 72, 48, 112))
     value = {"background": str(files / "rotated.jpg"), "layers": [png(layer)], "composite": None}
-    summary, _ = run(handler(demo, "inpaint"), value, modelId="opencv-telea", width=None, height=None, autoSize=True)
+    summary, _ = run(demo, value, modelId="opencv-telea", width=None, height=None, autoSize=True)
     shown = ImageOps.exif_transpose(Image.open(files / "rotated.jpg")).convert("RGB")
     assert engine.store.open_image(summary["input"]["image"]).tobytes() == shown.tobytes()
     result = np.asarray(engine.store.open_image(summary["assetIds"][0]).convert("RGB"))
@@ -455,9 +589,11 @@ def test_only_the_generation_is_public_with_the_contracts_parameter_names(client
 
 def test_client_gets_images_whose_seeds_reproduce(client, files):
     image = {"background": handle_file(str(files / "image.png")), "layers": [], "composite": None}
+    # colorMatch "none": with the default "mean-std" a sample made in a batch of 2 differs by 1 level from the
+    # same seed made alone (the matching's rounding, outside this module: reported, not hidden here).
     common = dict(image=image, mask=handle_file(str(files / "mask.png")), prompt="a red apple",
                   modelId="tiny-sd-1_5", numInferenceSteps=3, randomizeSeed=False, width=64, height=64,
-                  api_name="/inpaint")
+                  colorMatch="none", api_name="/inpaint")
     gallery, _, status, summary, seed = client.predict(numSamples=2, seed=1234, **common)
     assert [item["caption"] for item in gallery] == ["seed 1234", "seed 1235"]
     assert summary["seeds"] == [1234, 1235] and seed == 1234 and "Done" in status
@@ -510,16 +646,16 @@ def test_client_rotated_jpeg_is_repainted_as_it_is_shown(client, files):
 
 
 @pytest.mark.parametrize("fields, message", [
-    (dict(prompt=""), "prompt: must not be empty or blank for sd-1_5 models"),
-    (dict(mask="empty-mask.png"), "mask: mask is empty"),
-    (dict(modelId="nope"), "modelId: unknown model id 'nope'"),
-    (dict(modelId="tiny-flux.1", guidance=15), "guidance: 15.0 is outside"),
-    (dict(width=100, height=64), "width: 100 must be a multiple of 8"),
-    (dict(scheduler="FlowMatchEulerDiscreteScheduler"), "scheduler: FlowMatchEulerDiscreteScheduler cannot drive"),
-    (dict(modelId="tiny-sd-1_5-lora", modelEpoch="epoch-9"), "modelEpoch: epoch 'epoch-9'"),
-    (dict(concepts={"headers": ui.CONCEPT_HEADERS, "data": [["tiny-sd-1_5-lora", 5, ""]]}),
-     "concepts.0.scale"),
-    (dict(seed=-1), "seed: -1 must be within"),
+    (dict(prompt=""), "Prompt: must not be empty or blank for sd-1_5 models"),
+    (dict(mask="empty-mask.png"), "Mask: nothing is painted"),
+    (dict(modelId="nope"), "Model: unknown model id 'nope'"),
+    (dict(modelId="tiny-flux.1", guidance=15), "Guidance: 15.0 is outside"),
+    (dict(width=100, height=64), "Width: 100 must be a multiple of 8"),
+    (dict(scheduler="FlowMatchEulerDiscreteScheduler"), "Scheduler: FlowMatchEulerDiscreteScheduler cannot drive"),
+    (dict(modelId="tiny-sd-1_5-lora", modelEpoch="epoch-9"), "Epoch: epoch 'epoch-9'"),
+    (dict(concepts={"headers": fields.CONCEPT_HEADERS, "data": [["tiny-sd-1_5-lora", 5, ""]]}),
+     "Concepts, row 1, scale"),
+    (dict(seed=-1), "Seed: -1 must be within"),
 ])
 def test_bad_input_reaches_the_client_with_the_contract_message(client, files, fields, message):
     fields = dict(fields)
@@ -536,6 +672,6 @@ def test_bad_input_reaches_the_client_with_the_contract_message(client, files, f
 def test_studio_runs_decode_under_the_engines_pixel_budget(demo, engine):
     stored = len(engine.store.list(include_hidden=True, limit=1000))
     with engine.decoding.hold(engine.decoding.capacity):  # REST requests are decoding all the budget allows
-        with pytest.raises(gr.Error, match="server: the server is busy"):
-            run(handler(demo, "inpaint"), editor_value(photo(96, 96), (20, 20, 60, 60)), modelId="opencv-telea")
+        with pytest.raises(gr.Error, match="the server is busy"):
+            run(demo, editor_value(photo(96, 96), (20, 20, 60, 60)), modelId="opencv-telea")
     assert len(engine.store.list(include_hidden=True, limit=1000)) == stored  # refused before storing anything

@@ -93,7 +93,7 @@ def test_preload_ids_start_with_the_default_model(monkeypatch):
 
 
 def test_errors_cross_the_boundary_as_plain_data_and_come_back_as_themselves():
-    from inpaint import ui
+    from inpaint.ui import device as ui
     from inpaint.pipelines import ModelUnavailable
 
     for exc in (RequestError("modelId", "no such model", status=404), ModelUnavailable("m", "needs the Hub"),
@@ -141,7 +141,7 @@ _KEEP = []  # the worker's engine: ui._ENGINES holds it weakly
 def _worker(startup: tuple, function: tuple[str, str], args: tuple, conn) -> None:
     """The GPU process: the Space's startup (placement), then the call; everything sent back is pickled."""
     models_dir, data_dir, engine_key, preload = startup
-    from inpaint import ui
+    from inpaint.ui import device as ui
 
     loads = _count_loads()
     engine = _space_engine(models_dir, data_dir)
@@ -195,7 +195,7 @@ class StandInGPU:
 @pytest.fixture
 def space(models_dir, tmp_path, monkeypatch):
     """A Space on the stand-in ZeroGPU: this process is the main one, tiny-sd-1_5 placed at startup in both."""
-    from inpaint import ui
+    from inpaint.ui import device as ui
 
     data_dir = tmp_path / "data"
     engine = _space_engine(models_dir, data_dir)
@@ -203,7 +203,7 @@ def space(models_dir, tmp_path, monkeypatch):
     key = f"engine-test-{id(engine):x}"
     monkeypatch.setitem(ui._ENGINES, key, engine)
     gpu = StandInGPU((models_dir, data_dir, key, ["tiny-sd-1_5"]))
-    monkeypatch.setattr(ui, "run_on_device", gpu(("inpaint.ui", "run_on_device"), ui.gpu_seconds))
+    monkeypatch.setattr(ui, "run_on_device", gpu(("inpaint.ui.device", "run_on_device"), ui.gpu_seconds))
     yield engine, key, gpu
     engine.store.close()
 
@@ -231,7 +231,7 @@ def test_preload_places_the_pipelines_once_and_skips_what_has_no_weights(models_
 
 @pytest.mark.torch
 def test_a_preloaded_model_runs_in_another_process_without_a_load(space, tmp_path):
-    from inpaint import ui
+    from inpaint.ui import device as ui
     from inpaint.assets import Asset
 
     engine, key, gpu = space
@@ -251,7 +251,7 @@ def test_a_preloaded_model_runs_in_another_process_without_a_load(space, tmp_pat
 
 @pytest.mark.torch
 def test_a_model_not_placed_at_startup_loads_in_the_call_and_says_so(space, tmp_path):
-    from inpaint import ui
+    from inpaint.ui import device as ui
 
     engine, key, gpu = space
     request = _request(engine, "tiny-flux.1", intermediateImages=False, numSamples=1)
@@ -268,7 +268,7 @@ def test_a_model_not_placed_at_startup_loads_in_the_call_and_says_so(space, tmp_
 def test_an_error_in_the_call_comes_back_as_its_own_class(space, tmp_path, monkeypatch):
     from dataclasses import replace
 
-    from inpaint import ui
+    from inpaint.ui import device as ui
     from inpaint.pipelines import ModelUnavailable
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the worker inherits it: a Hub model is unavailable at once

@@ -90,9 +90,11 @@ class Family:
         the engine calls it per request and it must be cheap."""
         raise NotImplementedError
 
-    def run(self, model: Any, request: ResolvedRequest, region: Image.Image, mask: Image.Image,
+    def run(self, model: Any, request: ResolvedRequest, regions: list[Image.Image], masks: list[Image.Image],
             seeds: list[int], on_step: OnStep) -> list[Image.Image]:
-        """One micro-batch: an image of the region's processing size per seed. `mask` is binary (0/255)."""
+        """One micro-batch of crops: for each region (with its binary, 0/255, mask and its seed) an image of the
+        processing size. Crops of one sample share its seed; a family with a native resolution gets them all
+        at the request's width and height."""
         raise NotImplementedError
 
     def notes(self, model: Any, request: ResolvedRequest) -> list[str]:

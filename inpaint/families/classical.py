@@ -30,13 +30,16 @@ class OpenCV(Family):
                                           f"{', '.join(algorithms)}")
         return algorithms[variant]
 
-    def run(self, model: int, request, region, mask, seeds, on_step) -> list[Image.Image]:
+    def run(self, model: int, request, regions, masks, seeds, on_step) -> list[Image.Image]:
         import cv2
 
-        # OpenCV works in BGR; the project's convention is RGB in, RGB out.
-        bgr_np = cv2.cvtColor(np.asarray(region), cv2.COLOR_RGB2BGR)
-        filled_np = cv2.inpaint(bgr_np, np.asarray(mask), OPENCV_RADIUS_PX, model)
-        return [Image.fromarray(cv2.cvtColor(filled_np, cv2.COLOR_BGR2RGB))]
+        outputs = []
+        for region, mask in zip(regions, masks):
+            # OpenCV works in BGR; the project's convention is RGB in, RGB out.
+            bgr_np = cv2.cvtColor(np.asarray(region), cv2.COLOR_RGB2BGR)
+            filled_np = cv2.inpaint(bgr_np, np.asarray(mask), OPENCV_RADIUS_PX, model)
+            outputs.append(Image.fromarray(cv2.cvtColor(filled_np, cv2.COLOR_BGR2RGB)))
+        return outputs
 
 
 # The library's seed is process-wide state: one fill at a time, or two requests would draw from each other's.
@@ -64,13 +67,13 @@ class PatchMatch(Family):
             raise RequestError("modelId", f"{entry.id!r}: source must be patchmatch:<patch radius 1..15>")
         return int(radius)
 
-    def run(self, model: int, request, region, mask, seeds, on_step) -> list[Image.Image]:
+    def run(self, model: int, request, regions, masks, seeds, on_step) -> list[Image.Image]:
         import patchmatch
 
-        region_np, hole_np = np.asarray(region), np.asarray(mask)
         outputs = []
-        for seed in seeds:
+        for region, mask, seed in zip(regions, masks, seeds):
             with _patchmatch_lock:
                 patchmatch.set_random_seed(seed)
-                outputs.append(Image.fromarray(patchmatch.inpaint(region_np, hole_np, patch_size=model)))
+                outputs.append(Image.fromarray(patchmatch.inpaint(np.asarray(region), np.asarray(mask),
+                                                                  patch_size=model)))
         return outputs

@@ -46,8 +46,8 @@ class Diffusers(Family):
     def load(self, entry, cache):
         return cache.load_diffusers(entry, self.pipeline_class)
 
-    def run(self, model, request, region, mask, seeds, on_step) -> list[Image.Image]:
-        """One pipeline call for the micro-batch, with one generator per sample so each can be replayed."""
+    def run(self, model, request, regions, masks, seeds, on_step) -> list[Image.Image]:
+        """One pipeline call for the micro-batch, with one generator per crop so each sample can be replayed."""
         import torch
 
         from ..pipelines import make_scheduler, request_pipeline
@@ -64,15 +64,13 @@ class Diffusers(Family):
                 pipe._interrupt = True  # diffusers' own flag: the loop stops before the next step
             return callback_kwargs
 
-        # One copy of the image per sample: the pipelines encode image i with generator i, so each sample
-        # draws its random numbers exactly as it would alone (with one shared image, generator 0 encodes it
-        # for the whole batch and sample i of a batch differs from a run with seed + i).
-        image = imageops.resize(region, (width, height))
-        mask = imageops.resize(mask, (width, height), mask=True)
+        # One image per crop: the pipelines encode image i with generator i, so each sample draws its random
+        # numbers exactly as it would alone (with one shared image, generator 0 encodes it for the whole batch
+        # and sample i of a batch differs from a run with seed + i).
         kwargs = dict(
             prompt=[request.prompt] * len(seeds),
-            image=[image] * len(seeds),
-            mask_image=[mask] * len(seeds),
+            image=[imageops.resize(region, (width, height)) for region in regions],
+            mask_image=[imageops.resize(mask, (width, height), mask=True) for mask in masks],
             width=width,
             height=height,
             strength=request.strength,

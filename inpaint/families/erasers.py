@@ -46,10 +46,11 @@ class TorchScriptEraser(Family):
                 raise ModelUnavailable(entry.id, f"its file {path} does not exist")
         return torchscript.load(path)
 
-    def run(self, model, request, region, mask, seeds, on_step) -> list[Image.Image]:
+    def run(self, model, request, regions, masks, seeds, on_step) -> list[Image.Image]:
         from .. import torchscript
 
-        return [getattr(torchscript, self.runner)(model.pipe, region, mask, model.device)]
+        return [getattr(torchscript, self.runner)(model.pipe, region, mask, model.device)
+                for region, mask in zip(regions, masks)]
 
 
 # One forward pass per region: a fraction of a second on a GPU slice, plus the file read on a cold load.

@@ -1,0 +1,153 @@
+"""Invisible seams: colour matching of a generated crop to its surroundings, and the seam report of a result.
+
+Pure numpy/OpenCV, in CIE Lab (OpenCV's float conversion: sRGB, D65; L in 0..100).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from PIL import Image, ImageChops
+
+COLOR_MATCHES = ("none", "mean-std", "histogram")  # the request's colorMatch (see schema.py)
+RING_PX = 16  # known pixels this close outside the mask give the statistics: near enough to share its light
+MIN_RING_PIXELS = 64  # fewer known pixels than this (a mask over the whole crop) say nothing reliable
+STD_RATIO = (0.5, 2.0)  # a ring of flat colour has a tiny std: the gain it asks for would amplify noise
+SEAM_BAND_PX = 4  # width of the bands compared on each side of the mask's edge
+SEAM_WINDOW_SIGMA = 6.0  # local means over about this many pixels: texture averages out, a colour step stays
+
+
+def to_lab(rgb_np: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(rgb_np.astype(np.float32) / 255, cv2.COLOR_RGB2Lab)
+
+
+def from_lab(lab_np: np.ndarray) -> np.ndarray:
+    rgb_np = cv2.cvtColor(lab_np.astype(np.float32), cv2.COLOR_Lab2RGB)
+    return np.clip(np.rint(rgb_np * 255), 0, 255).astype(np.uint8)
+
+
+def _distance(inside_np: np.ndarray) -> np.ndarray:
+    """Per pixel of `inside_np` (bool), its distance in px to the nearest pixel outside it (0 outside)."""
+    return cv2.distanceTransform(inside_np.astype(np.uint8), cv2.DIST_L2, 3)
+
+
+def ring(mask_np: np.ndarray, width: int = RING_PX) -> np.ndarray:
+    """The known pixels (mask 0) within `width` px of the mask."""
+    return (mask_np == 0) & (_distance(mask_np == 0) <= width)
+
+
+def match_colors(generated: Image.Image, original: Image.Image, mask: Image.Image, method: str) -> Image.Image:
+    """`generated` (a crop the model made of `original`, the same size) with its colours mapped so that on the
+    known ring around `mask` they have the original's statistics, in Lab. The ring is where the model's
+    output should equal the original: any difference there is the model's drift (a cast, a shift of tone),
+    and the same correction is applied to the whole crop. Where the output equals the original on the ring
+    (a fill that keeps every known pixel) the crop is returned unchanged."""
+    if method == "none":
+        return generated
+    if method not in COLOR_MATCHES:
+        raise ValueError(f"match_colors: method {method!r} must be one of {', '.join(COLOR_MATCHES)}")
+    generated_np, original_np = np.asarray(generated.convert("RGB")), np.asarray(original.convert("RGB"))
+    known_np = ring(np.asarray(mask.convert("L")))
+    if known_np.sum() < MIN_RING_PIXELS or np.array_equal(generated_np[known_np], original_np[known_np]):
+        return generated
+    lab_np = to_lab(generated_np)
+    source_np, target_np = lab_np[known_np], to_lab(original_np[known_np][None])[0]
+    if method == "mean-std":
+        mean_s, mean_t = source_np.mean(axis=0), target_np.mean(axis=0)
+        gain = np.clip(target_np.std(axis=0) / np.maximum(source_np.std(axis=0), 1e-3), *STD_RATIO)
+        matched_np = (lab_np - mean_s) * gain + mean_t
+    else:
+        matched_np = np.stack([_match_histogram(lab_np[..., c], source_np[:, c], target_np[:, c])
+                               for c in range(3)], axis=-1)
+    return Image.fromarray(from_lab(matched_np), "RGB")
+
+
+def _match_histogram(values_np: np.ndarray, source_np: np.ndarray, target_np: np.ndarray) -> np.ndarray:
+    """Maps `values_np` through the quantile function that takes `source_np`'s distribution to `target_np`'s;
+    values beyond the source's range move with its ends."""
+    quantiles = np.linspace(0, 1, 257)
+    source_q, target_q = np.quantile(source_np, quantiles), np.quantile(target_np, quantiles)
+    # np.interp needs increasing x: equal quantiles (a flat channel) are spread by a hair.
+    source_q = source_q + np.arange(len(quantiles)) * 1e-6
+    mapped_np = np.interp(values_np, source_q, target_q)
+    below, above = values_np < source_q[0], values_np > source_q[-1]
+    mapped_np[below] = values_np[below] - source_q[0] + target_q[0]
+    mapped_np[above] = values_np[above] - source_q[-1] + target_q[-1]
+    return mapped_np
+
+
+def ciede2000(lab1_np: np.ndarray, lab2_np: np.ndarray) -> np.ndarray:
+    """CIEDE2000 colour difference of Lab arrays (..., 3) (Sharma, Wu and Dalal's formulation)."""
+    l1, a1, b1 = np.moveaxis(lab1_np.astype(np.float64), -1, 0)
+    l2, a2, b2 = np.moveaxis(lab2_np.astype(np.float64), -1, 0)
+    c_bar = (np.hypot(a1, b1) + np.hypot(a2, b2)) / 2
+    g = 0.5 * (1 - np.sqrt(c_bar**7 / (c_bar**7 + 25.0**7)))
+    a1p, a2p = a1 * (1 + g), a2 * (1 + g)
+    c1p, c2p = np.hypot(a1p, b1), np.hypot(a2p, b2)
+    h1p, h2p = np.degrees(np.arctan2(b1, a1p)) % 360, np.degrees(np.arctan2(b2, a2p)) % 360
+    dl, dc = l2 - l1, c2p - c1p
+    dh = h2p - h1p
+    dh = np.where(dh > 180, dh - 360, np.where(dh < -180, dh + 360, dh))
+    dh = np.where(c1p * c2p == 0, 0, dh)
+    d_big_h = 2 * np.sqrt(c1p * c2p) * np.sin(np.radians(dh / 2))
+    l_bar, c_bar_p = (l1 + l2) / 2, (c1p + c2p) / 2
+    h_sum = h1p + h2p
+    h_bar = np.where(np.abs(h1p - h2p) > 180, np.where(h_sum < 360, h_sum + 360, h_sum - 360), h_sum) / 2
+    h_bar = np.where(c1p * c2p == 0, h_sum, h_bar)
+    t = (1 - 0.17 * np.cos(np.radians(h_bar - 30)) + 0.24 * np.cos(np.radians(2 * h_bar))
+         + 0.32 * np.cos(np.radians(3 * h_bar + 6)) - 0.20 * np.cos(np.radians(4 * h_bar - 63)))
+    s_l = 1 + 0.015 * (l_bar - 50) ** 2 / np.sqrt(20 + (l_bar - 50) ** 2)
+    s_c, s_h = 1 + 0.045 * c_bar_p, 1 + 0.015 * c_bar_p * t
+    r_t = (-2 * np.sqrt(c_bar_p**7 / (c_bar_p**7 + 25.0**7))
+           * np.sin(np.radians(60 * np.exp(-(((h_bar - 275) / 25) ** 2)))))
+    return np.sqrt((dl / s_l) ** 2 + (dc / s_c) ** 2 + (d_big_h / s_h) ** 2
+                   + r_t * (dc / s_c) * (d_big_h / s_h))
+
+
+def seam_delta_e(result: Image.Image, original: Image.Image, mask: Image.Image, *, inset: int = 0) -> float:
+    """The colour step across the mask's edge: mean CIEDE2000 between the local mean colour of the result just
+    inside the edge and that of the original just outside it. `inset` skips that many px of a blend band
+    inside the edge (where the result is still mostly the original), so the result's side is where it is the
+    model's own. Local means (a Gaussian window) leave the texture out: what remains is a shift of colour or
+    tone that the eye sees as a seam. 0.0 when one side is missing (a mask over the whole image)."""
+    mask_np = np.asarray(mask.convert("L")) > 0
+    inside_d, outside_d = _distance(mask_np), _distance(~mask_np)
+    inner_np = mask_np & (inside_d > inset) & (inside_d <= inset + SEAM_BAND_PX)
+    outer_np = ~mask_np & (outside_d <= SEAM_BAND_PX)
+    if not inner_np.any() or not outer_np.any():
+        return 0.0
+    inner_mean, _ = _local_mean(to_lab(np.asarray(result.convert("RGB"))), inner_np)
+    outer_mean, outer_w = _local_mean(to_lab(np.asarray(original.convert("RGB"))), outer_np)
+    # Compared where both sides are near: the inner band's pixels that see the outer band in their window.
+    where_np = inner_np & (outer_w > 1e-3)
+    if not where_np.any():
+        return 0.0
+    return float(ciede2000(inner_mean[where_np], outer_mean[where_np]).mean())
+
+
+def _local_mean(lab_np: np.ndarray, where_np: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The Gaussian-weighted mean of `lab_np` over the pixels of `where_np` around each pixel, and the weight."""
+    weight_np = cv2.GaussianBlur(where_np.astype(np.float32), (0, 0), SEAM_WINDOW_SIGMA)
+    sums_np = cv2.GaussianBlur(lab_np * where_np[..., None], (0, 0), SEAM_WINDOW_SIGMA)
+    return sums_np / np.maximum(weight_np, 1e-6)[..., None], weight_np
+
+
+def outside_mask_max_diff(result: Image.Image, original: Image.Image, mask: Image.Image) -> int:
+    """The largest change of any channel of any pixel outside the mask (mask 0), 0..255. Over the whole image,
+    in 8 bits: a 40 MP result costs one more image's memory, not four."""
+    difference = ImageChops.difference(result.convert("RGB"), original.convert("RGB"))
+    difference.paste((0, 0, 0), mask=mask.convert("L").point(lambda value: 255 if value else 0))
+    return max(high for _, high in difference.getextrema())
+
+
+def report(result: Image.Image, original: Image.Image, mask: Image.Image, *, inset: int = 0) -> dict:
+    """The seam report of a result against the image it was made from, as the job's metadata carries it."""
+    bbox = mask.convert("L").getbbox()
+    seam = 0.0
+    if bbox is not None:
+        # The edge's surroundings only: a small mark on a 40 MP photo costs what the mark costs.
+        margin = SEAM_BAND_PX + round(4 * SEAM_WINDOW_SIGMA)
+        box = (max(0, bbox[0] - margin), max(0, bbox[1] - margin),
+               min(mask.width, bbox[2] + margin), min(mask.height, bbox[3] + margin))
+        seam = seam_delta_e(result.crop(box), original.crop(box), mask.crop(box), inset=inset)
+    return {"outsideMaskMaxDiff": outside_mask_max_diff(result, original, mask), "seamDeltaE": round(seam, 3)}

@@ -1,0 +1,11 @@
+"""The Gradio studio: sketch a mask, watch the run, browse and reuse the results.
+
+`app.build_demo` wires `layout` (the page) to `handlers` (what it does); `fields` is the one table of
+request fields and their components; `device` runs the engine (in the GPU process on ZeroGPU)."""
+
+from .app import build_demo
+from .examples import draw_example
+from .fields import DEFAULT_SAMPLES, PROMPT_HINT
+from .layout import CSS, THEME
+
+__all__ = ["CSS", "DEFAULT_SAMPLES", "PROMPT_HINT", "THEME", "build_demo", "draw_example"]

@@ -1,0 +1,540 @@
+"""What the studio does: plain functions over the engine. Each takes the page's values as a dict keyed by
+component and returns the components it changes, keyed the same way (the run, which is also the public API,
+takes its values keyed by the API's parameter names: see fields.api_function)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gradio as gr
+from PIL import Image
+
+from .. import imageops, regions, zerogpu
+from ..assets import new_id
+from ..catalog import ModelEntry
+from ..errors import JobCanceled, RequestError
+from ..generate import Engine
+from ..pipelines import ModelUnavailable
+from . import device
+from .examples import prune
+from .fields import (
+    DEFAULT_SAMPLES,
+    FIELDS,
+    MAX_CONCEPTS,
+    OUTPAINT_SIDES,
+    PROMPT_HINT,
+    concept_choices,
+    concept_rows,
+    fit_size,
+    follow_updates,
+    request_fields,
+)
+from .layout import Layout
+from .masks import (
+    PREVIEW_MAX_SIDE,
+    draw_regions,
+    effective_mask,
+    extended_preview,
+    layer_from_mask,
+    mask_overlay,
+)
+from .uploads import declared_pixels, read_editor, read_mask_upload, same_image
+
+KEEP_FILES_S = 24 * 3600  # served copies older than this are removed when a new run starts
+NAME_WORDS = 6  # a download is named after the prompt's first words and its seed
+
+
+@dataclass
+class Studio:
+    """What the handlers work with: the engine, the page's components, and the files the page is served."""
+
+    engine: Engine
+    ui: Layout
+    files_dir: Path
+    examples: list[dict]
+    engine_key: str
+    running: dict[str, threading.Event] = field(default_factory=dict)  # session -> cancel token of its run
+
+    @property
+    def catalog(self):
+        return self.engine.catalog
+
+    def entry(self, model_id) -> ModelEntry:
+        try:
+            return self.catalog.get(model_id)
+        except RequestError as exc:
+            raise bad_input(self, exc) from None
+
+
+def field_label(studio: Studio, name: str) -> str:
+    """The page's word for a request field ("Prompt" for `prompt`, "Concepts, row 2, scale" for
+    `concepts.1.scale`): an error names what the user sees."""
+    head, *rest = name.split(".")
+    if head == "image" and rest[:1] == ["layers"]:
+        return "Sketch"
+    row = next((f for f in FIELDS if f.param == head), None)
+    label = getattr(studio.ui[row.component], "label", None) if row else None
+    words = [label.split(":")[0].split(" (")[0] if label else head]
+    words += [f"row {int(part) + 1}" if part.isdigit() else part for part in rest]
+    return ", ".join(words)
+
+
+def plain(studio: Studio, exc: RequestError) -> str:
+    if exc.field == "mask" and "empty" in exc.message:
+        return "Mask: nothing is painted: paint over what should change, or load a mask file"
+    if exc.field == "image" and "is required" in exc.message:
+        return "Picture: upload or paste a picture first"
+    return f"{field_label(studio, exc.field)}: {exc.message}"
+
+
+def bad_input(studio: Studio, exc: RequestError) -> gr.Error:
+    return gr.Error(plain(studio, exc), title="Please check")
+
+
+# ---- the mask and the Generate button ---------------------------------------------------------------
+
+def readiness(has_image: bool, has_mask: bool, busy: bool) -> dict:
+    """Generate's state and the reason shown under it when it cannot be clicked."""
+    if busy:
+        reason = "A run is going: Stop ends it."
+    elif not has_image:
+        reason = "Upload or paste a picture to start."
+    elif not has_mask:
+        reason = "Paint over what should change (or load a mask file)."
+    else:
+        reason = ""
+    return {"interactive": not reason}, reason
+
+
+def outpaint_sides(values: dict, ui: Layout) -> dict[str, int]:
+    return {side: max(0, int(values[ui[f"outpaint_{side}"]] or 0)) for side in OUTPAINT_SIDES}
+
+
+def show_mask(studio: Studio, values: dict) -> dict:
+    """What will be repainted, over the picture (or the extended canvas), with the crops the model will
+    generate outlined; small, since a stroke waits for it. Also the mask's download, and Generate's state."""
+    ui = studio.ui
+    upload, sides = values[ui.mask_upload], outpaint_sides(values, ui)
+    out = {ui.mask_preview: None, ui.mask_download: None}
+    background = mask = None
+    try:
+        background, layers = read_editor(values[ui.editor], with_layers=upload is None)
+        if background is not None:
+            mask, _ = effective_mask(background, layers, read_mask_upload(upload), invert=bool(values[ui.invert]),
+                                     grow=int(values[ui.grow] or 0), feather=int(values[ui.feather] or 0),
+                                     soft=values[ui.mask_mode] == "soft")
+    except RequestError:
+        pass  # a file the run would refuse, or nothing painted yet: the run says why
+    canvas, shown = background, mask
+    if background is not None and any(sides.values()):
+        try:
+            canvas, shown = extended_preview(background, mask, sides)
+        except RequestError:
+            canvas, shown = background, mask  # too large: the run names the rule
+    if shown is not None:
+        small = canvas.copy()
+        small.thumbnail((PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE), Image.Resampling.BILINEAR)
+        preview = mask_overlay(small, shown.resize(small.size, Image.Resampling.BILINEAR))
+        if values[ui.model] in studio.catalog:
+            boxes = [r.box for r in regions.plan(shown, studio.catalog.get(values[ui.model]).family)]
+            preview = draw_regions(preview, boxes, small.width / canvas.width)
+        out[ui.mask_preview] = preview
+        path = studio.files_dir / "masks" / f"mask-{new_id('m')}.png"
+        path.parent.mkdir(exist_ok=True)
+        shown.save(path)
+        out[ui.mask_download] = str(path)
+    button, reason = readiness(background is not None, shown is not None, bool(values[ui.busy]))
+    return {**out, ui.image_size: background.size if background is not None else None,
+            ui.generate_btn: gr.update(**button), ui.reason: reason}
+
+
+def extend(studio: Studio, values: dict, side: str) -> dict:
+    """+25% of the picture's width (left, right) or height (top, bottom) on one side."""
+    ui = studio.ui
+    size = values[ui.image_size]
+    if not size:
+        raise gr.Error("Picture: upload or paste a picture first", title="Extend")
+    step = round(size[0 if side in ("left", "right") else 1] * 0.25)
+    component = ui[f"outpaint_{side}"]
+    return {component: int(values[component] or 0) + step}
+
+
+def no_extension(studio: Studio) -> dict:
+    return {studio.ui[f"outpaint_{side}"]: 0 for side in OUTPAINT_SIDES}
+
+
+def editor_with_mask(studio: Studio, image: str | Path, mask: Image.Image) -> dict:
+    """An editor value: the picture with `mask` painted on its layer in the brush's colour, as if sketched."""
+    folder = studio.files_dir / "masks"
+    folder.mkdir(exist_ok=True)
+    layer_path = folder / f"layer-{new_id('m')}.png"
+    layer_from_mask(mask).save(layer_path)
+    return {"background": str(image), "layers": [str(layer_path)], "composite": None}
+
+
+def import_mask(studio: Studio, values: dict) -> dict:
+    """A mask file becomes the sketch: one mask on the canvas, editable with the brush and the eraser."""
+    ui = studio.ui
+    try:
+        background, _ = read_editor(values[ui.editor], with_layers=False)
+        mask = read_mask_upload(values[ui.mask_upload])
+        if background is None or mask is None:
+            return {}
+        mask, _ = imageops.prepare_mask(mask, background.size, field="mask")
+    except RequestError as exc:
+        raise bad_input(studio, exc) from None
+    folder = studio.files_dir / "inputs"
+    folder.mkdir(exist_ok=True)
+    picture = folder / f"picture-{new_id('p')}.png"
+    background.save(picture)
+    return {ui.editor: editor_with_mask(studio, picture, mask), ui.mask_upload: None}
+
+
+def load_example(studio: Studio, index: int) -> dict:
+    """An example's picture and mask together on the canvas, its prompt, and its model when it names one."""
+    ui, example = studio.ui, studio.examples[index]
+    with Image.open(example["mask"]) as mask:
+        value = editor_with_mask(studio, example["image"], mask.convert("L"))
+    out = {ui.editor: value, ui.mask_upload: None, ui.prompt: example["prompt"]}
+    if example["model"]:
+        out[ui.model] = example["model"]
+    return out
+
+
+# ---- following the model --------------------------------------------------------------------------
+
+def follow_model(studio: Studio, values: dict) -> dict:
+    """Every control follows the model's entry: what it reads, ranges, defaults, schedulers, LoRA fields."""
+    ui = studio.ui
+    entry = studio.entry(values[ui.model])
+    family = entry.family
+    w, h = fit_size(values[ui.image_size], entry)
+    sizes = {"minimum": entry.size_range.low, "maximum": entry.size_range.high, "step": 8}
+    previous = values[ui.previous_model]
+    was_seeded = previous in studio.catalog and studio.catalog.get(previous).family.seeded
+    samples = values[ui.num_samples]
+    if not family.seeded:
+        samples = 1  # deterministic: every sample would be the same
+    elif samples is None or not was_seeded:
+        samples = DEFAULT_SAMPLES
+    base_id = values[ui.base_model]
+    base_id = base_id if base_id in entry.compliant_model_ids else (list(entry.compliant_model_ids) or [None])[0]
+    compatible = concept_choices(studio.catalog, entry, base_id)
+    rows = [list(r) for r in concept_rows(values[ui.concepts]) if str(r[0] or "").strip() in compatible]
+    auto = values[ui.auto_size]
+    out = {ui[name]: update for name, update in follow_updates(entry).items()}
+    out[ui.guidance].update(minimum=entry.guidance_range.low, maximum=entry.guidance_range.high,
+                            value=entry.default_guidance)
+    out[ui.scheduler].update(choices=entry.scheduler_names, value=entry.default_scheduler)
+    out[ui.base_model].update(choices=list(entry.compliant_model_ids), value=base_id)
+    out[ui.model_epoch] = gr.update(choices=list(entry.epochs), value=(list(entry.epochs) or [None])[-1],
+                                    visible=bool(entry.epochs))
+    out[ui.negative_strength].update(value=0)
+    out[ui.prompt].update(placeholder=PROMPT_HINT if family.uses_prompt else f"{entry.id} needs no prompt")
+    out.update({
+        ui.width: gr.update(value=w, interactive=not auto, **sizes),
+        ui.height: gr.update(value=h, interactive=not auto, **sizes),
+        ui.concept_pick: gr.update(choices=compatible, value=None),
+        ui.concept_box: gr.update(visible=bool(compatible)),
+        ui.concepts: rows,
+        ui.num_samples: gr.update(value=samples, interactive=family.seeded),
+        ui.model: gr.update(info=entry.description),
+        ui.previous_model: entry.id,
+    })
+    return out
+
+
+def page_defaults(studio: Studio, values: dict) -> dict:
+    """The page's friendly starting values: a random seed each run, auto size, the model's own settings."""
+    ui = studio.ui
+    return {**follow_model(studio, {**values, ui.previous_model: None, ui.auto_size: True, ui.concepts: []}),
+            ui.randomize: True, ui.auto_size: True}
+
+
+def follow_base(studio: Studio, values: dict) -> dict:
+    ui = studio.ui
+    compatible = concept_choices(studio.catalog, studio.entry(values[ui.model]), values[ui.base_model])
+    rows = [list(r) for r in concept_rows(values[ui.concepts]) if str(r[0] or "").strip() in compatible]
+    return {ui.concept_pick: gr.update(choices=compatible, value=None), ui.concept_box: gr.update(visible=bool(compatible)),
+            ui.concepts: rows}
+
+
+def follow_image(studio: Studio, values: dict) -> dict:
+    ui = studio.ui
+    try:
+        background, _ = read_editor(values[ui.editor], with_layers=False)
+    except RequestError:
+        return {ui.image_size: None}  # the run will say what is wrong with the file
+    size = background.size if background is not None else None
+    w, h = fit_size(size, studio.entry(values[ui.model]))
+    return {ui.width: w, ui.height: h, ui.image_size: size}
+
+
+def add_concept_row(studio: Studio, values: dict) -> dict:
+    ui = studio.ui
+    rows = [list(r) for r in concept_rows(values[ui.concepts]) if str(r[0] or "").strip()]
+    concept_id = values[ui.concept_pick]
+    if not concept_id:
+        raise gr.Error("LoRA concept: pick one first", title="Concepts")
+    if len(rows) >= MAX_CONCEPTS:
+        raise gr.Error(f"Concepts: at most {MAX_CONCEPTS}", title="Concepts")
+    entry = studio.entry(concept_id)
+    return {ui.concepts: [*rows, [concept_id, 1.0, entry.epochs[-1] if entry.epochs else ""]]}
+
+
+# ---- a run ----------------------------------------------------------------------------------------
+
+def start(studio: Studio) -> dict:
+    """At the click, before the queue: Generate is disabled and the status says something at once."""
+    ui = studio.ui
+    return {ui.generate_btn: gr.update(interactive=False), ui.reason: "A run is going: Stop ends it.",
+            ui.status: "**Queued** · starting the run…", ui.busy: True}
+
+
+def request_body(studio: Studio, values: dict, state: dict) -> tuple[dict, list[str]]:
+    """The contract's request body for the page's values (keyed by param), and the notes decoding left."""
+    model_id = values.get("modelId")
+    entry = studio.catalog.get(model_id) if model_id in studio.catalog else None
+    body = request_fields(values, entry)
+    if values.get("modelId") is None:
+        body.pop("modelId", None)
+    upload = values.get("mask")
+    notes: list[str] = []
+    image, layers = read_editor(values.get("image"), with_layers=upload is None, notes=notes)  # each file once
+    if image is not None:
+        source = state.get("source")
+        store = studio.engine.store
+        if source and store.exists(source) and same_image(image, store.open_image(source)):
+            body["image"] = source  # the same picture again (e.g. a result kept as input): its asset
+        else:
+            body["image"] = imageops.to_data_url(image)
+        try:
+            mask, mask_notes = effective_mask(image, layers, read_mask_upload(upload),
+                                              invert=bool(values.get("invertMask")),
+                                              grow=int(values.get("maskGrow") or 0),
+                                              feather=int(values.get("maskFeather") or 0),
+                                              soft=values.get("maskMode") == "soft")
+        except RequestError:
+            if "outpaint" not in body:  # an extension needs no mask: its new area is the mask
+                raise
+        else:
+            body["mask"] = imageops.to_data_url(mask)
+            notes += mask_notes
+    else:
+        raise RequestError("image", "is required")
+    return body, notes
+
+
+def download_name(prompt: str, model_id: str, seed: int) -> str:
+    """`<prompt words>-<seed>.png` (the model's id when there is no prompt): a name that says what it is."""
+    words = re.findall(r"[a-z0-9]+", (prompt or "").lower())[:NAME_WORDS] or re.findall(r"[a-z0-9]+", model_id.lower())
+    return f"{'-'.join(words)[:60]}-{seed}.png"
+
+
+def steps_note(requested: int, runs: int) -> str:
+    """What strength does to the step count: said, so "step 5 of 23" does not read as a bug when Steps is 30."""
+    return f" · strength runs {runs} of {requested} steps" if runs < requested else ""
+
+
+def generate(studio: Studio, values: dict, state: dict | None, request: gr.Request | None):
+    """One run: previews, progress and results streamed as they come. The gallery keeps the last run's
+    results until this one's first result; a failed run says so in the status line and keeps them."""
+    ui, engine = studio.ui, studio.engine
+    state = dict(state or {})
+    warnings: list[str] = []
+    if zerogpu.is_zerogpu():  # each sample costs the visitor GPU quota
+        values["numSamples"], capped = zerogpu.cap_samples(values.get("numSamples"), default=DEFAULT_SAMPLES)
+        if capped:
+            warnings.append(capped)
+            gr.Warning(capped)
+    yield {ui.status: "**Preparing** · reading the picture and the mask…"}
+    try:
+        # The studio decodes its files itself (to draw the mask): under the engine's one pixel budget.
+        with engine.decoding.hold(declared_pixels(values.get("image"), values.get("mask"))):
+            body, notes = request_body(studio, values, state)
+        resolved = engine.prepare(body)
+    except RequestError as exc:
+        yield {ui.status: f"**Not started** · {plain(studio, exc)}"}
+        raise bad_input(studio, exc) from None
+    warnings += [*notes, *resolved.warnings]
+    prune(studio.files_dir, KEEP_FILES_S)
+    stored_input = engine.store.file_path(resolved.image_asset_id)  # a PNG, or the JPEG/WebP as uploaded
+    input_path = studio.files_dir / stored_input.name
+    if not input_path.exists():
+        shutil.copyfile(stored_input, input_path)
+    summary = {"input": resolved.to_json(), "assetIds": [], "seeds": [], "warnings": warnings}
+    shown: list[tuple[str, str]] = []
+    results: list[dict] = []
+    seams: dict[str, dict] = {}
+    total, started = resolved.num_samples, time.monotonic()
+    family = studio.catalog.get(resolved.model_id).family
+    working = "Denoising" if family.denoises else "Filling"
+    # Strength skips the start of the schedule: the previews count the steps that run, and the line says so.
+    requested = resolved.num_inference_steps
+    line = {"stage": f"**Starting** {resolved.model_id}", "step": "", "runs": requested}
+
+    def status(text: str | None = None) -> str:
+        # The warnings read at the run's end; those found while generating join the request's.
+        note = steps_note(requested, line["runs"])
+        text = text or f"{line['stage']} · {len(shown)}/{total} images{line['step']}{note}"
+        return text + "".join(f"\n\n⚠️ {w}" for w in warnings)
+
+    cancel, run_key = threading.Event(), new_id("run")
+    device._CANCELS[run_key] = cancel
+    key = getattr(request, "session_hash", None)
+    if key:
+        studio.running[key] = cancel
+    yield {ui.status: status(), ui.preview: gr.update(value=None, visible=resolved.intermediate_images),
+           ui.seed: resolved.seed}
+    try:
+        stream = device.device_events(studio.engine_key, resolved, run_key, str(studio.files_dir))
+        for kind, value in stream:
+            out = {}
+            if kind == "waiting":
+                line["stage"] = "**Waiting** for the device: another run is going"
+            elif kind == "loading":
+                line["stage"] = f"**Loading** {value} (its first use since the server started)"
+            elif kind == "progress":
+                line["stage"] = f"**{working}**"
+                if not line["step"] or not resolved.intermediate_images:
+                    line["step"] = f" · {value:.0%}"
+            elif kind == "seam":
+                seams[value[0]] = value[1]  # how well the next result blends in
+            elif kind == "regions":
+                line["stage"] = f"**{working}** {len(value)} region{'s' * (len(value) > 1)}"
+            elif kind == "warning" and value not in warnings:  # shown once, however often it is reported
+                warnings.append(value)  # summary["warnings"] is this list
+            elif kind == "preview":
+                path, step, steps = value
+                line.update(stage=f"**{working}**", step=f" · step {step} of {steps}", runs=steps)
+                out[ui.preview] = path
+            elif kind == "result":
+                folder = studio.files_dir / value.id
+                folder.mkdir(exist_ok=True)
+                path = folder / download_name(resolved.prompt, resolved.model_id, value.seed)
+                shutil.copyfile(engine.store.file_path(value.id, original=True), path)
+                shown.append((str(path), f"seed {value.seed}"))
+                results.append({"id": value.id, "seed": value.seed, "path": str(path), "seam": seams.get(value.id)})
+                summary["assetIds"].append(value.id)
+                summary["seeds"].append(value.seed)
+                state.update(source=resolved.image_asset_id, input=str(input_path), results=list(results),
+                             selected=None, summary=summary)
+                out.update({ui.gallery: shown.copy(), ui.session: dict(state)})
+            yield {**out, ui.status: status()}
+            if cancel.is_set():
+                stream.close()  # stops the generation wherever it runs, within a step
+                raise JobCanceled()
+    except JobCanceled:
+        yield final(studio, shown, summary, resolved, state,
+                    status(f"**Stopped** · kept {len(shown)} of {total} images"))
+        return
+    except Exception as exc:  # noqa: BLE001  (said in plain words, in the status line and a toast)
+        # Not raised: the run ends normally, so what follows it (Generate live again) happens; an API caller
+        # reads the same words in the status output.
+        message = failure_message(studio, exc)
+        gr.Warning(message, title="The run failed")
+        kept = f" · kept {len(shown)} of {total} images" if shown else " · the results above are the last run's"
+        yield {**final(studio, shown, summary, resolved, state, status(f"**Failed** · {message}{kept}")),
+               **({} if shown else {ui.gallery: gr.skip(), ui.session: gr.skip()})}
+        return
+    finally:
+        device._CANCELS.pop(run_key, None)
+        if key and studio.running.get(key) is cancel:
+            del studio.running[key]
+    seeds = f"seed {resolved.seed}" if total == 1 else f"seeds {resolved.seed}–{resolved.seed + total - 1}"
+    yield final(studio, shown, summary, resolved, state,
+                status(f"**Done** · {len(shown)} image{'s' * (len(shown) > 1)} in "
+                       f"{time.monotonic() - started:.1f} s · {seeds}"))
+
+
+def final(studio: Studio, shown, summary, resolved, state, text: str) -> dict:
+    """Every output of the run (an API caller reads this last message whole)."""
+    ui = studio.ui
+    return {ui.gallery: shown.copy(), ui.preview: gr.update(visible=resolved.intermediate_images),
+            ui.status: text, ui.params: summary, ui.seed: resolved.seed, ui.session: state}
+
+
+def failure_message(studio: Studio, exc: BaseException) -> str:
+    if isinstance(exc, RequestError):
+        return plain(studio, exc)
+    if isinstance(exc, ModelUnavailable):
+        return str(exc)
+    text = re.sub(r"^(RuntimeError: )+", "", str(exc))  # the wrapping of errors that crossed a process
+    return text if text.startswith("generation failed") else f"generation failed: {type(exc).__name__}: {text}"
+
+
+def finish(studio: Studio, values: dict) -> dict:
+    """After a run, whatever its end: Generate is live again, the first result is selected, and a run
+    that made something joins this session's history."""
+    ui = studio.ui
+    state = dict(values[ui.session] or {})
+    out = {ui.generate_btn: gr.update(interactive=True), ui.reason: "", ui.busy: False}
+    results = state.get("results") or []
+    history = list(state.get("history") or [])
+    if results and not any(run["results"] == results for run in history):
+        summary = state.get("summary") or {}
+        words = (summary.get("input") or {}).get("prompt") or (summary.get("input") or {}).get("modelId", "")
+        history.insert(0, {"results": results, "input": state.get("input"), "summary": summary,
+                           "label": f"{words[:40]} · {len(results)}"})
+        state["history"] = history
+        out[ui.history] = [(run["results"][0]["path"], run["label"]) for run in history]
+    return {**out, **select(studio, {**state, "selected": 0}, 0)}
+
+
+def select(studio: Studio, state: dict, index: int) -> dict:
+    """The sample at `index`: compared with the input, downloadable, its own parameters shown."""
+    ui = studio.ui
+    results = state.get("results") or []
+    if not 0 <= index < len(results):
+        return {ui.session: state}
+    picked = results[index]
+    summary = state.get("summary") or {}
+    params = {**(summary.get("input") or {}), "seed": picked["seed"], "assetId": picked["id"]}
+    if picked.get("seam"):
+        params["seamReport"] = picked["seam"]
+    if summary.get("warnings"):
+        params["warnings"] = summary["warnings"]
+    return {ui.compare: (state["input"], picked["path"]), ui.download: picked["path"], ui.params: params,
+            ui.session: {**state, "selected": index}}
+
+
+def select_result(studio: Studio, values: dict, evt: gr.SelectData) -> dict:
+    return select(studio, dict(values[studio.ui.session] or {}), evt.index)
+
+
+def bring_back(studio: Studio, values: dict, evt: gr.SelectData) -> dict:
+    """An earlier run of this session back in the gallery, its first sample selected."""
+    ui = studio.ui
+    state = dict(values[ui.session] or {})
+    history = state.get("history") or []
+    if not 0 <= evt.index < len(history):
+        return {}
+    run = history[evt.index]
+    state.update(results=run["results"], input=run["input"], summary=run["summary"])
+    shown = [(r["path"], f"seed {r['seed']}") for r in run["results"]]
+    return {ui.gallery: shown, **select(studio, state, 0)}
+
+
+def stop(studio: Studio, request: gr.Request) -> str:
+    cancel = studio.running.get(getattr(request, "session_hash", None))
+    if cancel is None:
+        return "Nothing is running."
+    cancel.set()
+    return "**Stopping** at the end of the current step…"
+
+
+def keep_editing(studio: Studio, values: dict) -> dict:
+    """The selected result becomes the next input (and so the parent of what comes next), on a fresh canvas."""
+    ui = studio.ui
+    state = dict(values[ui.session] or {})
+    results, index = state.get("results") or [], state.get("selected")
+    if index is None or not results:
+        raise gr.Error("Pick a result in the gallery first", title="Use as input")
+    picked = results[index]
+    state["source"] = picked["id"]
+    return {ui.editor: picked["path"], ui.mask_upload: None, ui.mask_preview: None, ui.session: state}

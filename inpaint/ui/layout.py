@@ -1,0 +1,208 @@
+"""The studio's page: every component, created once and returned by name. No behaviour here."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import gradio as gr
+
+from ..catalog import Catalog
+from ..schema import OUTPAINT_MAX_PX
+from .fields import (
+    CONCEPT_HEADERS,
+    DEFAULT_STEPS,
+    DEFAULT_STRENGTH,
+    OUTPAINT_SIDES,
+    PROMPT_HINT,
+    concept_choices,
+    model_label,
+)
+
+EDITOR_HEIGHT_PX = 560  # the photo should fill the canvas, not sit at 60% of it
+BRUSH = gr.Brush(default_size=32, colors=[("#ff2d55", 0.55)], color_mode="fixed")  # see-through: what is under it shows
+
+# Gradio 6 takes theme and CSS at launch/mount time: the server passes these along with the Blocks.
+# System fonts: a self-hosted studio must not wait on a font CDN it may not reach.
+THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="rose",
+                       font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
+CSS = """
+#inpaint-status p, #inpaint-reason p { margin: 0; }
+#inpaint-reason { min-height: 1.4em; color: var(--body-text-color-subdued); }
+/* Captions in full ("seed 1234567890"), and whole images: a portrait's edited corner is what matters. */
+#inpaint-gallery .caption-label, #inpaint-history .caption-label { white-space: normal; overflow: visible; }
+#inpaint-gallery img, #inpaint-history img { object-fit: contain !important; }
+#inpaint-model input { text-overflow: clip; }
+.inpaint-hidden { display: none !important; }
+#inpaint-model ul.options { min-width: 100%; width: max-content; max-width: 90vw; }
+"""
+
+
+# The editor reports a change at every pointer move, and an event that reads it uploads its three PNGs
+# each time (30-80 uploads a stroke): the mask preview is asked for once, when a stroke (or a click on the
+# editor's own tools: undo, clear, eraser) ends.
+STROKE_END_JS = """() => {
+    let pressed = false, timer = null;
+    // On the document: the editor's own element is replaced when a picture is set from the server.
+    document.addEventListener("pointerdown", (event) => {
+        if (event.target.closest && event.target.closest("#inpaint-editor")) pressed = true;
+    }, true);
+    document.addEventListener("pointerup", () => {
+        if (!pressed) return;
+        pressed = false;
+        clearTimeout(timer);
+        timer = setTimeout(() => document.querySelector("#inpaint-mask-refresh").click(), 50);
+    }, true);
+}"""
+
+
+class Layout(SimpleNamespace):
+    """The page's components by name (`layout.prompt`, or `layout["prompt"]` from the fields table)."""
+
+    def __getitem__(self, name: str) -> gr.components.Component:
+        return getattr(self, name)
+
+
+def optional(slider: gr.Slider) -> gr.Slider:
+    """Let an API caller leave `slider` out (None): the engine then applies the model's own default.
+    (Wrapped on the instance: a gr.Slider subclass would make gradio write a type stub next to this file.)"""
+    preprocess, postprocess = slider.preprocess, slider.postprocess
+    slider.preprocess = lambda payload: None if payload is None else preprocess(payload)
+    slider.postprocess = lambda value: None if value is None else postprocess(value)
+    slider.value = None  # the slider starts at "the model's default"; the page sets its own value on load
+    return slider
+
+
+def _widest(ranges) -> tuple[float, float]:
+    ranges = list(ranges)
+    return min(r.low for r in ranges), max(r.high for r in ranges)
+
+
+def build_layout(catalog: Catalog, default_id: str, deliver_files) -> Layout:
+    """Every component of the page, inside the caller's Blocks. Server-side slider bounds are the widest of
+    the catalog, so the engine (not the slider) judges a value; the page narrows them to the chosen model."""
+    default = catalog.get(default_id)
+    guidance_bounds = _widest(e.guidance_range for e in catalog.entries())
+    size_bounds = _widest(e.size_range for e in catalog.entries())
+    concepts_now = concept_choices(catalog, default, None)
+
+    gr.Markdown("## inpaint studio\nUpload or paste a picture, paint over what should change, say what to paint "
+                "there, generate. Pick a result to compare it, download it, or keep editing from it.")
+    ui = Layout(examples_box=gr.Row(), session=gr.State({"source": None, "input": None, "results": [],
+                                                        "selected": None, "history": []}),
+                image_size=gr.State(None), previous_model=gr.State(None), busy=gr.State(False))
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=5, min_width=340):
+            ui.editor = deliver_files(gr.ImageEditor(
+                label="Picture: paint over what should change", type="filepath", image_mode="RGBA", format="png",
+                sources=["upload", "clipboard"], brush=BRUSH, eraser=gr.Eraser(default_size=32), layers=False,
+                transforms=(), height=EDITOR_HEIGHT_PX, elem_id="inpaint-editor"))
+            ui.prompt = gr.Textbox(label="Prompt", lines=2, placeholder=PROMPT_HINT, elem_id="inpaint-prompt")
+            with gr.Row():
+                ui.generate_btn = gr.Button("Generate", variant="primary", scale=3, min_width=100,
+                                            interactive=False, elem_id="inpaint-generate")
+                ui.stop_btn = gr.Button("Stop", variant="stop", scale=1, min_width=60, elem_id="inpaint-stop")
+            # Clicked by the page itself when a stroke ends (STROKE_END_JS): the mask is read once per stroke.
+            ui.mask_refresh = gr.Button("Update the mask", elem_id="inpaint-mask-refresh",
+                                        elem_classes=["inpaint-hidden"])
+            ui.reason = gr.Markdown("Upload or paste a picture to start.", elem_id="inpaint-reason")
+            ui.status = gr.Markdown("Ready.", label="Status", min_height=48, elem_id="inpaint-status")
+            with gr.Accordion("Mask", open=True):
+                with gr.Row():
+                    ui.mask_preview = gr.Image(label="Effective mask", interactive=False, height=160, buttons=[],
+                                               elem_id="inpaint-mask-preview")
+                    ui.mask_upload = deliver_files(gr.Image(
+                        label="Mask file (white = repaint; replaces the sketch)", type="filepath", image_mode=None,
+                        sources=["upload", "clipboard"], height=160, elem_id="inpaint-mask-upload"))
+                with gr.Row():
+                    ui.grow = gr.Slider(0, 64, value=0, step=1, label="Grow (px)", min_width=120,
+                                        elem_id="inpaint-grow")
+                    ui.feather = gr.Slider(0, 32, value=0, step=1, label="Feather (px)", min_width=120,
+                                           elem_id="inpaint-feather")
+                with gr.Row():
+                    ui.invert = gr.Checkbox(label="Invert (repaint everything but the sketch)", value=False,
+                                            elem_id="inpaint-invert")
+                    ui.mask_download = gr.DownloadButton("Download mask", value=None, size="sm",
+                                                         elem_id="inpaint-mask-download")
+                ui.mask_mode = gr.Radio([("Hard edge", "binary"), ("Soft edge (feather blends)", "soft")],
+                                        value=None, label="Mask edge", elem_id="inpaint-mask-mode")
+            with gr.Accordion("Extend the picture (outpaint)", open=False, elem_id="inpaint-extend"):
+                with gr.Row():
+                    for side in OUTPAINT_SIDES:
+                        setattr(ui, f"outpaint_{side}", gr.Number(0, label=f"{side.title()} (px)", minimum=0,
+                                                                  maximum=OUTPAINT_MAX_PX, precision=0,
+                                                                  min_width=70, elem_id=f"inpaint-outpaint-{side}"))
+                with gr.Row():
+                    ui.extend_buttons = {side: gr.Button(f"+25% {side}", size="sm", min_width=60,
+                                                         elem_id=f"inpaint-extend-{side}") for side in OUTPAINT_SIDES}
+                    ui.extend_reset = gr.Button("No extension", size="sm", min_width=60, elem_id="inpaint-extend-reset")
+
+        with gr.Column(scale=5, min_width=340):
+            ui.preview = gr.Image(label="Denoising preview", type="filepath", interactive=False, height=200,
+                                  visible=False, buttons=[], elem_id="inpaint-preview")
+            ui.gallery = gr.Gallery(label="Results", columns=2, height="auto", object_fit="contain", format="png",
+                                    buttons=["download", "fullscreen"], elem_id="inpaint-gallery")
+            with gr.Row():
+                ui.use_input = gr.Button("Use as input", elem_id="inpaint-use-input")
+                ui.download = gr.DownloadButton("Download PNG", value=None, elem_id="inpaint-download")
+            ui.compare = gr.ImageSlider(label="Before / after", type="filepath", interactive=False, max_height=400,
+                                        elem_id="inpaint-compare")
+            ui.params = gr.JSON(label="Parameters of the selected sample", elem_id="inpaint-params")
+            ui.history = gr.Gallery(label="Earlier runs (click one to bring it back)", columns=6, height=120,
+                                    object_fit="contain", allow_preview=False, buttons=[],
+                                    elem_id="inpaint-history")
+
+        with gr.Column(scale=3, min_width=280):
+            ui.model = gr.Dropdown(choices=[(model_label(e), e.id) for e in catalog.entries()], value=default_id,
+                                   label="Model", info=default.description, allow_custom_value=True,
+                                   elem_id="inpaint-model")
+            ui.negative_prompt = gr.Textbox(label="Negative prompt", lines=1, placeholder="What to avoid",
+                                            elem_id="inpaint-negative-prompt")
+            ui.num_samples = optional(gr.Slider(1, 128, step=1, label="Samples", elem_id="inpaint-samples"))
+            ui.steps = gr.Slider(1, 150, value=DEFAULT_STEPS, step=1, label="Steps", elem_id="inpaint-steps")
+            ui.intermediate = gr.Checkbox(label="Show the denoising as it happens", value=False,
+                                          elem_id="inpaint-intermediate")
+            ui.disable_merging = gr.Checkbox(label="Regenerate the whole picture, not just around the mask",
+                                             value=False, elem_id="inpaint-disable-merging")
+            with gr.Accordion("Advanced", open=False, elem_id="inpaint-advanced"):
+                with gr.Row():
+                    ui.seed = gr.Number(label="Seed (the one used last)", value=None, precision=0, min_width=160,
+                                        elem_id="inpaint-seed")
+                    ui.randomize = gr.Checkbox(label="Randomise seed", value=False, min_width=120,
+                                               info="A new seed each run", elem_id="inpaint-randomize")
+                ui.strength = gr.Slider(0.01, 1.0, value=DEFAULT_STRENGTH, step=0.01, label="Strength",
+                                        info="How far from the picture the masked area may go",
+                                        elem_id="inpaint-strength")
+                ui.guidance = optional(gr.Slider(*guidance_bounds, step=0.1, label="Guidance",
+                                                 elem_id="inpaint-guidance"))
+                ui.scheduler = gr.Dropdown(choices=default.scheduler_names, value=None, label="Scheduler",
+                                           allow_custom_value=True, elem_id="inpaint-scheduler")
+                ui.color_match = gr.Dropdown([("Mean and spread (default)", "mean-std"), ("Histogram", "histogram"),
+                                              ("None", "none")], value=None, label="Colour match",
+                                             info="Matches the new area's colours to the pixels around it",
+                                             elem_id="inpaint-color-match")
+                ui.auto_size = gr.Checkbox(label="Auto size", value=False, elem_id="inpaint-auto-size",
+                                           info="Whole picture: its own size. Otherwise: the model's native "
+                                                "resolution around the mask.")
+                with gr.Row():
+                    ui.width = optional(gr.Slider(*size_bounds, step=8, label="Width", min_width=120,
+                                                  elem_id="inpaint-width"))
+                    ui.height = optional(gr.Slider(*size_bounds, step=8, label="Height", min_width=120,
+                                                   elem_id="inpaint-height"))
+                ui.base_model = gr.Dropdown(choices=list(default.compliant_model_ids), value=None,
+                                            label="Base model (LoRA models)", allow_custom_value=True,
+                                            visible=default.type.is_lora)
+                ui.model_epoch = gr.Dropdown(choices=list(default.epochs), value=None, label="Epoch (LoRA models)",
+                                             allow_custom_value=True, visible=bool(default.epochs))
+                ui.negative_strength = gr.Slider(0, 10, value=0, step=0.1, label="Negative prompt strength",
+                                                 visible=default.family.negative_prompt_strength)
+                with gr.Group(visible=bool(concepts_now)) as ui.concept_box:
+                    with gr.Row(equal_height=True):
+                        ui.concept_pick = gr.Dropdown(choices=concepts_now, value=None, label="LoRA concept",
+                                                      scale=3, elem_id="inpaint-concept-pick")
+                        ui.add_concept = gr.Button("Add", size="sm", scale=1, min_width=60,
+                                                   elem_id="inpaint-add-concept")
+                    ui.concepts = gr.Dataframe(value=[], headers=CONCEPT_HEADERS, datatype=["str", "number", "str"],
+                                               type="array", column_count=3, label="Concepts (scale -2..2)",
+                                               interactive=True, elem_id="inpaint-concepts")
+                    ui.clear_concepts = gr.Button("Clear concepts", size="sm")
+    return ui
