@@ -376,10 +376,11 @@ def test_extend_shows_the_grown_canvas_and_generates_it(page, picture, engine):
     page.locator("#inpaint-extend-right").click()  # +25% of 320 px
     expect(page.locator("#inpaint-outpaint-right input")).to_have_value("80")
     expect(page.locator("#inpaint-generate")).to_be_enabled()  # an extension needs no mask
-    preview = page.locator("#inpaint-mask-preview img")
-    expect(preview).to_be_visible()
-    ratio = preview.evaluate("e => e.naturalWidth / e.naturalHeight")
-    assert abs(ratio - 400 / 240) < 0.02  # the grown canvas, not the picture
+    # The preview shows the grown canvas (400x240), not the picture: waited for, as the picture's may come first.
+    page.wait_for_function("""() => {
+        const e = document.querySelector("#inpaint-mask-preview img");
+        return e && e.complete && e.naturalHeight > 0 && Math.abs(e.naturalWidth / e.naturalHeight - 400 / 240) < 0.02;
+    }""", timeout=60_000)
     pick_model(page, "opencv-telea")
     generate(page, images=1)
     newest = next(a for a in engine.store.list(limit=1000) if a.kind == "result")
