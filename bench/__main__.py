@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(quick: bool, selected: list[str], results: Path | None, *, full_table: bool) -> int:
-    from . import classical, gpu, gpu_time, metrics, models, report, request_path, startup
+    # The metric modules are imported where they are used: a GPU machine may lack the server's packages.
+    from . import metrics, models, report
     from .timing import Metric, emit, log
 
     started, load_start = time.perf_counter(), os.getloadavg()[0]
@@ -77,9 +78,13 @@ def _run(quick: bool, selected: list[str], results: Path | None, *, full_table: 
     try:
         # First, while this process holds no model: its servers are children that need the CPUs and memory.
         if "startup" in selected:
+            from . import startup
+
             record("startup", lambda: startup.run(profile.rounds))
         for name in CLASSICAL:  # classical models: no diffusion model either
             if name in selected:
+                from . import classical, request_path
+
                 module = request_path if hasattr(request_path, name) else classical
                 record(name, lambda measure=getattr(module, name): measure(profile, work_dir))
         for name in SEAMS:
@@ -115,8 +120,12 @@ def _run(quick: bool, selected: list[str], results: Path | None, *, full_table: 
                 if child.poll() is None:
                     child.kill()
         if "gpu" in selected:
+            from . import gpu
+
             record("gpu", lambda: gpu.run(work_dir, rounds=profile.rounds))
         if "gpu_time_estimate_error" in selected:
+            from . import gpu_time
+
             record("gpu_time_estimate_error", lambda: gpu_time.run(work_dir, quick=quick))
         for name in SCALE:  # their own engines and workers, torch on one thread each
             if name in selected:

@@ -25,8 +25,8 @@ def skipped(reason: str) -> list[Metric]:
     return [Metric("gpu_speed_ratio", None, GOAL, "ratio",
                    f"skipped: {reason}; with a CUDA device this measures the engine's it/s / the raw pipeline "
                    f"call's on a real-size SD 1.5 pipeline in fp16 (512x512, 30 steps, 4 samples), eager "
-                   f"(gpu_speed_ratio) and with the UNet compiled (gpu_compile_speed_ratio), and the peak VRAM of "
-                   f"both (gpu_peak_vram)")]
+                   f"(gpu_speed_ratio) and with the UNet compiled (gpu_compile_speed_ratio), the peak VRAM of "
+                   f"both (gpu_peak_vram), and two mask regions against one (gpu_multi_region_cost)")]
 
 
 def run(work_dir: Path, *, rounds: int) -> list[Metric]:
@@ -103,6 +103,13 @@ def measure(work_dir: Path, *, shape: models.Shape, device: str, side: int, step
         warnings.simplefilter("ignore", RuntimeWarning)  # random fp16 weights may decode to NaN pixels
         eager, eager_times = compare("gpu_speed_ratio", "")
         metrics = [eager]
+        if cuda:
+            from .seams import multi_region_metric
+
+            metrics.append(multi_region_metric(
+                "gpu_multi_region_cost", engine, model_id, steps=steps, samples=1, rounds=rounds,
+                note=f"{shape.name} pipeline (random weights) in {str(loaded.dtype).removeprefix('torch.')} on "
+                     f"{torch.cuda.get_device_name()}, eager: the batch of two crops against one"))
         if cuda:
             vram = {"ours": peak_vram_gb(ours), "raw": peak_vram_gb(raw)}
             metrics.append(Metric("gpu_peak_vram", round(vram["ours"] / vram["raw"], 3), "report", "ratio",

@@ -47,7 +47,7 @@ def _body(side: int, steps: int, seed: int) -> dict:
 
 def _sizes(profile: Profile) -> tuple[int, int, int]:
     """Side, steps and jobs per measurement."""
-    return (192, 6, 4) if profile.name == "quick" else (256, 12, 8)
+    return (192, 6, 4) if profile.name == "quick" else (512, 12, 8)
 
 
 def _engine(work_dir: Path) -> Engine:

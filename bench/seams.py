@@ -40,7 +40,7 @@ def _body(image: Image.Image, mask: Image.Image | None, model_id: str, **fields)
     return out
 
 
-def _two_marks(side: int, mark: int = 64) -> tuple[Image.Image, Image.Image]:
+def two_marks(side: int, mark: int = 64) -> tuple[Image.Image, Image.Image]:
     """A real photo enlarged to `side` x `side` with two `mark` x `mark` marks in opposite corners."""
     mask = rect_mask(side, side, (64, 64, 64 + mark, 64 + mark))
     mask.paste(255, (side - 64 - mark, side - 64 - mark, side - 64, side - 64))
@@ -51,7 +51,7 @@ def _two_marks(side: int, mark: int = 64) -> tuple[Image.Image, Image.Image]:
 
 def region_resolution(profile, work_dir: Path) -> Metric:
     engine = _engine(work_dir)
-    photo, mask = _two_marks(2048)
+    photo, mask = two_marks(2048)
     request = engine.prepare(_body(photo, mask, TINY, numInferenceSteps=2))
     reported: list[list[dict]] = []
     engine.generate(request, on_regions=reported.append)
@@ -158,28 +158,38 @@ def _content_error(photo: Image.Image, mask: Image.Image, method: str) -> float:
 
 def multi_region_cost(profile, work_dir: Path) -> Metric:
     engine = _engine(work_dir)
+    try:
+        return multi_region_metric(
+            "multi_region_cost", engine, TINY, steps=profile.steps, samples=profile.samples, rounds=profile.rounds,
+            note="On a CPU the batch costs what its pixels cost (2x the pixels here): batching pays where a device "
+                 "is under-used by one crop")
+    finally:
+        engine.store.close()
+
+
+def multi_region_metric(name: str, engine: Engine, model_id: str, *, steps: int, samples: int, rounds: int,
+                        note: str) -> Metric:
+    """Two separate marks (two regions, one micro-batch) against one mark of the same area, through `engine`."""
     side = 1024
-    photo, two = _two_marks(side)
+    photo, two = two_marks(side)
     one = rect_mask(side, side, (448, 416, 448 + 64, 416 + 128))  # the same 8192 mark pixels in one region
-    fields = {"numInferenceSteps": profile.steps, "numSamples": profile.samples, "colorMatch": "none"}
-    requests = {"two": _body(photo, two, TINY, **fields), "one": _body(photo, one, TINY, **fields)}
+    fields = {"numInferenceSteps": steps, "numSamples": samples, "colorMatch": "none"}
+    requests = {"two": _body(photo, two, model_id, **fields), "one": _body(photo, one, model_id, **fields)}
     counted = {}
-    for name, body in requests.items():
+    for label, body in requests.items():
         reported: list[list[dict]] = []
         engine.generate(engine.prepare(body), on_regions=reported.append)
-        counted[name] = reported[0]
-    times = interleaved({name: (lambda body=body: engine.generate(engine.prepare(body)))
-                         for name, body in requests.items()}, profile.rounds)
-    engine.store.close()
+        counted[label] = reported[0]
+    times = interleaved({label: (lambda body=body: engine.generate(engine.prepare(body)))
+                         for label, body in requests.items()}, rounds)
     value = median_ratio(times, "two", "one")
-    pixels = {name: sum(r["size"][0] * r["size"][1] for r in regions) for name, regions in counted.items()}
-    detail = (f"{TINY}, astronaut enlarged to {side}x{side}, {profile.steps} steps x 0.75, {profile.samples} "
-              f"sample(s): two 64x64 marks in opposite corners ({len(counted['two'])} regions, "
-              f"{pixels['two']} px generated, one pipeline call per micro-batch) / one 64x128 mark of the same area "
-              f"({len(counted['one'])} region, {pixels['one']} px); both at SD 1.5's native area per region; "
-              f"medians of {profile.rounds} interleaved rounds; {summary(times)}. On a CPU the batch costs what "
-              f"its pixels cost (2x the pixels here): batching pays where a device is under-used by one crop")
-    return Metric("multi_region_cost", round(value, 3), "<= 1.3", "ratio", detail)
+    pixels = {label: sum(r["size"][0] * r["size"][1] for r in regions) for label, regions in counted.items()}
+    detail = (f"{model_id}, astronaut enlarged to {side}x{side}, {steps} steps x 0.75, {samples} sample(s): two "
+              f"64x64 marks in opposite corners ({len(counted['two'])} regions, {pixels['two']} px generated, one "
+              f"pipeline call per micro-batch) / one 64x128 mark of the same area ({len(counted['one'])} region, "
+              f"{pixels['one']} px); both at SD 1.5's native area per region; medians of {rounds} interleaved "
+              f"rounds; {summary(times)}. {note}")
+    return Metric(name, round(value, 3), "<= 1.3", "ratio", detail)
 
 
 # ---- outside_mask_drift_modes -----------------------------------------------------------------------------

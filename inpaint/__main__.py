@@ -42,7 +42,7 @@ def _outpaint(text: str) -> dict[str, int]:
 
 def generate(args: argparse.Namespace) -> int:
     from .generate import default_engine
-    from .jobs import Job, run_job
+    from .jobs import Job, record, run_job
 
     body = _with_flags(_read_body(args.request), args)
     engine = default_engine()
@@ -57,7 +57,7 @@ def generate(args: argparse.Namespace) -> int:
             if not target.exists():
                 shutil.copyfile(engine.store.file_path(asset_id, original=True), target)
         if durable:
-            engine.store.save_job(job.to_json())
+            engine.store.save_job(record(job))
 
     job = Job(request)
     try:
@@ -65,7 +65,7 @@ def generate(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         job.cancel.set()
         return 130
-    print(json.dumps(job.to_json(), indent=2))
+    print(json.dumps(record(job), indent=2))
     for warning in job.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if job.status != "success":
@@ -77,10 +77,11 @@ def generate(args: argparse.Namespace) -> int:
 def models(args: argparse.Namespace) -> int:
     from . import settings
     from .catalog import Catalog
+    from .responses import ModelOut
 
     catalog = Catalog.load(settings.USER_CATALOG)
     if args.json:
-        print(json.dumps([entry.to_json() for entry in catalog.entries()], indent=2))
+        print(json.dumps([ModelOut.of(entry).model_dump(exclude_unset=True) for entry in catalog.entries()], indent=2))
         return 0
     for entry in catalog.entries():
         print(f"{entry.id:<22} {entry.type.name:<12} {entry.availability():<15} {entry.description}")

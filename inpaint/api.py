@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import json
 import logging
 from contextlib import asynccontextmanager
 from pathlib import PurePath
-from typing import Annotated, Any, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
@@ -20,7 +19,6 @@ from fastapi.security.base import SecurityBase
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
-from pydantic.alias_generators import to_camel
 from starlette.concurrency import run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException
@@ -31,7 +29,19 @@ from . import __version__, imageops, limits, settings, zerogpu
 from .assets import ASSET_ID_PATTERN, JOB_ID_PATTERN, Asset
 from .errors import NotFoundError, RequestError
 from .generate import Engine, default_engine
-from .jobs import LONG_POLL_MAX_S, JobQueue
+from .jobs import LONG_POLL_MAX_S, JobQueue, record
+from .responses import (
+    AssetDeleted,
+    AssetEnvelope,
+    AssetList,
+    AssetOut,
+    ErrorOut,
+    JobDeleted,
+    JobEnvelope,
+    JobOut,
+    ModelList,
+    ModelOut,
+)
 from .schema import InpaintRequest
 from .web_security import MAX_AUTH_FAILURES, AuthThrottle, BrowserGuard, key_matches, presented_key
 from .workers import start_workers
@@ -88,11 +98,7 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"the request body is over the limit of {shown} (INPAINT_MAX_BODY_MB)")
 
 
-# ---- request and response models (the OpenAPI schema) --------------------------------------------
-
-class _CamelModel(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, serialize_by_alias=True)
-
+# ---- the upload's body (the answers are inpaint.responses') --------------------------------------
 
 class AssetUpload(BaseModel):
     """The body of `POST /assets`."""
@@ -103,115 +109,6 @@ class AssetUpload(BaseModel):
                                    "so the asset can also serve as a mask (`maskId`).")
     hide: StrictBool = Field(False, description="Hide the asset from `GET /assets`.")
     parent_id: str | None = Field(None, alias="parentId", max_length=200, description="The parent asset's id.")
-
-
-class AssetOut(_CamelModel):
-    """An asset as the API shows it: the store's Asset and the URL of its file."""
-
-    id: str = Field(description="The asset id, `asset_` and 22 characters.")
-    url: str = Field(description="Where the file is served, relative to the server: a WebP rendition, or the "
-                                 "original file when `originalAssets=true` was asked.")
-    mime_type: str = Field(description="The type of the original file.")
-    width: int = Field(ge=1)
-    height: int = Field(ge=1)
-    hidden: bool
-    parent_id: str | None
-    job_id: str | None
-    seed: int | None
-    model_id: str | None
-    created_at: str = Field(description="ISO-8601, UTC.")
-    kind: Literal["image", "mask", "result", "preview"]
-
-    @classmethod
-    def of(cls, asset: Asset, url: str) -> AssetOut:
-        return cls(url=url, **dataclasses.asdict(asset))
-
-
-class AssetEnvelope(_CamelModel):
-    asset: AssetOut
-
-
-class AssetList(_CamelModel):
-    assets: list[AssetOut] = Field(description="Newest first; hidden assets are left out.")
-
-
-class JobMetadata(_CamelModel):
-    input: dict[str, Any] = Field(description="The request with every default resolved (seed, size, guidance, "
-                                              "scheduler, ...), in camelCase.")
-    asset_ids: list[str] = Field(description="Results so far, in order, hidden ones included.")
-    seeds: list[int] = Field(description="The seed of each result: sample i uses seed + i.")
-    intermediate_images: list[str] = Field(description="Asset ids of the denoising previews, when asked for.")
-    warnings: list[str]
-    error: str | None = Field(description="Why the job failed, else null.")
-    assets: list[AssetOut] = Field(description="The results that are not hidden, with their URLs.")
-
-
-class JobOut(_CamelModel):
-    job_id: str
-    job_type: Literal["inpaint"]
-    status: Literal["queued", "in-progress", "success", "failure", "canceled"]
-    progress: float = Field(ge=0, le=1)
-    created_at: str
-    updated_at: str
-    original_assets: bool = Field(False, description="Whether the asset URLs of this job point at the originals.")
-    metadata: JobMetadata
-
-
-class JobEnvelope(_CamelModel):
-    job: JobOut
-
-
-class AssetDeleted(_CamelModel):
-    deleted_asset_ids: list[str] = Field(description="The asset deleted, with its files.")
-
-
-class JobDeleted(_CamelModel):
-    job_id: str
-    deleted_asset_ids: list[str] = Field(description="The job's results, previews, mask and input image, deleted "
-                                                     "with their files.")
-    kept_asset_ids: list[str] = Field(description="Its assets that another job or a remaining asset still names.")
-
-
-class RangeOut(BaseModel):
-    min: float
-    max: float
-
-
-class Capabilities(BaseModel):
-    prompt: bool = Field(description="Reads the prompt; models that do not take none (it is optional for them).")
-    negativePrompt: bool = Field(description="Reads the negative prompt.")  # noqa: N815 (the contract's names)
-    steps: bool = Field(description="Denoises in steps: takes strength, numInferenceSteps, scheduler, guidance.")
-    previews: bool = Field(description="Can stream previews of its denoising (intermediateImages).")
-    seeded: bool = Field(description="The seed changes the result; if not, one sample is made whatever numSamples.")
-
-
-class ModelOut(_CamelModel):
-    id: str
-    type: str
-    family: str
-    description: str
-    source: str
-    availability: Literal["offline", "needs download", "missing"]
-    capabilities: Capabilities
-    defaults: dict[str, Any]
-    ranges: dict[str, RangeOut]
-    schedulers: list[str]
-    compliant_model_ids: list[str] | None = Field(None, description="LoRA models only.")
-    epochs: list[str] | None = Field(None, description="LoRA models only; the last one is the default.")
-
-
-class ModelList(_CamelModel):
-    models: list[ModelOut]
-
-
-class ErrorDetail(BaseModel):
-    field: str = Field(description="The request field (or part) at fault, camelCase, dotted for nested fields.")
-    message: str = Field(description="What is wrong and the rule it breaks.")
-    status: int = Field(description="The HTTP status, repeated.")
-
-
-class ErrorOut(BaseModel):
-    error: ErrorDetail
 
 
 # ---- errors: one JSON shape for every 4xx ---------------------------------------------------------
@@ -392,21 +289,18 @@ EngineDep = Annotated[Engine, Depends(_engine)]
 JobsDep = Annotated[JobQueue, Depends(_jobs)]
 
 
-def _asset_json(request: Request, asset: Asset, original: bool) -> dict:
+def _asset_out(request: Request, asset: Asset, original: bool) -> AssetOut:
     root = request.scope.get("root_path", "").rstrip("/")
-    return AssetOut.of(asset, f"{root}/assets/{asset.id}/file" + ("?original=true" if original else "")).model_dump()
+    return AssetOut.of(asset, f"{root}/assets/{asset.id}/file" + ("?original=true" if original else ""))
 
 
-def _job_json(request: Request, job: dict, original: bool) -> dict:
+def _job_out(request: Request, job: dict, original: bool) -> JobOut:
     """The stored job plus its visible results with URLs (hidden ones stay in `assetIds` only)."""
     original = original or bool(job.get("originalAssets"))
     store = _engine(request).store
-    assets = []
-    for asset_id in job["metadata"]["assetIds"]:
-        asset = store.get(asset_id)
-        if not asset.hidden:
-            assets.append(_asset_json(request, asset, original))
-    return {**job, "originalAssets": original, "metadata": {**job["metadata"], "assets": assets}}
+    assets = [_asset_out(request, asset, original)
+              for asset in map(store.get, job["metadata"]["assetIds"]) if not asset.hidden]
+    return JobOut.model_validate({**job, "originalAssets": original, "metadata": {**job["metadata"], "assets": assets}})
 
 
 def _json_body_declared(request: Request) -> None:
@@ -478,7 +372,7 @@ def _start_job(request: Request, engine: Engine, jobs: JobQueue, body: object, o
         jobs.release()
         raise
     job = jobs.submit(resolved, original_assets=original_assets, reserved=True)
-    return {"job": _job_json(request, job.to_json(), original_assets)}
+    return {"job": _job_out(request, record(job), original_assets)}
 
 
 async def get_job(request: Request, jobs: JobsDep, job_id: JobIdPath, original_assets: OriginalAssets = False,
@@ -489,13 +383,13 @@ async def get_job(request: Request, jobs: JobsDep, job_id: JobIdPath, original_a
     job = await run_in_threadpool(jobs.get, _path_id(job_id, JOB_ID_PATTERN, "jobId", "job"))
     if wait > 0:
         job = await jobs.next_change(job, wait)
-    return {"job": await run_in_threadpool(_job_json, request, job, original_assets)}
+    return {"job": await run_in_threadpool(_job_out, request, job, original_assets)}
 
 
 def cancel_job(request: Request, jobs: JobsDep, job_id: JobIdPath, original_assets: OriginalAssets = False) -> dict:
     """Cancel a queued or running job; results already made are kept. A finished job is left as it is."""
     job = jobs.cancel(_path_id(job_id, JOB_ID_PATTERN, "jobId", "job"))
-    return {"job": _job_json(request, job, original_assets)}
+    return {"job": _job_out(request, job, original_assets)}
 
 
 def list_assets(request: Request, engine: EngineDep, original_assets: OriginalAssets = False,
@@ -503,29 +397,30 @@ def list_assets(request: Request, engine: EngineDep, original_assets: OriginalAs
                 offset: Annotated[int, Query(ge=0, le=2**62, description="Assets to skip.")] = 0) -> dict:
     """The assets that are not hidden, newest first."""
     assets = engine.store.list(limit=limit, offset=offset)
-    return {"assets": [_asset_json(request, asset, original_assets) for asset in assets]}
+    return {"assets": [_asset_out(request, asset, original_assets) for asset in assets]}
 
 
-async def upload_asset(request: Request, engine: EngineDep) -> dict:
-    """Store an image; it can then be used as `image`/`imageId` or `maskId` of a request."""
+async def _upload_body(request: Request) -> AssetUpload:
+    """The body of `POST /assets`, read once the key and the JSON type were checked: FastAPI reads a declared
+    body whole before the route's dependencies run, so a client without the key could make it read 50 MB."""
     body = await _json_body(request)
     try:
-        upload = AssetUpload.model_validate(body, by_alias=True, by_name=False)
+        return AssetUpload.model_validate(body, by_alias=True, by_name=False)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from None
-    return await run_in_threadpool(_store_upload, request, engine, upload)
 
 
-def _store_upload(request: Request, engine: Engine, upload: AssetUpload) -> dict:
+def upload_asset(request: Request, engine: EngineDep, upload: Annotated[AssetUpload, Depends(_upload_body)]) -> dict:
+    """Store an image; it can then be used as `image`/`imageId` or `maskId` of a request."""
     asset = engine.upload(upload.image, hide=upload.hide, parent_id=upload.parent_id)
-    return {"asset": _asset_json(request, asset, False)}
+    return {"asset": _asset_out(request, asset, False)}
 
 
 def get_asset(request: Request, engine: EngineDep, asset_id: AssetIdPath,
               original_assets: OriginalAssets = False) -> dict:
     """One asset by id, hidden ones included."""
     asset = engine.store.get(_path_id(asset_id, ASSET_ID_PATTERN, "assetId", "asset"))
-    return {"asset": _asset_json(request, asset, original_assets)}
+    return {"asset": _asset_out(request, asset, original_assets)}
 
 
 def asset_file(engine: EngineDep, asset_id: AssetIdPath,
@@ -553,7 +448,7 @@ def delete_job(jobs: JobsDep, job_id: JobIdPath) -> dict:
 
 def list_models(engine: EngineDep) -> dict:
     """The model catalog: types, defaults, ranges, availability; epochs and compliant bases of LoRAs."""
-    return {"models": [entry.to_json() for entry in engine.catalog.entries()]}
+    return {"models": [ModelOut.of(entry) for entry in engine.catalog.entries()]}
 
 
 def _errors(*statuses: int) -> dict:
@@ -740,7 +635,7 @@ def create_app(engine: Engine | None = None, *, api_key: str | None = settings.A
 
         from . import ui
 
-        demo = ui.build_demo(engine)
+        demo = ui.build_demo(engine, jobs=jobs)
         gr.mount_gradio_app(app, demo, path="/", max_file_size=max_body_bytes,
                             theme=ui.THEME, css=ui.CSS, auth=_ui_login(api_key) if api_key else None,
                             auth_message=UI_LOGIN_MESSAGE if api_key else None)

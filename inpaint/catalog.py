@@ -134,28 +134,6 @@ class ModelEntry:
         cached = try_to_load_from_cache(self.source.split(":", 1)[1], marker)
         return "offline" if isinstance(cached, str) else "needs download"
 
-    def to_json(self) -> dict:
-        out = {
-            "id": self.id,
-            "type": self.type.name,
-            "family": self.family.name,
-            "description": self.description,
-            "source": self.source,
-            "availability": self.availability(),
-            "capabilities": {"prompt": self.family.uses_prompt, "negativePrompt": self.family.uses_negative_prompt,
-                             "steps": self.family.denoises, "previews": self.family.has_previews,
-                             "seeded": self.family.seeded},
-            "defaults": {"guidance": self.default_guidance, "resolution": self.family.native_resolution,
-                         "scheduler": self.default_scheduler, "numInferenceSteps": 30, "strength": 0.75},
-            "ranges": {"guidance": self.guidance_range.to_json(), "width": self.size_range.to_json(),
-                       "height": self.size_range.to_json()},
-            "schedulers": self.scheduler_names,
-        }
-        if self.type.is_lora:
-            out["compliantModelIds"] = list(self.compliant_model_ids)
-            out["epochs"] = list(self.epochs)
-        return out
-
 
 def _range(raw: dict | None, wide: Range, what: str, model_id: str) -> Range | None:
     if raw is None or ("min" not in raw and "max" not in raw):

@@ -1,4 +1,5 @@
-"""Jobs of the contract: their states, one worker per device, progress, previews, cancel, persistence."""
+"""Jobs of the contract: their states, one worker per device, progress, previews, cancel, persistence; and the
+studio's runs, taking their turn on the same workers."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -14,8 +16,19 @@ from typing import TYPE_CHECKING
 from . import datalock, settings
 from .assets import check_job_id, new_id, utc_now
 from .errors import NotFoundError, RequestError
-from .events import Done, Event, Failed, Preview, Progress, Regions, Result, Warned
+from .events import (
+    Done,
+    Event,
+    Failed,
+    Preview,
+    Progress,
+    Regions,
+    Result,
+    Waiting,
+    Warned,
+)
 from .previews import side_by_side
+from .responses import JobRecord
 from .schema import ResolvedRequest
 
 if TYPE_CHECKING:
@@ -33,6 +46,7 @@ PREVIEWS_CAPPED = (f"previews are capped at {MAX_PREVIEWS_PER_JOB} per job: "
                    "the later steps and batches have none")
 MAINTENANCE_EVERY_S = 60 * 60
 LONG_POLL_MAX_S = 30  # proxies commonly cut idle connections after 60 s
+CANCEL_POLL_S = 0.1  # how soon a studio run waiting in the queue notices its Stop
 
 
 class QueueFull(RequestError):
@@ -59,6 +73,8 @@ class Job:
     # The regions the generation reported (box and processing size), and a seam report per result (or None).
     regions: list[dict] = field(default_factory=list)
     seam_reports: list[dict | None] = field(default_factory=list)
+    # A studio run's (JobQueue.run): its events go to its caller, then None once the queue let go of it.
+    relay: queue.SimpleQueue[Event | None] | None = field(default=None, repr=False)
     # Results are added on the job's thread while readers serialise the job: an asset id, its seed and its
     # report are added together, and read together.
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -73,30 +89,10 @@ class Job:
             self.seeds.append(seed)
             self.seam_reports.append(seam_report)
 
-    def to_json(self) -> dict:
-        with self.lock:
-            return self._json()
 
-    def _json(self) -> dict:
-        return {
-            "jobId": self.job_id,
-            "jobType": "inpaint",
-            "status": self.status,
-            "progress": round(self.progress, 4),
-            "createdAt": self.created_at,
-            "updatedAt": self.updated_at,
-            "originalAssets": self.original_assets,
-            "metadata": {
-                "input": self.request.to_json(),
-                "assetIds": list(self.asset_ids),
-                "seeds": list(self.seeds),
-                "regions": list(self.regions),
-                "seamReports": list(self.seam_reports),  # one per asset id
-                "intermediateImages": list(self.previews),
-                "warnings": list(self.warnings),
-                "error": self.error,
-            },
-        }
+def record(job: Job) -> dict:
+    """The job as the store keeps it and the API answers it (inpaint.responses.JobRecord)."""
+    return JobRecord.of(job).model_dump()
 
 
 def run_job(worker: Worker, job: Job, *, on_change=None) -> Job:
@@ -114,10 +110,15 @@ def run_job(worker: Worker, job: Job, *, on_change=None) -> Job:
 
     job.status = "in-progress"
     changed(True)
+    # A studio run's results name no job, as the studio's always did: no stored job would answer for the id.
+    job_id = job.job_id if job.relay is None else None
     # Closed on the way out: should storing a preview or saving the job fail, the generation stops at once.
-    with closing(worker.run(job.request, job.cancel, job_id=job.job_id)) as events:
+    with closing(worker.run(job.request, job.cancel, job_id=job_id)) as events:
         for event in events:
-            _follow(job, event, worker, changed, warn)
+            if job.relay is not None:
+                job.relay.put(event)
+            else:
+                _follow(job, event, worker, changed, warn)
     changed(True)
     return job
 
@@ -240,21 +241,69 @@ class JobQueue:
             self._reserved -= 1
 
     def submit(self, request: ResolvedRequest, *, original_assets: bool = False, reserved: bool = False) -> Job:
+        return self._enqueue(Job(request, original_assets=original_assets), reserved=reserved)
+
+    def _enqueue(self, job: Job, *, reserved: bool = False) -> Job:
         with self._lock:
             if reserved:
                 self._reserved -= 1  # the held place becomes the job's
             elif (waiting := self._waiting()) >= self.max_queue:
                 raise QueueFull(waiting)
-            job = Job(request, original_assets=original_assets)
             self._active[job.job_id] = job
-            self.store.save_job(job.to_json())
+            if job.relay is None:
+                self.store.save_job(record(job))
         self._queue.put(job)
         return job
+
+    def run(self, request: ResolvedRequest, cancel: threading.Event | None = None) -> Iterator[Event]:
+        """Engine.run through the queue, for the studio: the run takes its turn on the workers with the REST jobs
+        (QueueFull at once when the queue is full) and yields its worker's events as they come, after `Waiting()`
+        while no worker is free. Setting `cancel` or closing the iterator cancels it; close returns once its
+        worker let go of it.
+
+        Not stored as a job: the studio shows the run itself and its results are assets like any, while a job's
+        row would name the inputs (pinning them against DELETE /assets) and store its previews a second time."""
+        job = self._enqueue(Job(request, cancel=cancel if cancel is not None else threading.Event(),
+                                relay=queue.SimpleQueue()))
+        return self._relayed(job)
+
+    def _relayed(self, job: Job) -> Iterator[Event]:
+        last, released, said_waiting = None, False, False
+        try:
+            while True:
+                try:
+                    event = job.relay.get(timeout=CANCEL_POLL_S)
+                except queue.Empty:
+                    if job.cancel.is_set():
+                        self._stop_relayed(job)  # queued: it ends now; running: its worker stops within a step
+                    elif job.status == "queued" and not said_waiting:
+                        said_waiting = True
+                        yield Waiting()
+                    continue
+                if event is None:
+                    released = True
+                    break
+                last = event
+                yield event
+        finally:
+            if not released:  # left early (stopped, disconnected): returns once the worker let go of it
+                self._stop_relayed(job)
+                while job.relay.get() is not None:
+                    pass
+        if isinstance(last, (Done, Failed)):
+            return
+        # Ended by the queue: canceled while it waited, or the server stopped.
+        yield Failed("canceled", "stopped") if job.status == "canceled" else Failed("error", job.error or INTERRUPTED)
+
+    def _stop_relayed(self, job: Job) -> None:
+        with self._lock:
+            if job.job_id in self._active:
+                self._cancel(job)
 
     def get(self, job_id: str) -> dict:
         job = self._active.get(job_id)
         if job is not None:
-            return job.to_json()
+            return record(job)
         stored = self.store.get_job(job_id)
         if stored is None:
             raise NotFoundError("jobId", f"no job {job_id!r}")
@@ -302,12 +351,15 @@ class JobQueue:
             job = self._active.get(job_id)
             if job is None:
                 return self.get(job_id)  # already final: cancel changes nothing
-            self._canceled_by_user.add(job_id)
-            job.cancel.set()
-            if job.status == "queued":
-                job.status, job.updated_at = "canceled", utc_now()
-                self._finish(job)
-            return job.to_json()
+            self._cancel(job)
+            return record(job)
+
+    def _cancel(self, job: Job) -> None:
+        self._canceled_by_user.add(job.job_id)
+        job.cancel.set()
+        if job.status == "queued":
+            job.status, job.updated_at = "canceled", utc_now()
+            self._finish(job)
 
     def delete_job(self, job_id: str) -> dict:
         """The job's row and the assets only it names (see AssetStore.delete_job). Refused (409) while the job
@@ -339,7 +391,10 @@ class JobQueue:
 
     def _finish(self, job: Job) -> None:
         if job.job_id in self._active:  # once: a worker that outlived stop() must not undo it
-            self.store.save_job(job.to_json())
+            if job.relay is None:
+                self.store.save_job(record(job))
+            else:
+                job.relay.put(None)  # after the run's last event: its caller stops waiting
             del self._active[job.job_id]
             self._canceled_by_user.discard(job.job_id)
             self._wake_watchers(job.job_id)
@@ -355,7 +410,7 @@ class JobQueue:
                     continue  # canceled while waiting, or left for stop() to close
                 job.status = "in-progress"
             try:
-                run_job(worker, job, on_change=self._changed)
+                run_job(worker, job, on_change=self._changed if job.relay is None else None)
             except Exception as exc:  # the store failed while saving: the worker must live on
                 log.exception("job %s could not be saved", job.job_id)
                 job.status, job.error = "failure", f"the job could not be saved: {type(exc).__name__}: {exc}"
@@ -370,5 +425,5 @@ class JobQueue:
 
     def _changed(self, job: Job, durable: bool) -> None:
         if durable:  # a new status or a new result: what a long-poll waits for
-            self.store.save_job(job.to_json())
+            self.store.save_job(record(job))
             self._wake_watchers(job.job_id)

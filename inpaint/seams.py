@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from PIL import Image, ImageChops
+from PIL import Image
 
 COLOR_MATCHES = ("none", "mean-std", "histogram")  # the request's colorMatch (see schema.py)
 RING_PX = 16  # known pixels this close outside the mask give the statistics: near enough to share its light
@@ -134,10 +134,11 @@ def _local_mean(lab_np: np.ndarray, where_np: np.ndarray) -> tuple[np.ndarray, n
 
 def outside_mask_max_diff(result: Image.Image, original: Image.Image, mask: Image.Image) -> int:
     """The largest change of any channel of any pixel outside the mask (mask 0), 0..255. Over the whole image,
-    in 8 bits: a 40 MP result costs one more image's memory, not four."""
-    difference = ImageChops.difference(result.convert("RGB"), original.convert("RGB"))
-    difference.paste((0, 0, 0), mask=mask.convert("L").point(lambda value: 255 if value else 0))
-    return max(high for _, high in difference.getextrema())
+    in 8 bits and with OpenCV's vector code: on a 2048 px result, a fraction of the PNG encode it precedes."""
+    result_np, original_np = (np.asarray(im if im.mode == "RGB" else im.convert("RGB")) for im in (result, original))
+    outside_np = cv2.compare(np.asarray(mask.convert("L")), 0, cv2.CMP_EQ)
+    difference_np = cv2.absdiff(result_np, original_np)
+    return int(cv2.bitwise_and(difference_np, difference_np, mask=outside_np).max())
 
 
 def report(result: Image.Image, original: Image.Image, mask: Image.Image, *, inset: int = 0) -> dict:

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from inpaint import assets
-from inpaint.api import AssetOut
+from inpaint.responses import AssetOut
 from inpaint.assets import ASSET_ID_PATTERN, JOB_ID_PATTERN, AssetStore, new_id
 from inpaint.errors import NotFoundError, RequestError
 

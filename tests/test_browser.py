@@ -18,6 +18,7 @@ from inpaint.assets import AssetStore
 from inpaint.catalog import Catalog
 from inpaint.generate import Engine
 from inpaint.pipelines import ModelUnavailable
+from inpaint.ui.layout import BRUSH, BRUSH_STEP
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).parent / "screenshots"
@@ -163,8 +164,9 @@ def pick_model(page, model_id: str) -> None:
     box = page.locator("#inpaint-model input")
     box.click()
     box.fill(model_id)
-    page.get_by_role("option", name=re.compile(rf"^{re.escape(model_id)}\s")).click()
-    expect(page.locator("#inpaint-model input")).to_have_value(re.compile(rf"^{re.escape(model_id)}\s"))
+    label = re.compile(rf"^{re.escape(model_id)}(\s|$)")
+    page.get_by_role("option", name=label).click()
+    expect(page.locator("#inpaint-model input")).to_have_value(label)
 
 
 def set_number(page, elem_id: str, value: int) -> None:
@@ -203,14 +205,16 @@ def first_feedback_ms(page) -> float:
     return click["changed"] - click["at"]
 
 
-def test_generate_waits_for_a_picture_and_a_mask_and_the_status_speaks_at_once(page, picture):
+@pytest.mark.xfail(strict=True, reason="known bug, issue open: after a click with no picture, Generate stays "
+                                       "disabled (the run's end does not re-enable it after the refusal)")
+def test_generate_says_what_is_missing_and_the_status_speaks_at_once(page, picture):
     generate_btn, reason = page.locator("#inpaint-generate"), page.locator("#inpaint-reason")
-    expect(generate_btn).to_be_disabled()
     expect(reason).to_have_text("Upload or paste a picture to start.")
+    generate_btn.click()  # clickable all along: a run without a picture says why
+    expect(page.locator("#inpaint-status")).to_contain_text("Not started · Picture: upload or paste a picture first")
+    expect(generate_btn).to_be_enabled(timeout=30_000)
     upload(page, picture)
-    expect(generate_btn).to_be_disabled()
     strokes = [sketch(page, at) for at in (0.3, 0.5, 0.7)]
-    expect(generate_btn).to_be_enabled()
     expect(reason).to_have_text("")
     # A typed grow value redraws the preview too (it waited for a slider release before).
     before = page.locator("#inpaint-mask-preview img").get_attribute("src")
@@ -231,7 +235,8 @@ def test_generate_waits_for_a_picture_and_a_mask_and_the_status_speaks_at_once(p
     assert statistics.median(feedback) < 1000  # the goal is 300 ms; a shared machine gets slack
 
 
-@pytest.mark.xfail(strict=True, reason="known bug, issue open: the effective mask misses the first stroke after 'Use as input'")
+@pytest.mark.xfail(strict=True, reason="known bug, issue open: the effective mask misses the first stroke after "
+                                       "'Use as input' (the canvas set from the server has no layer to paint on)")
 def test_sketch_generate_stream_switch_model_and_error(page, picture, engine):
     # 1. Upload, sketch; the mask preview follows the stroke. The default eraser asks for no prompt.
     upload_and_sketch(page, picture)
@@ -275,7 +280,7 @@ def test_sketch_generate_stream_switch_model_and_error(page, picture, engine):
     page.locator("#inpaint-gallery .thumbnail-item").nth(1).click()
     page.locator("#inpaint-use-input").click()
     expect(page.locator("#inpaint-mask-preview img")).to_have_count(0)  # a fresh canvas, no stroke yet
-    expect(page.locator("#inpaint-generate")).to_be_disabled()
+    expect(page.locator("#inpaint-reason")).to_contain_text("Paint over what should change")
     sketch(page)
     pick_model(page, "opencv-telea")
     generate(page, images=1)
@@ -388,13 +393,16 @@ def test_extend_shows_the_grown_canvas_and_generates_it(page, picture, engine):
     screenshot(page, "studio-extend")
 
 
-@pytest.mark.xfail(strict=True, reason="known bug, issue open: the effective mask misses the first stroke on a phone-sized page")
 def test_on_a_phone_generate_sits_under_the_canvas(phone, picture):
-    upload_and_sketch(phone, picture)
+    # The tall canvas letterboxes a landscape picture on a phone: the stroke starts on the picture (the editor
+    # paints nothing for a stroke begun above it).
+    upload(phone, picture)
+    sketch(phone, 0.5)
     canvas = phone.locator("#inpaint-editor").bounding_box()
     button = phone.locator("#inpaint-generate").bounding_box()
     assert 0 <= button["y"] - (canvas["y"] + canvas["height"]) < 200  # the prompt between them, nothing more
     assert phone.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]  # no sideways scrolling
+    phone.locator("#inpaint-editor").evaluate("e => e.scrollIntoView()")  # the canvas down to Generate
     screenshot(phone, "studio-phone", full_page=False)
     pick_model(phone, "opencv-telea")
     generate(phone, images=1)
@@ -426,3 +434,79 @@ def test_the_studio_adds_little_to_the_engines_own_time(page, picture, engine):
     engine_s = time.perf_counter() - started
     record(ui_overhead=round(studio_s / engine_s, 3), ui_overhead_studio_s=round(studio_s, 2),
            ui_overhead_engine_s=round(engine_s, 2))
+
+
+def test_generate_clicked_right_after_picking_a_model_runs(page, picture):
+    # The CI race: the model change was still updating the page when Generate was clicked. A person does not
+    # wait for the page to settle (force: no waiting for the button to look clickable), and gets a run.
+    upload(page, picture)
+    page.locator("#inpaint-extend").get_by_text("Extend the picture").click()
+    page.locator("#inpaint-extend-right").click()
+    expect(page.locator("#inpaint-outpaint-right input")).to_have_value("80")
+    pick_model(page, "opencv-telea")
+    page.locator("#inpaint-generate").click(force=True)
+    expect(page.locator("#inpaint-status")).to_contain_text("Done · 1 image in")
+
+
+
+def test_the_editing_keys_of_iopaint_and_a1111(page, picture):
+    upload_and_sketch(page, picture)
+    preview = page.locator("#inpaint-mask-preview img")
+    # Ctrl+Z undoes the stroke on the canvas (so nothing is left to repaint); Ctrl+Shift+Z brings it back.
+    page.keyboard.press("Control+z")
+    expect(preview).to_have_count(0)
+    expect(page.locator("#inpaint-reason")).to_contain_text("Paint over what should change")
+    page.keyboard.press("Control+Shift+z")
+    expect(preview).to_be_visible()
+    # "[" and "]" change the brush's size: the editor's own slider shows it.
+    page.keyboard.press("]")
+    page.keyboard.press("]")
+    size = page.locator("#inpaint-editor input[type=range]")
+    expect(size).to_have_value(str(BRUSH.default_size + 2 * BRUSH_STEP))
+    page.keyboard.press("[")
+    expect(size).to_have_value(str(BRUSH.default_size + BRUSH_STEP))
+    # Held, O shows the original picture over the canvas, without the mask; so does the button, for touch.
+    cover = page.locator("#inpaint-original-cover")
+    for hold, release in ((lambda: page.keyboard.down("o"), lambda: page.keyboard.up("o")),
+                          (page.mouse.down, page.mouse.up)):
+        page.locator("#inpaint-show-original").hover()
+        hold()
+        expect(cover).to_be_visible()
+        assert cover.evaluate("e => e.complete && [e.naturalWidth, e.naturalHeight]") == [320, 240]
+        release()
+        expect(cover).to_have_count(0)
+    # Not while typing: the keys go to the text box (the brush's popup, closed by the click, stays closed).
+    page.locator("#inpaint-grow input[type=number]").click()
+    expect(size).to_have_count(0)
+    page.keyboard.down("o")
+    page.keyboard.press("]")
+    page.wait_for_timeout(300)  # the page's answer, if any, is a frame away
+    expect(size).to_have_count(0)
+    expect(cover).to_have_count(0)
+    page.keyboard.up("o")
+
+
+def test_model_names_and_the_seed_are_shown_in_full(page, phone, picture):
+    fits = "e => e.scrollWidth <= e.clientWidth + 1"
+    for screen in (page, phone):
+        box = screen.locator("#inpaint-model input")
+        assert box.evaluate(fits), box.input_value()  # the chosen model
+        box.click()
+        options = screen.get_by_role("option")
+        expect(options.first).to_be_visible()
+        assert options.count() > 3
+        for option in options.all():
+            assert option.evaluate(fits), option.inner_text()
+            right = option.evaluate("e => e.getBoundingClientRect().right")
+            assert right <= screen.viewport_size["width"], option.inner_text()
+        pick_model(screen, "tiny-sd-1_5")  # the longest names: a base model and its availability
+        assert box.evaluate(fits), box.input_value()
+    # The seed box shows the seed the run used, all its digits.
+    upload_and_sketch(page, picture)
+    pick_model(page, "opencv-telea")
+    page.locator("#inpaint-advanced").get_by_text("Advanced").click()
+    generate(page, images=1)
+    seed = page.locator("#inpaint-seed input[type=number]")
+    caption = page.locator("#inpaint-gallery .caption-label").first.inner_text()
+    expect(seed).to_have_value(caption.split()[1])
+    assert seed.evaluate(fits), seed.input_value()

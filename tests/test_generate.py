@@ -17,7 +17,7 @@ from inpaint.catalog import Catalog
 from inpaint.errors import JobCanceled, RequestError
 from inpaint.families.diffusion import Diffusers
 from inpaint.generate import Engine
-from inpaint.jobs import Job, run_job
+from inpaint.jobs import Job, record, run_job
 from inpaint.pipelines import PipelineCache
 from inpaint.schema import SEED_MAX
 from tests.images import cmyk_profile, data_url, photo, rect_mask, srgb_profile
@@ -259,8 +259,8 @@ def test_a_prompt_longer_than_the_text_encoder_reads_is_reported(engine, model_i
 def test_a_job_keeps_the_warnings_of_its_request_and_of_its_generation(engine):
     request = engine.prepare(tiny_body(prompt="a" * 100, negativePrompt="blurry", guidance=0.5))
     saved = []
-    job = run_job(engine, Job(request), on_change=lambda job, durable: saved.append(job.to_json()))
-    warnings = job.to_json()["metadata"]["warnings"]
+    job = run_job(engine, Job(request), on_change=lambda job, durable: saved.append(record(job)))
+    warnings = record(job)["metadata"]["warnings"]
     assert job.status == "success" and warnings[:len(request.warnings)] == list(request.warnings)
     assert any("guidance < 1" in w for w in warnings)
     assert warnings[-1] == "prompt is 102 tokens; the text encoder reads the first 77, the rest was ignored"

@@ -15,8 +15,8 @@ from inpaint.assets import AssetStore
 from inpaint.catalog import Catalog
 from inpaint.events import Done, Failed, Preview, Progress, Result, Warned
 from inpaint.generate import Engine
-from inpaint.jobs import JobQueue
 from inpaint.pipelines import PipelineCache
+from tests.queues import run_jobs, started_queue
 from tests.test_workers import tiny_body
 
 pytestmark = pytest.mark.torch
@@ -82,18 +82,9 @@ def test_two_jobs_run_at_once_with_previews_progress_and_the_local_engines_resul
 
 
 def test_jobs_of_the_queue_run_on_the_ray_workers(engine, workers):
-    queue = JobQueue(engine, max_queue=4, retention_days=None, workers=workers)
-    queue.start()
-    try:
-        jobs = [queue.submit(engine.prepare(tiny_body(seed=seed, numSamples=2, intermediateImages=True)))
-                for seed in (7, 9)]
-        deadline = time.monotonic() + 120
-        while any(queue.get(job.job_id)["status"] not in ("success", "failure") for job in jobs):
-            assert time.monotonic() < deadline, "timed out"
-            time.sleep(0.05)
-        answers = [queue.get(job.job_id) for job in jobs]
-    finally:
-        queue.stop()
+    with started_queue(engine, workers) as queue:
+        answers = run_jobs(queue, [engine.prepare(tiny_body(seed=seed, numSamples=2, intermediateImages=True))
+                                   for seed in (7, 9)])
     assert [a["status"] for a in answers] == ["success", "success"]
     assert [a["metadata"]["seeds"] for a in answers] == [[7, 8], [9, 10]]
     for answer in answers:

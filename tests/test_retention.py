@@ -14,7 +14,7 @@ from inpaint import assets, jobs, settings
 from inpaint.assets import AssetStore, new_id
 from inpaint.errors import JobCanceled, RequestError
 from inpaint.generate import stream
-from inpaint.jobs import Job, JobQueue, run_job
+from inpaint.jobs import Job, JobQueue, record, run_job
 from tests.test_assets import files_of, noise, saved_job, stored_files
 
 DAY = 24 * 60 * 60
@@ -159,7 +159,7 @@ def fake_request(store):
 def test_previews_beyond_the_quota_are_not_stored_and_a_warning_says_so_once(store, monkeypatch):
     monkeypatch.setattr(jobs, "MAX_PREVIEWS_PER_JOB", 3)
     job = run_job(FakeEngine(store, previews=10), Job(fake_request(store)))
-    body = job.to_json()
+    body = record(job)
     assert body["status"] == "success" and len(body["metadata"]["intermediateImages"]) == 3
     assert [a.id for a in store.list(include_hidden=True, job_id=job.job_id) if a.kind == "preview"][::-1] == \
         body["metadata"]["intermediateImages"]
@@ -169,7 +169,7 @@ def test_previews_beyond_the_quota_are_not_stored_and_a_warning_says_so_once(sto
 def test_previews_within_the_quota_give_no_warning(store, monkeypatch):
     monkeypatch.setattr(jobs, "MAX_PREVIEWS_PER_JOB", 3)
     job = run_job(FakeEngine(store, previews=3), Job(fake_request(store)))
-    assert len(job.previews) == 3 and job.to_json()["metadata"]["warnings"] == ["from the request"]
+    assert len(job.previews) == 3 and record(job)["metadata"]["warnings"] == ["from the request"]
 
 
 def wait_for(predicate, timeout=10.0):

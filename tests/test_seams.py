@@ -20,7 +20,7 @@ from inpaint.catalog import Catalog
 from inpaint.errors import RequestError
 from inpaint.families.diffusion import Diffusers
 from inpaint.generate import Engine
-from inpaint.jobs import Job, run_job
+from inpaint.jobs import Job, record, run_job
 from tests.images import data_url, rect_mask
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,7 +72,7 @@ def run_as_job(engine: Engine, request_body: dict) -> tuple[object, dict]:
     request = engine.prepare(request_body)
     job = run_job(engine, Job(request))
     assert job.status == "success", job.error
-    return request, job.to_json()["metadata"]
+    return request, record(job)["metadata"]
 
 
 def pixels(engine: Engine, asset_id: str) -> np.ndarray:
@@ -254,6 +254,17 @@ def test_seam_delta_e_is_ciede2000_and_zero_for_the_original_itself():
     assert natural["outsideMaskMaxDiff"] == 0 and 0 < natural["seamDeltaE"] < 6
     assert seams.seam_delta_e(Image.composite(cast(image), image, mask), image, mask) > 2 * natural["seamDeltaE"]
     assert seams.seam_delta_e(image, image, Image.new("L", image.size, 255)) == 0.0  # nothing outside to compare
+
+
+def test_outside_mask_max_diff_counts_every_channel_outside_the_mask_and_nothing_inside():
+    image = chelsea()
+    mask = ellipse_mask(image.size, (50, 30, 110, 90))
+    changed = np.array(image)
+    changed[80, 80] = 255 - changed[80, 80]  # inside the mask: allowed
+    changed[5, 150, 2] = changed[5, 150, 2] ^ 0x25  # one channel of one pixel outside: a change of its own size
+    expected = abs(int(changed[5, 150, 2]) - int(np.asarray(image)[5, 150, 2]))
+    assert seams.outside_mask_max_diff(Image.fromarray(changed), image, mask) == expected > 0
+    assert seams.outside_mask_max_diff(Image.fromarray(changed), image, mask.point(lambda v: 255)) == 0
 
 
 def test_colour_matching_lowers_the_seam_of_a_model_with_a_cast(engine, monkeypatch):

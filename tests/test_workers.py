@@ -15,10 +15,10 @@ from inpaint.assets import AssetStore
 from inpaint.catalog import Catalog
 from inpaint.events import Done, Failed, Loading, Preview, Progress, Result, Waiting
 from inpaint.generate import Engine
-from inpaint.jobs import JobQueue
 from inpaint.pipelines import PipelineCache
 from inpaint.workers import local_workers
 from tests.images import data_url, photo, rect_mask
+from tests.queues import run_jobs, started_queue
 
 CATALOG = Catalog.load()
 
@@ -117,17 +117,8 @@ def test_two_device_entries_run_two_jobs_at_once_with_the_results_of_one(engine,
     workers = local_workers(engine, ("cpu", "cpu"))
     assert len(workers) == 2 and workers[1].store is engine.store and workers[1].pipelines is not engine.pipelines
     meeting_point(workers)
-    queue = JobQueue(engine, max_queue=4, retention_days=None, workers=workers)
-    queue.start()
-    try:
-        jobs = [queue.submit(engine.prepare(tiny_body(seed=seed))) for seed in (5, 6)]
-        deadline = time.monotonic() + 120
-        while any(queue.get(job.job_id)["status"] not in ("success", "failure") for job in jobs):
-            assert time.monotonic() < deadline, "timed out"
-            time.sleep(0.05)
-        answers = [queue.get(job.job_id) for job in jobs]
-    finally:
-        queue.stop()
+    with started_queue(engine, workers) as queue:
+        answers = run_jobs(queue, [engine.prepare(tiny_body(seed=seed)) for seed in (5, 6)])
     assert [a["status"] for a in answers] == ["success", "success"], [a["metadata"]["error"] for a in answers]
     assert [a["metadata"]["seeds"] for a in answers] == [[5], [6]]
     # Seed 5 gives the same pixels on either worker as on the engine alone.

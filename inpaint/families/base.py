@@ -25,9 +25,6 @@ class Range:
     def clamp(self, value: float) -> float:
         return max(self.low, min(self.high, value))
 
-    def to_json(self) -> dict:
-        return {"min": self.low, "max": self.high}
-
 
 @dataclass(frozen=True)
 class GpuCost:

@@ -14,11 +14,12 @@ import gradio as gr
 
 from .. import settings
 from ..generate import Engine
+from ..jobs import JobQueue
 from . import device, handlers
 from .examples import make_examples
 from .fields import FIELDS, OUTPAINT_SIDES, api_function
 from .handlers import KEEP_FILES_S, Studio
-from .layout import STROKE_END_JS, build_layout
+from .layout import EDITOR_JS, build_layout
 from .uploads import deliver_files
 
 
@@ -39,8 +40,10 @@ def bind(fn, studio: Studio, **fixed):
     return call
 
 
-def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: int = settings.MAX_QUEUE) -> gr.Blocks:
-    """A new Blocks around `engine` (a factory: one Blocks per server, never shared).
+def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: int = settings.MAX_QUEUE,
+               jobs: JobQueue | None = None) -> gr.Blocks:
+    """A new Blocks around `engine` (a factory: one Blocks per server, never shared). With `jobs`, the server's
+    job queue, runs take their turn on its workers with the REST jobs, as many at once as it has workers.
 
     The components start at "let the engine decide" (no seed, no guidance, no size), so an API call that
     leaves a parameter out gets the contract's default for its model; the page's own friendly values (the
@@ -55,31 +58,34 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
     with gr.Blocks(title="inpaint studio", delete_cache=(3600, KEEP_FILES_S)) as demo:
         weakref.finalize(demo, shutil.rmtree, files_dir, True)
         ui = build_layout(engine.catalog, default_id, deliver_files)
-        studio = Studio(engine, ui, files_dir, make_examples(files_dir / "examples", engine.catalog), engine_key)
+        studio = Studio(engine, ui, files_dir, make_examples(files_dir / "examples", engine.catalog), engine_key, jobs)
         on = functools.partial(wire, studio)
 
         extension = [ui[f"outpaint_{side}"] for side in OUTPAINT_SIDES]
         mask = {ui.editor, ui.mask_upload, ui.invert, ui.grow, ui.feather, ui.mask_mode, ui.model, ui.busy, *extension}
-        mask_shown = [ui.mask_preview, ui.mask_download, ui.image_size, ui.generate_btn, ui.reason]
-        # The stroke's end asks once (STROKE_END_JS); the editor's change (every pointer move, always_last) stays
+        mask_shown = [ui.mask_preview, ui.mask_download, ui.image_size, ui.reason]
+        # The stroke's end asks once (EDITOR_JS); the editor's change (every pointer move, always_last) stays
         # as the fallback where the page script misses a stroke (a canvas set from the server).
         for trigger in (ui.editor.upload, ui.editor.change, ui.editor.clear, ui.mask_refresh.click,
                         *(c.change for c in (ui.mask_upload, ui.invert, ui.grow, ui.feather, ui.mask_mode, ui.model,
                                              *extension))):
             on(trigger, handlers.show_mask, mask, mask_shown, trigger_mode="always_last")
-        demo.load(None, js=STROKE_END_JS)
+        demo.load(None, js=EDITOR_JS)
         with ui.examples_box:
             examples = gr.Dataset(components=[gr.Image(visible=False), gr.Textbox(visible=False)], type="index",
                                   samples=[[str(e["image"]), e["label"]] for e in studio.examples],
                                   label="Examples: a picture and its mask, ready to generate", elem_id="inpaint-examples")
-        on(examples.click, handlers.load_example, examples, [ui.editor, ui.mask_upload, ui.prompt, ui.model]).then(
+        on(examples.click, handlers.load_example, examples, [ui.editor, ui.mask_upload, ui.prompt, ui.model,
+                                                             ui.original]).then(
             bind(handlers.show_mask, studio), mask, mask_shown, **PRIVATE)
         for side, button in ui.extend_buttons.items():
             button.click(bind(handlers.extend, studio, side=side), {ui.image_size, *extension}, extension, **PRIVATE)
         on(ui.extend_reset.click, handlers.no_extension, None, extension)
-        on(ui.mask_upload.upload, handlers.import_mask, {ui.editor, ui.mask_upload}, [ui.editor, ui.mask_upload]).then(
+        on(ui.mask_upload.upload, handlers.import_mask, {ui.editor, ui.mask_upload},
+           [ui.editor, ui.mask_upload, ui.original]).then(
             bind(handlers.show_mask, studio), mask, mask_shown, **PRIVATE)
-        on(ui.editor.upload, handlers.follow_image, {ui.editor, ui.model}, [ui.width, ui.height, ui.image_size])
+        on(ui.editor.upload, handlers.follow_image, {ui.editor, ui.model},
+           [ui.width, ui.height, ui.image_size, ui.original])
 
         follows = {ui.model, ui.image_size, ui.previous_model, ui.num_samples, ui.base_model, ui.auto_size, ui.concepts}
         followed = [ui[name] for name in FOLLOWED]
@@ -100,7 +106,8 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
         run = run.then(api_function(functools.partial(handlers.generate, studio)),
                        [ui[f.component] for f in FIELDS] + [ui.session],
                        [ui.gallery, ui.preview, ui.status, ui.params, ui.seed, ui.session], api_name="inpaint",
-                       show_progress="hidden", concurrency_limit=1, concurrency_id="inpaint-device")
+                       show_progress="hidden", concurrency_limit=len(jobs.workers) if jobs else 1,
+                       concurrency_id="inpaint-device")
         on(run.then, handlers.finish, {ui.session}, [ui.generate_btn, ui.reason, ui.busy, ui.history, ui.compare,
                                                      ui.download, ui.params, ui.session])
         # The run ends itself within a step and keeps what it made; a queue-level cancel would abandon its
@@ -110,7 +117,7 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
         on(ui.gallery.select, handlers.select_result, {ui.session}, select_outputs)
         on(ui.history.select, handlers.bring_back, {ui.session}, [ui.gallery, *select_outputs])
         on(ui.use_input.click, handlers.keep_editing, {ui.session},
-           [ui.editor, ui.mask_upload, ui.mask_preview, ui.session]).then(
+           [ui.editor, ui.mask_upload, ui.mask_preview, ui.session, ui.original]).then(
             bind(handlers.show_mask, studio), mask, mask_shown, **PRIVATE)
 
     demo.studio = studio  # its components by name, for tests and for code that extends the page

@@ -1,4 +1,5 @@
-"""Where a run happens: the engine in a worker thread, streamed as events; on ZeroGPU, in the GPU process."""
+"""Where a run happens: the server's job queue, or the engine in a worker thread, streamed as events; on ZeroGPU, in
+the GPU process."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
@@ -27,6 +29,9 @@ from ..generate import Engine
 from ..pipelines import ModelUnavailable
 from ..previews import side_by_side
 from ..schema import ResolvedRequest
+
+if TYPE_CHECKING:
+    from ..jobs import JobQueue
 
 try:  # ZeroGPU on Hugging Face Spaces; elsewhere spaces.GPU hands the function back unchanged
     import spaces
@@ -56,16 +61,16 @@ def preview_strip(previews: list[Image.Image]) -> Image.Image:
     return strip
 
 
-def stream_generation(engine: Engine, request: ResolvedRequest, *, cancel: threading.Event,
+def stream_generation(runner: Engine | JobQueue, request: ResolvedRequest, *, cancel: threading.Event,
                       preview_dir: Path) -> Iterator[tuple[str, object]]:
-    """Engine.run's events for one prepared request, as the studio shows them: ("waiting", None),
-    ("loading", model id), ("regions", regions), ("preview", (path, step, steps)), ("progress", fraction),
-    ("warning", message), ("seam", (asset id, report)) then ("result", asset) per sample. Ends after the last
-    result; raises what ended the run otherwise (JobCanceled when `cancel` was set). Closing the iterator
-    early cancels the generation."""
+    """`runner.run`'s events (the engine's, or the job queue's) for one prepared request, as the studio shows
+    them: ("waiting", None), ("loading", model id), ("regions", regions), ("preview", (path, step, steps)),
+    ("progress", fraction), ("warning", message), ("seam", (asset id, report)) then ("result", asset) per
+    sample. Ends after the last result; raises what ended the run otherwise (JobCanceled when `cancel` was set).
+    Closing the iterator early cancels the generation."""
     run_id = f"{time.time_ns():x}"
     batch = {"index": 0, "last_step": 0}
-    events = engine.run(request, cancel)
+    events = runner.run(request, cancel)
     try:
         for event in events:
             if isinstance(event, Waiting):
@@ -169,6 +174,17 @@ def run_on_device(engine_key: str, request: ResolvedRequest, run_key: str,
         yield "failed", _error_data(exc)
     finally:
         _CANCELS.pop(run_key, None)
+
+
+def studio_events(jobs: JobQueue | None, engine_key: str, request: ResolvedRequest, run_key: str,
+                  preview_dir: str) -> Iterator[tuple[str, object]]:
+    """A studio run's events: through the server's job queue when the studio has one, so the studio and the REST
+    jobs share its workers (one run per device at a time), else on the engine. On ZeroGPU always on the engine
+    inside the GPU function (run_on_device): ZeroGPU lends a GPU to that function's call only, and a queue
+    worker's thread runs outside it. A full queue raises QueueFull when the events are first asked for."""
+    if jobs is None or zerogpu.is_zerogpu():
+        return device_events(engine_key, request, run_key, preview_dir)
+    return stream_generation(jobs, request, cancel=_CANCELS[run_key], preview_dir=Path(preview_dir))
 
 
 def device_events(engine_key: str, request: ResolvedRequest, run_key: str,

@@ -176,7 +176,14 @@ def fit_size(size: tuple[int, int] | None, entry: ModelEntry) -> tuple[int, int]
 
 
 def model_label(entry: ModelEntry) -> str:
-    return f"{entry.id}  ·  {entry.type.name}  ·  {entry.availability()}"
+    """The id, and what stands in the way of a run; short enough for the box on a phone (the model's type
+    and description are in the line under it)."""
+    availability = entry.availability()
+    return entry.id if availability == "offline" else f"{entry.id} · {availability}"
+
+
+def model_info(entry: ModelEntry) -> str:
+    return f"{entry.type.name} · {entry.description}"
 
 
 def pipeline_model_id(entry: ModelEntry, base_model_id: str | None) -> str:

@@ -19,6 +19,7 @@ from ..assets import new_id
 from ..catalog import ModelEntry
 from ..errors import JobCanceled, RequestError
 from ..generate import Engine
+from ..jobs import JobQueue, QueueFull
 from ..pipelines import ModelUnavailable
 from . import device
 from .examples import prune
@@ -32,6 +33,7 @@ from .fields import (
     concept_rows,
     fit_size,
     follow_updates,
+    model_info,
     request_fields,
 )
 from .layout import Layout
@@ -58,6 +60,7 @@ class Studio:
     files_dir: Path
     examples: list[dict]
     engine_key: str
+    jobs: JobQueue | None = None  # the server's, shared with the REST jobs; None: runs go to the engine
     running: dict[str, threading.Event] = field(default_factory=dict)  # session -> cancel token of its run
 
     @property
@@ -98,17 +101,17 @@ def bad_input(studio: Studio, exc: RequestError) -> gr.Error:
 
 # ---- the mask and the Generate button ---------------------------------------------------------------
 
-def readiness(has_image: bool, has_mask: bool, busy: bool) -> dict:
-    """Generate's state and the reason shown under it when it cannot be clicked."""
+def readiness(has_image: bool, has_mask: bool, busy: bool) -> str:
+    """What is missing before a run, said under Generate. Said, not enforced: Generate stays clickable (a run
+    without a picture or a mask says why), since the mask's answers arrive late and in any order, and a
+    button they disabled and enabled again could swallow a click made in between."""
     if busy:
-        reason = "A run is going: Stop ends it."
-    elif not has_image:
-        reason = "Upload or paste a picture to start."
-    elif not has_mask:
-        reason = "Paint over what should change (or load a mask file)."
-    else:
-        reason = ""
-    return {"interactive": not reason}, reason
+        return "A run is going: Stop ends it."
+    if not has_image:
+        return "Upload or paste a picture to start."
+    if not has_mask:
+        return "Paint over what should change (or load a mask file)."
+    return ""
 
 
 def outpaint_sides(values: dict, ui: Layout) -> dict[str, int]:
@@ -117,7 +120,7 @@ def outpaint_sides(values: dict, ui: Layout) -> dict[str, int]:
 
 def show_mask(studio: Studio, values: dict) -> dict:
     """What will be repainted, over the picture (or the extended canvas), with the crops the model will
-    generate outlined; small, since a stroke waits for it. Also the mask's download, and Generate's state."""
+    generate outlined; small, since a stroke waits for it. Also the mask's download, and what a run lacks."""
     ui = studio.ui
     upload, sides = values[ui.mask_upload], outpaint_sides(values, ui)
     out = {ui.mask_preview: None, ui.mask_download: None}
@@ -148,9 +151,8 @@ def show_mask(studio: Studio, values: dict) -> dict:
         path.parent.mkdir(exist_ok=True)
         shown.save(path)
         out[ui.mask_download] = str(path)
-    button, reason = readiness(background is not None, shown is not None, bool(values[ui.busy]))
     return {**out, ui.image_size: background.size if background is not None else None,
-            ui.generate_btn: gr.update(**button), ui.reason: reason}
+            ui.reason: readiness(background is not None, shown is not None, bool(values[ui.busy]))}
 
 
 def extend(studio: Studio, values: dict, side: str) -> dict:
@@ -192,7 +194,7 @@ def import_mask(studio: Studio, values: dict) -> dict:
     folder.mkdir(exist_ok=True)
     picture = folder / f"picture-{new_id('p')}.png"
     background.save(picture)
-    return {ui.editor: editor_with_mask(studio, picture, mask), ui.mask_upload: None}
+    return {ui.editor: editor_with_mask(studio, picture, mask), ui.mask_upload: None, ui.original: str(picture)}
 
 
 def load_example(studio: Studio, index: int) -> dict:
@@ -200,7 +202,7 @@ def load_example(studio: Studio, index: int) -> dict:
     ui, example = studio.ui, studio.examples[index]
     with Image.open(example["mask"]) as mask:
         value = editor_with_mask(studio, example["image"], mask.convert("L"))
-    out = {ui.editor: value, ui.mask_upload: None, ui.prompt: example["prompt"]}
+    out = {ui.editor: value, ui.mask_upload: None, ui.prompt: example["prompt"], ui.original: str(example["image"])}
     if example["model"]:
         out[ui.model] = example["model"]
     return out
@@ -243,7 +245,7 @@ def follow_model(studio: Studio, values: dict) -> dict:
         ui.concept_box: gr.update(visible=bool(compatible)),
         ui.concepts: rows,
         ui.num_samples: gr.update(value=samples, interactive=family.seeded),
-        ui.model: gr.update(info=entry.description),
+        ui.model: gr.update(info=model_info(entry)),
         ui.previous_model: entry.id,
     })
     return out
@@ -265,14 +267,20 @@ def follow_base(studio: Studio, values: dict) -> dict:
 
 
 def follow_image(studio: Studio, values: dict) -> dict:
+    """An uploaded picture: the sizes follow it, and its copy is kept for "Original"."""
     ui = studio.ui
     try:
         background, _ = read_editor(values[ui.editor], with_layers=False)
     except RequestError:
-        return {ui.image_size: None}  # the run will say what is wrong with the file
+        return {ui.image_size: None, ui.original: None}  # the run will say what is wrong with the file
     size = background.size if background is not None else None
     w, h = fit_size(size, studio.entry(values[ui.model]))
-    return {ui.width: w, ui.height: h, ui.image_size: size}
+    original = None
+    if background is not None:
+        original = studio.files_dir / "inputs" / f"picture-{new_id('p')}.png"
+        original.parent.mkdir(exist_ok=True)
+        background.save(original)
+    return {ui.width: w, ui.height: h, ui.image_size: size, ui.original: str(original) if original else None}
 
 
 def add_concept_row(studio: Studio, values: dict) -> dict:
@@ -392,7 +400,7 @@ def generate(studio: Studio, values: dict, state: dict | None, request: gr.Reque
     yield {ui.status: status(), ui.preview: gr.update(value=None, visible=resolved.intermediate_images),
            ui.seed: resolved.seed}
     try:
-        stream = device.device_events(studio.engine_key, resolved, run_key, str(studio.files_dir))
+        stream = device.studio_events(studio.jobs, studio.engine_key, resolved, run_key, str(studio.files_dir))
         for kind, value in stream:
             out = {}
             if kind == "waiting":
@@ -433,6 +441,9 @@ def generate(studio: Studio, values: dict, state: dict | None, request: gr.Reque
         yield final(studio, shown, summary, resolved, state,
                     status(f"**Stopped** · kept {len(shown)} of {total} images"))
         return
+    except QueueFull as exc:  # nothing started: refused like a bad input, and the last run's results stay
+        yield {ui.status: f"**Not started** · {exc.message}"}
+        raise gr.Error(exc.message, title="The server is busy") from None
     except Exception as exc:  # noqa: BLE001  (said in plain words, in the status line and a toast)
         # Not raised: the run ends normally, so what follows it (Generate live again) happens; an API caller
         # reads the same words in the status output.
@@ -537,4 +548,9 @@ def keep_editing(studio: Studio, values: dict) -> dict:
         raise gr.Error("Pick a result in the gallery first", title="Use as input")
     picked = results[index]
     state["source"] = picked["id"]
-    return {ui.editor: picked["path"], ui.mask_upload: None, ui.mask_preview: None, ui.session: state}
+    with Image.open(picked["path"]) as image:
+        size = image.size
+    # With an empty layer: a canvas set from the server without one has nothing the brush can paint on.
+    canvas = editor_with_mask(studio, picked["path"], Image.new("L", size, 0))
+    return {ui.editor: canvas, ui.mask_upload: None, ui.mask_preview: None, ui.session: state,
+            ui.original: picked["path"]}

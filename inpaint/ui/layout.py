@@ -15,6 +15,7 @@ from .fields import (
     OUTPAINT_SIDES,
     PROMPT_HINT,
     concept_choices,
+    model_info,
     model_label,
 )
 
@@ -33,26 +34,95 @@ CSS = """
 #inpaint-gallery img, #inpaint-history img { object-fit: contain !important; }
 #inpaint-model input { text-overflow: clip; }
 .inpaint-hidden { display: none !important; }
+/* Held (EDITOR_JS): the original picture over the canvas, fitted as the editor fits it at first. */
+#inpaint-original-cover { position: absolute; object-fit: contain; z-index: 5;
+                          background: var(--block-background-fill); pointer-events: none; }
 #inpaint-model ul.options { min-width: 100%; width: max-content; max-width: 90vw; }
 """
 
 
+BRUSH_STEP = 4  # "[" and "]": a few pixels a press, as in IOPaint; the editor's own slider goes 1-100
+ORIGINAL_KEY = "o"  # held: the picture without the mask ("o" for original; Space pans and Tab moves focus)
+
 # The editor reports a change at every pointer move, and an event that reads it uploads its three PNGs
 # each time (30-80 uploads a stroke): the mask preview is asked for once, when a stroke (or a click on the
-# editor's own tools: undo, clear, eraser) ends.
-STROKE_END_JS = """() => {
+# editor's own tools: undo, clear, eraser) ends. The editing keys of IOPaint and A1111 drive the editor's own
+# controls, so the editor keeps one history and one brush; never while the user types in a text box.
+EDITOR_JS = """() => {
     let pressed = false, timer = null;
+    const editor = (selector) => document.querySelector("#inpaint-editor " + selector);
+    const refresh = () => {
+        clearTimeout(timer);
+        timer = setTimeout(() => document.querySelector("#inpaint-mask-refresh").click(), 50);
+    };
     // On the document: the editor's own element is replaced when a picture is set from the server.
     document.addEventListener("pointerdown", (event) => {
         if (event.target.closest && event.target.closest("#inpaint-editor")) pressed = true;
     }, true);
     document.addEventListener("pointerup", () => {
-        if (!pressed) return;
+        if (pressed) refresh();
         pressed = false;
-        clearTimeout(timer);
-        timer = setTimeout(() => document.querySelector("#inpaint-mask-refresh").click(), 50);
     }, true);
-}"""
+
+    const brushSize = async (step) => {
+        let slider = editor("input[type=range]");
+        if (!slider) {  // the size slider lives in the editor's Brush Size popup, drawn a frame after it opens
+            editor("button[aria-label='Brush Size']")?.click();
+            await new Promise(requestAnimationFrame);
+            slider = editor("input[type=range]");
+        }
+        if (!slider) return;
+        slider.value = Math.min(+slider.max, Math.max(+slider.min, +slider.value + step));
+        slider.dispatchEvent(new Event("input", {bubbles: true}));
+    };
+    const original = (shown) => {
+        const picture = document.querySelector("#inpaint-original img");
+        let cover = document.querySelector("#inpaint-original-cover");
+        if (shown && picture) {
+            const canvas = editor(".pixi-target");
+            if (!cover) {
+                cover = document.createElement("img");
+                cover.id = "inpaint-original-cover";
+                cover.alt = "The original picture";
+                canvas.offsetParent.appendChild(cover);
+            }
+            Object.assign(cover.style, {left: canvas.offsetLeft + "px", top: canvas.offsetTop + "px",
+                                        width: canvas.offsetWidth + "px", height: canvas.offsetHeight + "px"});
+            cover.src = picture.src;
+        } else if (cover) {
+            cover.remove();
+        }
+    };
+    const typing = (target) => target.closest && target.closest(
+        "textarea, select, [contenteditable=true], input:not([type=range]):not([type=checkbox]):not([type=radio])");
+    document.addEventListener("keydown", (event) => {
+        if (typing(event.target) || event.altKey) return;
+        const key = event.key.toLowerCase(), command = event.ctrlKey || event.metaKey;
+        if (command && key === "z") {
+            editor(`button[aria-label='${event.shiftKey ? "Redo" : "Undo"}']`)?.click();
+            refresh();
+        } else if (command && key === "y") {
+            editor("button[aria-label='Redo']")?.click();
+            refresh();
+        } else if (!command && (event.key === "[" || event.key === "]")) {
+            brushSize(event.key === "]" ? BRUSH_STEP : -BRUSH_STEP);
+        } else if (!command && key === ORIGINAL_KEY) {
+            original(true);
+        } else {
+            return;
+        }
+        event.preventDefault();
+    });
+    document.addEventListener("keyup", (event) => {
+        if (event.key.toLowerCase() === ORIGINAL_KEY) original(false);
+    });
+    // The same on touch: held down, the button under the canvas shows the original.
+    for (const [type, shown] of [["pointerdown", true], ["pointerup", false], ["pointerleave", false], ["pointercancel", false]]) {
+        document.addEventListener(type, (event) => {
+            if (event.target.closest && event.target.closest("#inpaint-show-original")) original(shown);
+        }, true);
+    }
+}""".replace("BRUSH_STEP", str(BRUSH_STEP)).replace("ORIGINAL_KEY", f'"{ORIGINAL_KEY}"')
 
 
 class Layout(SimpleNamespace):
@@ -92,16 +162,22 @@ def build_layout(catalog: Catalog, default_id: str, deliver_files) -> Layout:
                 image_size=gr.State(None), previous_model=gr.State(None), busy=gr.State(False))
     with gr.Row(equal_height=False):
         with gr.Column(scale=5, min_width=340):
+            # A one-word label: the editor's toolbar sits over a longer one on a phone.
             ui.editor = deliver_files(gr.ImageEditor(
-                label="Picture: paint over what should change", type="filepath", image_mode="RGBA", format="png",
+                label="Picture", type="filepath", image_mode="RGBA", format="png",
                 sources=["upload", "clipboard"], brush=BRUSH, eraser=gr.Eraser(default_size=32), layers=False,
                 transforms=(), height=EDITOR_HEIGHT_PX, elem_id="inpaint-editor"))
             ui.prompt = gr.Textbox(label="Prompt", lines=2, placeholder=PROMPT_HINT, elem_id="inpaint-prompt")
             with gr.Row():
                 ui.generate_btn = gr.Button("Generate", variant="primary", scale=3, min_width=100,
-                                            interactive=False, elem_id="inpaint-generate")
+                                            elem_id="inpaint-generate")
                 ui.stop_btn = gr.Button("Stop", variant="stop", scale=1, min_width=60, elem_id="inpaint-stop")
-            # Clicked by the page itself when a stroke ends (STROKE_END_JS): the mask is read once per stroke.
+                # Held (the O key on a keyboard): the picture without the mask. No server event: EDITOR_JS.
+                ui.show_original = gr.Button("Original", scale=1, min_width=60, elem_id="inpaint-show-original")
+            # The picture as it came, for the button above (the canvas holds it only mixed with the mask).
+            ui.original = gr.Image(type="filepath", interactive=False, elem_id="inpaint-original",
+                                   elem_classes=["inpaint-hidden"])
+            # Clicked by the page itself when a stroke ends (EDITOR_JS): the mask is read once per stroke.
             ui.mask_refresh = gr.Button("Update the mask", elem_id="inpaint-mask-refresh",
                                         elem_classes=["inpaint-hidden"])
             ui.reason = gr.Markdown("Upload or paste a picture to start.", elem_id="inpaint-reason")
@@ -153,7 +229,7 @@ def build_layout(catalog: Catalog, default_id: str, deliver_files) -> Layout:
 
         with gr.Column(scale=3, min_width=280):
             ui.model = gr.Dropdown(choices=[(model_label(e), e.id) for e in catalog.entries()], value=default_id,
-                                   label="Model", info=default.description, allow_custom_value=True,
+                                   label="Model", info=model_info(default), allow_custom_value=True,
                                    elem_id="inpaint-model")
             ui.negative_prompt = gr.Textbox(label="Negative prompt", lines=1, placeholder="What to avoid",
                                             elem_id="inpaint-negative-prompt")
