@@ -18,6 +18,7 @@ from inpaint.assets import AssetStore
 from inpaint.catalog import Catalog
 from inpaint.generate import Engine
 from inpaint.pipelines import ModelUnavailable
+from inpaint.ui.examples import CHEETAH
 from inpaint.ui.layout import BRUSH, BRUSH_STEP
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -140,6 +141,7 @@ def sketch(page, at: float = 0.3) -> dict:
     the stroke's end to the preview's change (ms) and the uploads the stroke made."""
     page.locator("#inpaint-editor button[aria-label='Brush']").first.click()
     canvas = page.locator("#inpaint-editor canvas").last
+    canvas.scroll_into_view_if_needed()  # as a person looks at it: a run's results may have scrolled the page
     box = canvas.bounding_box()
     x, y = box["x"] + box["width"] * 0.55, box["y"] + box["height"] * at
     uploads = []
@@ -205,8 +207,6 @@ def first_feedback_ms(page) -> float:
     return click["changed"] - click["at"]
 
 
-@pytest.mark.xfail(strict=True, reason="known bug, issue open: after a click with no picture, Generate stays "
-                                       "disabled (the run's end does not re-enable it after the refusal)")
 def test_generate_says_what_is_missing_and_the_status_speaks_at_once(page, picture):
     generate_btn, reason = page.locator("#inpaint-generate"), page.locator("#inpaint-reason")
     expect(reason).to_have_text("Upload or paste a picture to start.")
@@ -235,8 +235,6 @@ def test_generate_says_what_is_missing_and_the_status_speaks_at_once(page, pictu
     assert statistics.median(feedback) < 1000  # the goal is 300 ms; a shared machine gets slack
 
 
-@pytest.mark.xfail(strict=True, reason="known bug, issue open: the effective mask misses the first stroke after "
-                                       "'Use as input' (the canvas set from the server has no layer to paint on)")
 def test_sketch_generate_stream_switch_model_and_error(page, picture, engine):
     # 1. Upload, sketch; the mask preview follows the stroke. The default eraser asks for no prompt.
     upload_and_sketch(page, picture)
@@ -393,10 +391,10 @@ def test_extend_shows_the_grown_canvas_and_generates_it(page, picture, engine):
     screenshot(page, "studio-extend")
 
 
-def test_on_a_phone_generate_sits_under_the_canvas(phone, picture):
-    # The tall canvas letterboxes a landscape picture on a phone: the stroke starts on the picture (the editor
-    # paints nothing for a stroke begun above it).
-    upload(phone, picture)
+def test_on_a_phone_generate_sits_under_the_canvas(phone):
+    # A real photograph. The tall canvas letterboxes a landscape picture on a phone: the stroke starts on the
+    # picture (the editor paints nothing for a stroke begun above it), over the cheetah.
+    upload(phone, CHEETAH)
     sketch(phone, 0.5)
     canvas = phone.locator("#inpaint-editor").bounding_box()
     button = phone.locator("#inpaint-generate").bounding_box()
@@ -419,9 +417,13 @@ def test_the_studio_adds_little_to_the_engines_own_time(page, picture, engine):
     page.locator("#inpaint-prompt textarea").fill("a full moon in a night sky")
     set_number(page, "inpaint-samples", 2)
     set_number(page, "inpaint-steps", 20)
+    generate(page, images=2)  # untimed: the first run at a size sets up the CPU kernels for it, for both timings
+    expect(page.locator("#inpaint-generate")).to_be_enabled()  # timed from a click a person could make
     started = time.perf_counter()
     generate(page, images=2)
     studio_s = time.perf_counter() - started
+    # The run's own time, as its status line says it (from the prepared request to the last result).
+    run_s = float(re.search(r"Done · 2 images in ([\d.]+) s", page.locator("#inpaint-status").inner_text())[1])
     # The same request (its stored input and mask, its seeds), straight through the engine.
     newest = [a for a in engine.store.list(limit=1000) if a.kind == "result"][:2]
     image_id = newest[0].parent_id
@@ -433,7 +435,7 @@ def test_the_studio_adds_little_to_the_engines_own_time(page, picture, engine):
     engine.generate(engine.prepare(body))
     engine_s = time.perf_counter() - started
     record(ui_overhead=round(studio_s / engine_s, 3), ui_overhead_studio_s=round(studio_s, 2),
-           ui_overhead_engine_s=round(engine_s, 2))
+           ui_overhead_run_s=run_s, ui_overhead_engine_s=round(engine_s, 2))
 
 
 def test_generate_clicked_right_after_picking_a_model_runs(page, picture):

@@ -108,8 +108,11 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
                        [ui.gallery, ui.preview, ui.status, ui.params, ui.seed, ui.session], api_name="inpaint",
                        show_progress="hidden", concurrency_limit=len(jobs.workers) if jobs else 1,
                        concurrency_id="inpaint-device")
-        on(run.then, handlers.finish, {ui.session}, [ui.generate_btn, ui.reason, ui.busy, ui.history, ui.compare,
-                                                     ui.download, ui.params, ui.session])
+        # `.then` is meant to follow a failed run too, but gradio's page only follows a failure with `.failure`.
+        finished = [ui.generate_btn, ui.reason, ui.busy, ui.status, ui.history, ui.compare, ui.download, ui.params,
+                    ui.session]
+        for after in (run.then, run.failure):
+            on(after, handlers.finish, {ui.session, ui.status}, finished)
         # The run ends itself within a step and keeps what it made; a queue-level cancel would abandon its
         # handler mid-stream (the page then shows an error and briefly ignores the next Generate).
         ui.stop_btn.click(bind(handlers.stop, studio), None, ui.status, queue=False, **PRIVATE)

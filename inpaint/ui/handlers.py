@@ -484,7 +484,9 @@ def finish(studio: Studio, values: dict) -> dict:
     that made something joins this session's history."""
     ui = studio.ui
     state = dict(values[ui.session] or {})
-    out = {ui.generate_btn: gr.update(interactive=True), ui.reason: "", ui.busy: False}
+    # The status line written again as it is: after a refused run gradio marks it with an "Error" badge, and the
+    # line already says what went wrong.
+    out = {ui.generate_btn: gr.update(interactive=True), ui.reason: "", ui.busy: False, ui.status: values[ui.status]}
     results = state.get("results") or []
     history = list(state.get("history") or [])
     if results and not any(run["results"] == results for run in history):
@@ -548,9 +550,5 @@ def keep_editing(studio: Studio, values: dict) -> dict:
         raise gr.Error("Pick a result in the gallery first", title="Use as input")
     picked = results[index]
     state["source"] = picked["id"]
-    with Image.open(picked["path"]) as image:
-        size = image.size
-    # With an empty layer: a canvas set from the server without one has nothing the brush can paint on.
-    canvas = editor_with_mask(studio, picked["path"], Image.new("L", size, 0))
-    return {ui.editor: canvas, ui.mask_upload: None, ui.mask_preview: None, ui.session: state,
+    return {ui.editor: picked["path"], ui.mask_upload: None, ui.mask_preview: None, ui.session: state,
             ui.original: picked["path"]}
