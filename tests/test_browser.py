@@ -371,6 +371,18 @@ def test_an_example_loads_its_picture_and_its_mask_together(page, engine):
     assert newest.model_id == "patchmatch" and engine.store.open_image(newest.parent_id).size == (320, 240)
     left, top, right, bottom = engine.store.open_image(mask.id).getbbox()
     assert 190 <= left and right <= 300 and top <= 30 and bottom <= 110  # the sun's, not the whole picture
+    # A stroke on the hills: the editor then sends its own layer back, and the sun's mask is still on the sun
+    # (gradio's editor places a layer the server sends within its canvas; sent at the picture's size it landed
+    # below and right of the sun, mostly off the picture).
+    sketch(page, 0.7)
+    generate(page, images=ui.DEFAULT_SAMPLES)
+    newest = next(a for a in engine.store.list(limit=1000) if a.kind == "result")
+    mask = next(a for a in engine.store.list(include_hidden=True, limit=1000)
+                if a.kind == "mask" and a.parent_id == newest.parent_id)
+    painted = engine.store.open_image(mask.id).convert("L")
+    assert painted.getpixel((245, 55)) == 255  # the sun's centre
+    assert painted.crop((0, 170, 320, 240)).getbbox() is not None  # the stroke on the hills
+    assert painted.crop((0, 0, 180, 150)).getbbox() is None  # and nothing else
 
 
 def test_extend_shows_the_grown_canvas_and_generates_it(page, picture, engine):

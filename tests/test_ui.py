@@ -418,8 +418,24 @@ def test_an_example_loads_its_picture_and_its_mask_on_the_canvas(demo):
     layer = Image.open(value["layers"][0])
     assert layer.getchannel("A").getbbox() == Image.open(example["mask"]).getbbox()
     assert 0 < max(layer.getchannel("A").getdata()) < 255  # see-through, as the brush is
+    # Sent at the size the page's editor centres it in (its canvas, for a picture that fits), the mask at its top
+    # left: on the page it lands on the picture, and read back it is the picture's part.
+    width, height = Image.open(value["background"]).size
+    assert width < ui.editor.canvas_size[0] and height < ui.editor.canvas_size[1]
+    assert layer.size == ui.editor.canvas_size
     mask, _ = masks.effective_mask(Image.open(value["background"]), [layer], None)
     assert mask.getbbox() == Image.open(example["mask"]).getbbox()
+
+
+def test_a_layer_sent_to_the_page_is_sized_as_the_editor_places_it():
+    # Measured in Chromium on gradio 6.31: canvas (800, 800); 502x343 and 320x240 land right at 800x800,
+    # 1000x600 and 300x1000 at their own size (tests/test_browser.py checks the 320x240 example through a stroke).
+    assert masks.sent_layer_size((502, 343), (800, 800)) == (800, 800)
+    assert masks.sent_layer_size((1000, 600), (800, 800)) == (1000, 600)
+    assert masks.sent_layer_size((300, 1000), (800, 800)) == (300, 1000)
+    padded = masks.layer_from_mask(Image.new("L", (30, 20), 255), size=(50, 40))
+    assert padded.size == (50, 40) and padded.getchannel("A").getbbox() == (0, 0, 30, 20)
+    assert masks.layers_alpha([padded], (30, 20)).getextrema() == (255, 255)  # read back: the picture's part
 
 
 def test_stop_ends_a_run_midway_and_keeps_what_was_made(demo, engine):

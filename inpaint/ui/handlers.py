@@ -44,6 +44,7 @@ from .masks import (
     extended_preview,
     layer_from_mask,
     mask_overlay,
+    sent_layer_size,
 )
 from .uploads import declared_pixels, read_editor, read_mask_upload, same_image
 
@@ -175,7 +176,7 @@ def editor_with_mask(studio: Studio, image: str | Path, mask: Image.Image) -> di
     folder = studio.files_dir / "masks"
     folder.mkdir(exist_ok=True)
     layer_path = folder / f"layer-{new_id('m')}.png"
-    layer_from_mask(mask).save(layer_path)
+    layer_from_mask(mask, size=sent_layer_size(mask.size, studio.ui.editor.canvas_size)).save(layer_path)
     return {"background": str(image), "layers": [str(layer_path)], "composite": None}
 
 

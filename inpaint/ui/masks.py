@@ -19,7 +19,9 @@ def layers_alpha(layers: list[Image.Image], size: tuple[int, int]) -> Image.Imag
             continue
         if layer.mode != "RGBA":
             layer = layer.convert("RGBA")
-        if layer.size != size:
+        if layer.size[0] >= size[0] and layer.size[1] >= size[1]:
+            layer = layer.crop((0, 0, *size))  # as is, or sent padded (layer_from_mask): the picture's part
+        else:
             layer = layer.resize(size, Image.Resampling.NEAREST)
         painted_np |= np.asarray(layer.getchannel("A")) > 0
     return Image.fromarray(painted_np.astype(np.uint8) * 255, "L")
@@ -52,11 +54,22 @@ def mask_overlay(background: Image.Image, mask: Image.Image) -> Image.Image:
 
 
 
-def layer_from_mask(mask: Image.Image) -> Image.Image:
-    """A sketch layer painting `mask` (white = repaint) in the brush's colour, as the editor's own strokes."""
-    layer = Image.new("RGBA", mask.size, (*MASK_OVERLAY_RGB, 0))
-    layer.putalpha(mask.point(lambda v: 140 if v >= imageops.MASK_THRESHOLD else 0))  # the brush's opacity
+def layer_from_mask(mask: Image.Image, size: tuple[int, int] | None = None) -> Image.Image:
+    """A sketch layer painting `mask` (white = repaint) in the brush's colour, as the editor's own strokes; with
+    `size`, on a larger transparent layer, the mask at its top left."""
+    layer = Image.new("RGBA", size or mask.size, (*MASK_OVERLAY_RGB, 0))
+    alpha = Image.new("L", layer.size, 0)
+    alpha.paste(mask.point(lambda v: 140 if v >= imageops.MASK_THRESHOLD else 0))  # the brush's opacity
+    layer.putalpha(alpha)
     return layer
+
+
+def sent_layer_size(picture: tuple[int, int], canvas: tuple[int, int]) -> tuple[int, int]:
+    """The area gradio's editor (6.x) centres a layer in when the server sends it one: its first canvas
+    (`canvas_size`) while the picture fits in that, else the picture. A layer of that size, the mask at its top
+    left, lands on the picture unscaled."""
+    fits = picture[0] <= canvas[0] and picture[1] <= canvas[1]
+    return canvas if fits else picture
 
 
 def extended_preview(background: Image.Image, mask: Image.Image | None, sides: dict[str, int],
