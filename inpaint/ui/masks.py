@@ -53,11 +53,10 @@ def mask_overlay(background: Image.Image, mask: Image.Image) -> Image.Image:
     return Image.composite(tinted, dimmed, mask)
 
 
-
-def layer_from_mask(mask: Image.Image, size: tuple[int, int] | None = None) -> Image.Image:
-    """A sketch layer painting `mask` (white = repaint) in the brush's colour, as the editor's own strokes; with
-    `size`, on a larger transparent layer, the mask at its top left."""
-    layer = Image.new("RGBA", size or mask.size, (*MASK_OVERLAY_RGB, 0))
+def layer_from_mask(mask: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """A sketch layer of `size` painting `mask` (white = repaint) at its top left in the brush's colour, as the
+    editor's own strokes; transparent elsewhere."""
+    layer = Image.new("RGBA", size, (*MASK_OVERLAY_RGB, 0))
     alpha = Image.new("L", layer.size, 0)
     alpha.paste(mask.point(lambda v: 140 if v >= imageops.MASK_THRESHOLD else 0))  # the brush's opacity
     layer.putalpha(alpha)
