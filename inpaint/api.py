@@ -341,13 +341,22 @@ JobIdPath = Annotated[str, Path(alias="jobId", description="A job id, `job_` and
 # ---- routes -----------------------------------------------------------------------------------------
 
 async def generate_inpaint(request: Request, engine: EngineDep, jobs: JobsDep,
-                           original_assets: OriginalAssets = False) -> dict:
-    """Validate the request, store its inputs as assets and queue the job; answers the job at once."""
+                           original_assets: OriginalAssets = False,
+                           wait: Annotated[float, Query(ge=0, le=LONG_POLL_MAX_S, description=(
+                               f"Seconds to wait for the job to end before answering (0..{LONG_POLL_MAX_S}): a quick "
+                               "job, such as a classical model's, comes back finished with its results in one "
+                               "exchange; one still running then is answered as it is, to follow with "
+                               "`GET /jobs/{jobId}?wait=`."))] = 0) -> dict:
+    """Validate the request, store its inputs as assets and queue the job; answers the job at once, or once it
+    ended with `wait`."""
     # The body is read here, not declared: a full queue answers 429 before a 50 MB body is received.
     jobs.check_room()
     body = await _json_body(request)
     # Decoding and storing images is CPU and disk work: off the event loop.
-    return await run_in_threadpool(_start_job, request, engine, jobs, body, original_assets)
+    job = await run_in_threadpool(_start_job, engine, jobs, body, original_assets)
+    if wait > 0:
+        job = await jobs.ended(job, wait)
+    return {"job": await run_in_threadpool(_job_out, request, job, original_assets)}
 
 
 def _refuse_gpu_models_on_zerogpu(engine: Engine, body: object) -> None:
@@ -363,7 +372,7 @@ def _refuse_gpu_models_on_zerogpu(engine: Engine, body: object) -> None:
                                       f"here: {', '.join(without_weights)}")
 
 
-def _start_job(request: Request, engine: Engine, jobs: JobQueue, body: object, original_assets: bool) -> dict:
+def _start_job(engine: Engine, jobs: JobQueue, body: object, original_assets: bool) -> dict:
     _refuse_gpu_models_on_zerogpu(engine, body)
     jobs.reserve()  # a place in the queue before the inputs are stored: a 429 after storing would orphan them
     try:
@@ -371,8 +380,7 @@ def _start_job(request: Request, engine: Engine, jobs: JobQueue, body: object, o
     except BaseException:
         jobs.release()
         raise
-    job = jobs.submit(resolved, original_assets=original_assets, reserved=True)
-    return {"job": _job_out(request, record(job), original_assets)}
+    return record(jobs.submit(resolved, original_assets=original_assets, reserved=True))
 
 
 async def get_job(request: Request, jobs: JobsDep, job_id: JobIdPath, original_assets: OriginalAssets = False,

@@ -448,6 +448,7 @@ class Engine:
             plan = regions.plan(repaint, entry.family, size=size)
             crops = [(image.crop(region.box), repaint.crop(region.box)) for region in plan]
             alpha = np.asarray(mask if request.mask_mode == "soft" else imageops.feather(mask, entry.family.seam_px))
+            image_np = np.asarray(image)  # read once: each result starts from a copy, and its report compares to it
         if on_regions:
             on_regions([region.to_json() for region in plan])
 
@@ -458,18 +459,20 @@ class Engine:
                 if output.size != size:
                     output = imageops.resize(output, size)
                 output = seams.match_colors(output, original, measured, request.color_match)
+                compared = output, original
             else:
-                original, measured = image, repaint
-                output_np = np.array(image)
+                measured = repaint
+                output_np = image_np.copy()
                 for region, (crop, crop_mask), generated in zip(plan, crops, outputs):
                     left, top, right, bottom = region.box
                     generated = seams.match_colors(imageops.resize(generated, crop.size), crop, crop_mask,
                                                    request.color_match)
                     imageops.blend_into(output_np, generated, region.box, alpha[top:bottom, left:right])
                 output = Image.fromarray(output_np, "RGB")
+                compared = output_np, image_np
             # The result's side of the seam is measured past the feathered band, where it is the model's own.
             inset = entry.family.seam_px if request.mask_mode == "binary" else 0
-            report = seams.report(output, original, measured, inset=inset)
+            report = seams.report(*compared, measured, inset=inset)
             asset = self.store.put(output, kind="result", hidden=request.hide_results,
                                    parent_id=request.image_asset_id, job_id=job_id, seed=seed,
                                    model_id=request.model_id, icc_profile=icc_profile)

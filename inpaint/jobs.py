@@ -309,6 +309,13 @@ class JobQueue:
             raise NotFoundError("jobId", f"no job {job_id!r}")
         return stored
 
+    async def ended(self, job: dict, timeout: float) -> dict:
+        """`job` once it has ended, or as it is after `timeout` seconds (see next_change)."""
+        deadline = time.monotonic() + timeout
+        while job["status"] not in FINAL_STATES and (remaining := deadline - time.monotonic()) > 0:
+            job = await self.next_change(job, remaining)
+        return job
+
     async def next_change(self, job: dict, timeout: float) -> dict:
         """`job` (as `get` answered it) once its status changes or a result is added, or as it is after
         `timeout` seconds: a client follows a job with one request per change instead of polling. The wait

@@ -608,7 +608,32 @@ def test_long_poll_times_out_on_a_job_that_does_not_change(engine):
         client.post(f"/jobs/{blocker['jobId']}/cancel")
 
 
+def test_a_post_with_wait_answers_the_ended_job_with_its_result(client):
+    request = body()
+    job = submit(client, request, wait=30, originalAssets="true")
+    assert job["status"] == "success" and len(job["metadata"]["assetIds"]) == 1
+    # The same result as the job followed by long-poll: waiting changes when the answer comes, not what it says.
+    followed = submit(client, request)
+    while followed["status"] not in FINAL:
+        followed = client.get(f"/jobs/{followed['jobId']}", params={"wait": 30}).json()["job"]
+    [ours], [theirs] = job["metadata"]["assets"], followed["metadata"]["assets"]
+    assert client.get(ours["url"]).content == client.get(theirs["url"], params={"original": "true"}).content
+
+
+@pytest.mark.torch
+def test_a_post_with_wait_answers_a_job_still_waiting_at_its_timeout(engine):
+    with TestClient(create_app(engine, api_key=None, with_ui=False)) as client:
+        blocker = submit(client, body(**(TINY | {"numInferenceSteps": 150, "width": 256, "height": 256}), numSamples=1))
+        started = time.monotonic()
+        queued = submit(client, body(), wait=1.5)
+        assert queued["status"] == "queued" and 1.4 < time.monotonic() - started < 3
+        client.post(f"/jobs/{blocker['jobId']}/cancel")
+
+
 def test_long_poll_wait_out_of_range_is_a_400_naming_it(client):
+    for bad in (31, -1, "soon"):  # on the POST, refused before anything is stored
+        assert_error(client.post("/generate/inpaint", json=body(), params={"wait": bad}), 400, "wait")
+    assert client.get("/assets").json()["assets"] == []
     job = submit(client, body())
     assert_error(client.get(f"/jobs/{job['jobId']}", params={"wait": 31}), 400, "wait", "30")
     assert_error(client.get(f"/jobs/{job['jobId']}", params={"wait": -1}), 400, "wait")
