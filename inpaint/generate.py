@@ -152,6 +152,14 @@ def _stored_as_sent(data: bytes, decoded: Image.Image, *, alpha: bool) -> bool:
         return header.getexif().get(ExifTags.Base.Orientation, 1) == 1
 
 
+def _mask_as_sent(data: bytes | str | None, decoded: Image.Image | None, mask: Image.Image) -> bool:
+    """Whether a received mask file is the prepared mask itself (a plain 8-bit greyscale PNG with exactly its
+    pixels: nothing thresholded, resized or grown), so it can be stored as it came instead of encoded again."""
+    return (isinstance(data, bytes) and data.startswith(b"\x89PNG") and decoded is not None
+            and decoded.mode == "L" and "transparency" not in decoded.info and decoded.size == mask.size
+            and _png_plain(data) and np.array_equal(np.asarray(decoded), np.asarray(mask)))
+
+
 def _png_plain(data: bytes) -> bool:
     """An 8-bit PNG without metadata that may rotate it: no eXIf chunk, no XMP or raw EXIF text.
     Read from the chunk headers: Pillow would decode the whole file again to find a late eXIf."""
@@ -277,7 +285,9 @@ class Engine:
                 image_asset_id = self.store.put(image, kind="image", hidden=req.hide, parent_id=req.parent_id,
                                                 icc_profile=imageops.rgb_profile(image),
                                                 data=sources[0][1] if as_sent else None).id
-            mask_asset_id = self.store.put(mask, kind="mask", hidden=True, parent_id=image_asset_id).id
+            mask_file = sources[1][1] if _mask_as_sent(sources[1][1], raw_mask, mask) else None
+            mask_asset_id = self.store.put(mask, kind="mask", hidden=True, parent_id=image_asset_id,
+                                           data=mask_file).id
             self.inputs.put(image_asset_id, image)
             self.inputs.put(mask_asset_id, mask)
         return dataclasses.replace(resolved, image_asset_id=image_asset_id, mask_asset_id=mask_asset_id)
@@ -448,7 +458,6 @@ class Engine:
             plan = regions.plan(repaint, entry.family, size=size)
             crops = [(image.crop(region.box), repaint.crop(region.box)) for region in plan]
             alpha = np.asarray(mask if request.mask_mode == "soft" else imageops.feather(mask, entry.family.seam_px))
-            image_np = np.asarray(image)  # read once: each result starts from a copy, and its report compares to it
         if on_regions:
             on_regions([region.to_json() for region in plan])
 
@@ -459,20 +468,21 @@ class Engine:
                 if output.size != size:
                     output = imageops.resize(output, size)
                 output = seams.match_colors(output, original, measured, request.color_match)
-                compared = output, original
+                boxes = None
             else:
-                measured = repaint
-                output_np = image_np.copy()
+                # Region by region on a copy of the picture: a small mark on a large photo costs what it covers.
+                original, measured, boxes = image, repaint, [region.box for region in plan]
+                output = image.copy()
                 for region, (crop, crop_mask), generated in zip(plan, crops, outputs):
                     left, top, right, bottom = region.box
                     generated = seams.match_colors(imageops.resize(generated, crop.size), crop, crop_mask,
                                                    request.color_match)
-                    imageops.blend_into(output_np, generated, region.box, alpha[top:bottom, left:right])
-                output = Image.fromarray(output_np, "RGB")
-                compared = output_np, image_np
+                    merged_np = np.array(output.crop(region.box))  # with any earlier region that overlaps it
+                    imageops.blend_into(merged_np, generated, (0, 0, *crop.size), alpha[top:bottom, left:right])
+                    output.paste(Image.fromarray(merged_np, "RGB"), region.box[:2])
             # The result's side of the seam is measured past the feathered band, where it is the model's own.
             inset = entry.family.seam_px if request.mask_mode == "binary" else 0
-            report = seams.report(*compared, measured, inset=inset)
+            report = seams.report(output, original, measured, inset=inset, boxes=boxes)
             asset = self.store.put(output, kind="result", hidden=request.hide_results,
                                    parent_id=request.image_asset_id, job_id=job_id, seed=seed,
                                    model_id=request.model_id, icc_profile=icc_profile)

@@ -17,15 +17,6 @@ SEAM_BAND_PX = 4  # width of the bands compared on each side of the mask's edge
 SEAM_WINDOW_SIGMA = 6.0  # local means over about this many pixels: texture averages out, a colour step stays
 
 
-RGB = Image.Image | np.ndarray  # a picture, or its RGB pixels (H x W x 3, uint8) where the caller has them
-
-
-def _rgb_np(image: RGB) -> np.ndarray:
-    if isinstance(image, np.ndarray):
-        return image
-    return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
-
-
 def to_lab(rgb_np: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(rgb_np.astype(np.float32) / 255, cv2.COLOR_RGB2Lab)
 
@@ -113,7 +104,7 @@ def ciede2000(lab1_np: np.ndarray, lab2_np: np.ndarray) -> np.ndarray:
                    + r_t * (dc / s_c) * (d_big_h / s_h))
 
 
-def seam_delta_e(result: RGB, original: RGB, mask: Image.Image, *, inset: int = 0) -> float:
+def seam_delta_e(result: Image.Image, original: Image.Image, mask: Image.Image, *, inset: int = 0) -> float:
     """The colour step across the mask's edge: mean CIEDE2000 between the local mean colour of the result just
     inside the edge and that of the original just outside it. `inset` skips that many px of a blend band
     inside the edge (where the result is still mostly the original), so the result's side is where it is the
@@ -125,8 +116,8 @@ def seam_delta_e(result: RGB, original: RGB, mask: Image.Image, *, inset: int = 
     outer_np = ~mask_np & (outside_d <= SEAM_BAND_PX)
     if not inner_np.any() or not outer_np.any():
         return 0.0
-    inner_mean, _ = _local_mean(to_lab(_rgb_np(result)), inner_np)
-    outer_mean, outer_w = _local_mean(to_lab(_rgb_np(original)), outer_np)
+    inner_mean, _ = _local_mean(to_lab(np.asarray(result.convert("RGB"))), inner_np)
+    outer_mean, outer_w = _local_mean(to_lab(np.asarray(original.convert("RGB"))), outer_np)
     # Compared where both sides are near: the inner band's pixels that see the outer band in their window.
     where_np = inner_np & (outer_w > 1e-3)
     if not where_np.any():
@@ -141,26 +132,36 @@ def _local_mean(lab_np: np.ndarray, where_np: np.ndarray) -> tuple[np.ndarray, n
     return sums_np / np.maximum(weight_np, 1e-6)[..., None], weight_np
 
 
-def outside_mask_max_diff(result: RGB, original: RGB, mask: Image.Image) -> int:
+def outside_mask_max_diff(result: Image.Image, original: Image.Image, mask: Image.Image) -> int:
     """The largest change of any channel of any pixel outside the mask (mask 0), 0..255. Over the whole image,
-    in 8 bits and with OpenCV's vector code: on a 2048 px result, a fraction of the PNG encode it precedes
-    (given as arrays: reading a PIL image's pixels into numpy costs more than the comparison)."""
-    result_np, original_np = _rgb_np(result), _rgb_np(original)
+    in 8 bits and with OpenCV's vector code: on a 2048 px result, a fraction of the PNG encode it precedes."""
+    result_np, original_np = (np.asarray(im if im.mode == "RGB" else im.convert("RGB")) for im in (result, original))
     outside_np = cv2.compare(np.asarray(mask.convert("L")), 0, cv2.CMP_EQ)
     difference_np = cv2.absdiff(result_np, original_np)
     return int(cv2.bitwise_and(difference_np, difference_np, mask=outside_np).max())
 
 
-def report(result: RGB, original: RGB, mask: Image.Image, *, inset: int = 0) -> dict:
-    """The seam report of a result against the image it was made from, as the job's metadata carries it."""
-    result_np, original_np = _rgb_np(result), _rgb_np(original)
-    bbox = mask.convert("L").getbbox()
+def report(result: Image.Image, original: Image.Image, mask: Image.Image, *, inset: int = 0,
+           boxes: list[tuple[int, int, int, int]] | None = None) -> dict:
+    """The seam report of a result against the image it was made from, as the job's metadata carries it.
+
+    `boxes`, when given, are the only places where `result` may differ from `original` (the regions merged back:
+    elsewhere it holds the original's pixels by construction), and only they are read: a small mark on a 40 MP
+    photo costs what the mark costs."""
+    boxes = boxes or [(0, 0, *mask.size)]
+    mask = mask.convert("L")
+    outside, bbox = 0, None
+    for box in boxes:
+        part = mask.crop(box)
+        outside = max(outside, outside_mask_max_diff(result.crop(box), original.crop(box), part))
+        if (inner := part.getbbox()) is not None:
+            inner = (inner[0] + box[0], inner[1] + box[1], inner[2] + box[0], inner[3] + box[1])
+            bbox = inner if bbox is None else (*map(min, bbox[:2], inner[:2]), *map(max, bbox[2:], inner[2:]))
     seam = 0.0
     if bbox is not None:
-        # The edge's surroundings only: a small mark on a 40 MP photo costs what the mark costs.
+        # The edge's surroundings only.
         margin = SEAM_BAND_PX + round(4 * SEAM_WINDOW_SIGMA)
-        left, top = max(0, bbox[0] - margin), max(0, bbox[1] - margin)
-        right, bottom = min(mask.width, bbox[2] + margin), min(mask.height, bbox[3] + margin)
-        seam = seam_delta_e(result_np[top:bottom, left:right], original_np[top:bottom, left:right],
-                            mask.crop((left, top, right, bottom)), inset=inset)
-    return {"outsideMaskMaxDiff": outside_mask_max_diff(result_np, original_np, mask), "seamDeltaE": round(seam, 3)}
+        box = (max(0, bbox[0] - margin), max(0, bbox[1] - margin),
+               min(mask.width, bbox[2] + margin), min(mask.height, bbox[3] + margin))
+        seam = seam_delta_e(result.crop(box), original.crop(box), mask.crop(box), inset=inset)
+    return {"outsideMaskMaxDiff": outside, "seamDeltaE": round(seam, 3)}

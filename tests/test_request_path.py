@@ -108,6 +108,20 @@ def test_an_input_image_is_stored_as_the_bytes_received(engine, name):
     assert np.array_equal(decoded(engine, asset.id), np.asarray(imageops.load_image(data, field="image")))
 
 
+def test_a_mask_file_that_is_the_prepared_mask_is_stored_as_received_and_any_other_is_made_binary(engine):
+    box = (20, 10, 60, 50)
+    plain = encoded(rect_mask(96, 72, box), "PNG")  # greyscale, 0 and 255 only: the mask as the engine uses it
+    request = engine.prepare({**request_body(encoded(PICTURE, "PNG")), "mask": as_url(plain)})
+    assert file_of(engine, request.mask_asset_id) == plain
+    # Grey levels, a colour mask or one of another size are stored as the binary mask they become.
+    grey = rect_mask(96, 72, box).point(lambda v: 200 if v else 0)
+    for mask in (grey, rect_mask(96, 72, box).convert("RGB"), rect_mask(192, 144, (40, 20, 120, 100))):
+        request = engine.prepare({**request_body(encoded(PICTURE, "PNG")), "mask": as_url(encoded(mask, "PNG"))})
+        stored = engine.store.open_image(request.mask_asset_id)
+        assert stored.size == (96, 72) and stored.mode == "L" and set(np.unique(np.asarray(stored))) == {0, 255}
+        assert file_of(engine, request.mask_asset_id) != encoded(mask, "PNG")
+
+
 @pytest.mark.parametrize("name", AS_SENT)
 def test_an_upload_is_stored_as_the_bytes_received(engine, name):
     mime_type, suffix, data = AS_SENT[name]
