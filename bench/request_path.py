@@ -182,8 +182,9 @@ def classical_request_vs_limit(profile, work_dir: Path) -> Metric:
     detail = ("a real photograph enlarged to each size, PNG data URLs in; REST = POST /generate/inpaint?wait="
               f"{LONG_POLL_S} (answers once the job ended), GET the result with original=true, against the server "
               "in its own process / the limit = decode the PNG + the library call (cv2.inpaint on the whole image; "
-              "patchmatch.inpaint on the engine's region) + encode one PNG at "
-              f"level {PNG_LEVEL}, in one process; medians of {profile.rounds} interleaved rounds; "
+              f"patchmatch.inpaint on the engine's region) + encode one PNG with Pillow at level {PNG_LEVEL} (the "
+              "store writes its own, inpaint.png, on both cores), in one process; medians of "
+              f"{profile.rounds} interleaved rounds; "
               + "; ".join(f"{model} {side} px {kind} mask {ratio:.2f} ({rest:.3f} s vs {limit:.3f} s)"
                           for model, side, kind, ratio, rest, limit in rows)
               + f"; worst: {worst[0]} {worst[1]} px {worst[2]} mask. The transport alone (the same two exchanges "

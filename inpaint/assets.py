@@ -18,6 +18,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from inpaint import png
 from inpaint.errors import NotFoundError, RequestError
 from inpaint.imageops import sniff_format
 
@@ -30,8 +31,9 @@ WEBP_QUALITY = 90  # visually lossless for photos at a fraction of the PNG's siz
 # Encoder effort 0 of 0..6 (Pillow's default is 4): 2.5-3x faster, within 0.2 dB PSNR, files -2..+13%.
 # A rendition is made while a client waits for it: at 2048x2048 the default effort would double that wait.
 WEBP_METHOD = 0
-# zlib level 1 of 0..9 (Pillow's default is 6): a photo-like 2048x2048 result encodes in 0.27x the time for
-# 16% more bytes (bench/png_levels.py); level 0 stores it raw, twice the bytes.
+# PNGs are written by inpaint.png (every core; L, RGB and RGBA), other modes by Pillow at zlib level 1 of 0..9
+# (Pillow's default is 6): a photo-like 2048x2048 result encodes in 0.27x the time for 16% more bytes
+# (bench/png_levels.py); level 0 stores it raw, twice the bytes.
 PNG_LEVEL = 1
 # The types an original may have, and the extension its file keeps. The WebP rendition is <id>.webp, so a
 # WebP original is its own rendition.
@@ -116,6 +118,8 @@ def _asset(row: tuple) -> Asset:
 
 
 def _encode(image: Image.Image, fmt: str, icc_profile: bytes | None = None) -> bytes:
+    if fmt == "PNG" and png.encodable(image):
+        return png.encode(image, icc_profile=icc_profile)
     # Passed even when None: Pillow's PNG encoder would otherwise embed whatever profile `info` still holds.
     buffer = io.BytesIO()
     if fmt == "PNG":
