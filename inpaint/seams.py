@@ -118,20 +118,26 @@ def seam_delta_e(result: Image.Image, original: Image.Image, mask: Image.Image, 
     outer_np = ~mask_np & (outside_d <= SEAM_BAND_PX)
     if not inner_np.any() or not outer_np.any():
         return 0.0
-    inner_mean, _ = _local_mean(to_lab(np.asarray(result.convert("RGB"))), inner_np)
-    outer_mean, outer_w = _local_mean(to_lab(np.asarray(original.convert("RGB"))), outer_np)
+    inner_sums = _local_sums(np.asarray(result.convert("RGB")), inner_np)
+    outer_sums = _local_sums(np.asarray(original.convert("RGB")), outer_np)
     # Compared where both sides are near: the inner band's pixels that see the outer band in their window.
-    where_np = inner_np & (outer_w > 1e-3)
+    where_np = inner_np & (outer_sums[..., 3] > 1e-3)
     if not where_np.any():
         return 0.0
-    return float(ciede2000(inner_mean[where_np], outer_mean[where_np]).mean())
+    inner, outer = inner_sums[where_np], outer_sums[where_np]
+    inner_mean = inner[:, :3] / np.maximum(inner[:, 3:], 1e-6)
+    outer_mean = outer[:, :3] / np.maximum(outer[:, 3:], 1e-6)
+    return float(ciede2000(inner_mean, outer_mean).mean())
 
 
-def _local_mean(lab_np: np.ndarray, where_np: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The Gaussian-weighted mean of `lab_np` over the pixels of `where_np` around each pixel, and the weight."""
-    weight_np = cv2.GaussianBlur(where_np.astype(np.float32), (0, 0), SEAM_WINDOW_SIGMA)
-    sums_np = cv2.GaussianBlur(lab_np * where_np[..., None], (0, 0), SEAM_WINDOW_SIGMA)
-    return sums_np / np.maximum(weight_np, 1e-6)[..., None], weight_np
+def _local_sums(rgb_np: np.ndarray, where_np: np.ndarray) -> np.ndarray:
+    """Per pixel, the Gaussian-weighted sums of the Lab colours (channels 0-2) and of the weights (channel 3) of
+    the pixels of `where_np` around it: their local mean is the first over the second. Only those pixels are
+    converted to Lab (a band is a thin ring of a large crop), and one blur takes all four channels."""
+    weighted_np = np.zeros((*where_np.shape, 4), np.float32)
+    weighted_np[where_np, :3] = to_lab(rgb_np[where_np][None])[0]
+    weighted_np[where_np, 3] = 1
+    return cv2.GaussianBlur(weighted_np, (0, 0), SEAM_WINDOW_SIGMA)
 
 
 def outside_mask_max_diff(result: Image.Image, original: Image.Image, mask: Image.Image) -> int:
