@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 LEVEL = 2  # zlib level: with the Up filter, within 25% of the bytes of Pillow's default encode (level 6)
-STRIP_PIXELS = 1 << 19  # a strip's share of the picture; a smaller picture is one strip, no threads
+STRIP_BYTES = 1 << 19  # the least of the raw rows a strip gets: a smaller picture is one strip, no threads
 COLOUR_TYPES = {"L": 0, "RGB": 2, "RGBA": 6}  # PNG's colour type per mode, 8 bits per channel
 ADLER_BASE = 65521
 _STRIPS = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="inpaint-png")
@@ -34,7 +34,7 @@ def encode(image: Image.Image, *, icc_profile: bytes | None = None, level: int =
     pixels = np.asarray(image)
     height, width = image.height, image.width
     rows = pixels.reshape(height, -1)  # one row of bytes per pixel row
-    strips = max(1, min(os.cpu_count() or 1, rows.size // STRIP_PIXELS))
+    strips = max(1, min(os.cpu_count() or 1, rows.size // STRIP_BYTES))
     bounds = np.linspace(0, height, strips + 1).astype(int)
     parts = [(bounds[i], bounds[i + 1], level, i == strips - 1) for i in range(strips)]
     done = ([_deflate_strip(rows, *parts[0])] if strips == 1
