@@ -7,6 +7,7 @@ import functools
 import gc
 import io
 import logging
+import os
 import queue
 import struct
 import sys
@@ -98,6 +99,9 @@ class _Inputs:
         if image is not None:
             self._pixels -= image.width * image.height
         return image
+
+
+_MEASURING = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="inpaint-seam-report")
 
 
 class _Writer:
@@ -482,12 +486,13 @@ class Engine:
                     output.paste(Image.fromarray(merged_np, "RGB"), region.box[:2])
             # The result's side of the seam is measured past the feathered band, where it is the model's own.
             inset = entry.family.seam_px if request.mask_mode == "binary" else 0
-            report = seams.report(output, original, measured, inset=inset, boxes=boxes)
+            # Measured on another core while the result is encoded and stored: both only read it.
+            report = _MEASURING.submit(seams.report, output, original, measured, inset=inset, boxes=boxes)
             asset = self.store.put(output, kind="result", hidden=request.hide_results,
                                    parent_id=request.image_asset_id, job_id=job_id, seed=seed,
                                    model_id=request.model_id, icc_profile=icc_profile)
             if on_seam_report:
-                on_seam_report(asset.id, report)
+                on_seam_report(asset.id, report.result())
             return asset
 
         writer = _Writer(run.on_result)
