@@ -11,7 +11,6 @@ import cv2
 import numpy as np
 from PIL import Image, ImageCms, ImageFilter, ImageOps, UnidentifiedImageError
 
-from inpaint import png
 from inpaint.errors import RequestError
 
 MIN_SIDE = 64
@@ -324,10 +323,6 @@ def blend_into(out_np: np.ndarray, generated: Image.Image, box: tuple[int, int, 
 
 
 def encode_png(img: Image.Image) -> bytes:
-    """Lossless, by the store's fast encoder where it takes the mode (the studio sends each run's picture and mask
-    this way: Pillow's default level takes seconds on a large photo)."""
-    if png.encodable(img):
-        return png.encode(img, icc_profile=img.info.get("icc_profile"))
     buf = io.BytesIO()
     img.save(buf, "PNG")
     return buf.getvalue()
