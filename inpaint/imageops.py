@@ -341,6 +341,12 @@ def to_data_url(img: Image.Image, fmt: str = "png") -> str:
     return f"data:image/{fmt};base64,{base64.b64encode(encoders[fmt](img)).decode('ascii')}"
 
 
+def bytes_data_url(data: bytes) -> str:
+    """A file already encoded (PNG, JPEG or WebP, told by its first bytes) as a data URL, byte for byte."""
+    mime = f"image/{(sniff_format(data) or 'PNG').lower()}"
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
 def resize(img: Image.Image, size: tuple[int, int], *, mask: bool = False) -> Image.Image:
     # Nearest keeps a mask binary; Lanczos keeps an image sharp.
     return img.resize(tuple(size), Image.Resampling.NEAREST if mask else Image.Resampling.LANCZOS)

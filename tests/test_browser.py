@@ -19,7 +19,7 @@ from inpaint.catalog import Catalog
 from inpaint.generate import Engine
 from inpaint.pipelines import ModelUnavailable
 from inpaint.ui.examples import CHEETAH
-from inpaint.ui.layout import BRUSH, BRUSH_STEP
+from inpaint.ui.layout import BRUSH_SIZE, BRUSH_STEP
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).parent / "screenshots"
@@ -116,7 +116,7 @@ def screenshot(page, name: str, *, full_page: bool = True) -> None:
 
 
 def upload(page, picture: Path) -> None:
-    page.locator("#inpaint-editor input[type=file]").first.set_input_files(str(picture))
+    page.locator("#inpaint-picture input[type=file]").first.set_input_files(str(picture))
     expect(page.locator("#inpaint-reason")).to_contain_text("Paint over what should change")
 
 
@@ -125,41 +125,54 @@ def upload_and_sketch(page, picture: Path) -> None:
     sketch(page)
 
 
-PREVIEW_WATCH = """() => {
-    // When the stroke ends (the mouse is released) and when the effective mask's picture next changes.
+PREVIEW_WATCH = """(start) => {
+    // When the stroke ends (or a value is typed: `start` is the event) and when the effective mask's new
+    // picture is on screen (loaded, another source).
     window.__stroke = {up: null, shown: null};
-    document.addEventListener("mouseup", () => { window.__stroke.up = performance.now(); }, {capture: true, once: true});
-    const box = document.querySelector("#inpaint-mask-preview");
-    new MutationObserver((changes, observer) => {
-        if (window.__stroke.up !== null) { window.__stroke.shown = performance.now(); observer.disconnect(); }
-    }).observe(box, {subtree: true, childList: true, attributes: true, attributeFilter: ["src"]});
+    const shown = () => {
+        const img = document.querySelector("#inpaint-mask-preview img");
+        return img && img.complete && img.naturalWidth ? img.src : null;
+    };
+    const before = shown();
+    document.addEventListener(start, () => {
+        window.__stroke.up = performance.now();
+        const poll = () => {
+            if (shown() && shown() !== before) window.__stroke.shown = performance.now();
+            else requestAnimationFrame(poll);
+        };
+        requestAnimationFrame(poll);
+    }, {capture: true, once: true});
 }"""
 
 
-def sketch(page, at: float = 0.3) -> dict:
-    """One brush stroke across the canvas (at `at` of its height); returns when the mask preview followed it:
-    the stroke's end to the preview's change (ms) and the uploads the stroke made."""
-    page.locator("#inpaint-editor button[aria-label='Brush']").first.click()
-    canvas = page.locator("#inpaint-editor canvas").last
+def stroke(page, at: float = 0.3) -> None:
+    """One stroke across the picture (at `at` of its height), with the painter's tool of the moment."""
+    canvas = page.locator("#inpaint-mask-canvas")
     canvas.scroll_into_view_if_needed()  # as a person looks at it: a run's results may have scrolled the page
     box = canvas.bounding_box()
     x, y = box["x"] + box["width"] * 0.55, box["y"] + box["height"] * at
-    uploads = []
-    listener = lambda request: uploads.append(request.url) if "/upload" in request.url else None
-    page.on("request", listener)
-    page.evaluate(PREVIEW_WATCH)
     page.mouse.move(x, y)
     page.mouse.down()
     for i in range(1, 13):
         page.mouse.move(x + i * 6, y + i * 2, steps=2)
     page.mouse.up()
-    # The effective mask is computed on the server from the layer's alpha and shown beside the editor.
+
+
+def sketch(page, at: float = 0.3) -> dict:
+    """A brush stroke; returns when the mask preview followed it: the stroke's end to the preview's change
+    (ms) and the uploads the stroke made."""
+    uploads = []
+    listener = lambda request: uploads.append(request.url) if "/upload" in request.url else None
+    page.on("request", listener)
+    page.evaluate(PREVIEW_WATCH, "pointerup")
+    stroke(page, at)
+    # The effective mask is computed on the server from the painted PNG and shown beside the picture.
     expect(page.locator("#inpaint-mask-preview img")).to_be_visible(timeout=60_000)  # the goal is 0.3 s
     page.wait_for_function("window.__stroke.shown !== null")
     page.wait_for_timeout(300)  # uploads that would come late still count
     page.remove_listener("request", listener)
-    stroke = page.evaluate("window.__stroke")
-    return {"latency_ms": stroke["shown"] - stroke["up"], "uploads": len(uploads)}
+    timed = page.evaluate("window.__stroke")
+    return {"latency_ms": timed["shown"] - timed["up"], "uploads": len(uploads)}
 
 
 def pick_model(page, model_id: str) -> None:
@@ -210,16 +223,17 @@ def first_feedback_ms(page) -> float:
 def test_generate_says_what_is_missing_and_the_status_speaks_at_once(page, picture):
     generate_btn, reason = page.locator("#inpaint-generate"), page.locator("#inpaint-reason")
     expect(reason).to_have_text("Upload or paste a picture to start.")
-    generate_btn.click()  # clickable all along: a run without a picture says why
-    expect(page.locator("#inpaint-status")).to_contain_text("Not started · Picture: upload or paste a picture first")
-    expect(generate_btn).to_be_enabled(timeout=30_000)
+    expect(generate_btn).to_be_disabled()  # greyed, and the line under it says why
     upload(page, picture)
+    expect(generate_btn).to_be_disabled()
     strokes = [sketch(page, at) for at in (0.3, 0.5, 0.7)]
     expect(reason).to_have_text("")
+    expect(generate_btn).to_be_enabled()
     # A typed grow value redraws the preview too (it waited for a slider release before).
-    before = page.locator("#inpaint-mask-preview img").get_attribute("src")
+    page.evaluate(PREVIEW_WATCH, "input")
     set_number(page, "inpaint-grow", 12)
-    expect(page.locator("#inpaint-mask-preview img")).not_to_have_attribute("src", before)
+    page.wait_for_function("window.__stroke.shown !== null")
+    typed = page.evaluate("window.__stroke")
 
     pick_model(page, "opencv-telea")
     feedback = []
@@ -231,6 +245,7 @@ def test_generate_says_what_is_missing_and_the_status_speaks_at_once(page, pictu
            ui_first_feedback_all_ms=[round(ms) for ms in feedback],
            ui_mask_preview_latency_s=round(statistics.median(s["latency_ms"] for s in strokes) / 1000, 3),
            ui_mask_preview_all_ms=[round(s["latency_ms"]) for s in strokes],
+           ui_mask_preview_typed_s=round((typed["shown"] - typed["up"]) / 1000, 3),
            ui_uploads_per_stroke=max(s["uploads"] for s in strokes))
     assert statistics.median(feedback) < 1000  # the goal is 300 ms; a shared machine gets slack
 
@@ -346,6 +361,8 @@ def test_stop_ends_a_run_midway(page, picture, engine):
     page.locator("#inpaint-generate").click()
     expect(page.locator("#inpaint-preview img")).to_be_visible()  # it is running
     expect(page.locator("#inpaint-generate")).to_be_disabled()
+    page.locator("#inpaint-prompt textarea").press("Control+Enter")  # not greyed: starts nothing beside the run
+    expect(page.locator("#inpaint-reason")).to_have_text("A run is going: Stop ends it.")
     page.locator("#inpaint-stop").click()
     expect(page.locator("#inpaint-status")).to_contain_text("Stopped · kept 0 of 4 images")
     expect(page.locator("#inpaint-generate")).to_be_enabled()
@@ -353,7 +370,8 @@ def test_stop_ends_a_run_midway(page, picture, engine):
     # The device is free again: a new run is served.
     pick_model(page, "opencv-telea")
     generate(page, images=1)
-    # Of the stopped run, nothing finished: only the classical run added a result (and its input).
+    # Of the stopped run, nothing finished: only the classical run added a result (and its input). (A run queued
+    # by the Ctrl+Enter above would have kept the device, and Generate, busy.)
     results = [a for a in engine.store.list(limit=1000) if a.id not in before and a.kind == "result"]
     assert len(results) == 1 and results[0].model_id == "opencv-telea"
 
@@ -371,9 +389,7 @@ def test_an_example_loads_its_picture_and_its_mask_together(page, engine):
     assert newest.model_id == "patchmatch" and engine.store.open_image(newest.parent_id).size == (320, 240)
     left, top, right, bottom = engine.store.open_image(mask.id).getbbox()
     assert 190 <= left and right <= 300 and top <= 30 and bottom <= 110  # the sun's, not the whole picture
-    # A stroke on the hills: the editor then sends its own layer back, and the sun's mask is still on the sun
-    # (gradio's editor places a layer the server sends within its canvas; sent at the picture's size it landed
-    # below and right of the sun, mostly off the picture).
+    # A stroke on the hills is added to the example's mask, which stays on the sun.
     sketch(page, 0.7)
     generate(page, images=ui.DEFAULT_SAMPLES)
     newest = next(a for a in engine.store.list(limit=1000) if a.kind == "result")
@@ -404,15 +420,15 @@ def test_extend_shows_the_grown_canvas_and_generates_it(page, picture, engine):
 
 
 def test_on_a_phone_generate_sits_under_the_canvas(phone):
-    # A real photograph. The tall canvas letterboxes a landscape picture on a phone: the stroke starts on the
-    # picture (the editor paints nothing for a stroke begun above it), over the cheetah.
+    # A real photograph. The tall picture box letterboxes a landscape picture on a phone: the painter lies over
+    # the picture itself, and the stroke goes over the cheetah.
     upload(phone, CHEETAH)
     sketch(phone, 0.5)
-    canvas = phone.locator("#inpaint-editor").bounding_box()
+    canvas = phone.locator("#inpaint-picture").bounding_box()
     button = phone.locator("#inpaint-generate").bounding_box()
-    assert 0 <= button["y"] - (canvas["y"] + canvas["height"]) < 200  # the prompt between them, nothing more
+    assert 0 <= button["y"] - (canvas["y"] + canvas["height"]) < 260  # the painter's tools and the prompt between
     assert phone.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]  # no sideways scrolling
-    phone.locator("#inpaint-editor").evaluate("e => e.scrollIntoView()")  # the canvas down to Generate
+    phone.locator("#inpaint-picture").evaluate("e => e.scrollIntoView()")  # the canvas down to Generate
     screenshot(phone, "studio-phone", full_page=False)
     pick_model(phone, "opencv-telea")
     generate(phone, images=1)
@@ -430,24 +446,37 @@ def test_the_studio_adds_little_to_the_engines_own_time(page, picture, engine):
     set_number(page, "inpaint-samples", 2)
     set_number(page, "inpaint-steps", 20)
     generate(page, images=2)  # untimed: the first run at a size sets up the CPU kernels for it, for both timings
-    expect(page.locator("#inpaint-generate")).to_be_enabled()  # timed from a click a person could make
-    started = time.perf_counter()
-    generate(page, images=2)
-    studio_s = time.perf_counter() - started
-    # The run's own time, as its status line says it (from the prepared request to the last result).
-    run_s = float(re.search(r"Done · 2 images in ([\d.]+) s", page.locator("#inpaint-status").inner_text())[1])
-    # The same request (its stored input and mask, its seeds), straight through the engine.
-    newest = [a for a in engine.store.list(limit=1000) if a.kind == "result"][:2]
-    image_id = newest[0].parent_id
-    mask = next(a for a in engine.store.list(include_hidden=True, limit=1000)
-                if a.kind == "mask" and a.parent_id == image_id)
-    body = {"imageId": image_id, "maskId": mask.id, "prompt": "a full moon in a night sky", "modelId": "tiny-sd-1_5",
-            "numSamples": 2, "numInferenceSteps": 20, "seed": min(a.seed for a in newest)}
-    started = time.perf_counter()
-    engine.generate(engine.prepare(body))
-    engine_s = time.perf_counter() - started
-    record(ui_overhead=round(studio_s / engine_s, 3), ui_overhead_studio_s=round(studio_s, 2),
-           ui_overhead_run_s=run_s, ui_overhead_engine_s=round(engine_s, 2))
+    studio_s, run_s, engine_s = [], [], []
+    for _ in range(5):  # interleaved rounds: this machine is shared, and noisy
+        expect(page.locator("#inpaint-generate")).to_be_enabled()  # timed from a click a person could make
+        started = time.perf_counter()
+        generate(page, images=2)
+        studio_s.append(time.perf_counter() - started)
+        # The run's own time, as its status line says it (from the prepared request to the last result).
+        run_s.append(float(re.search(r"Done · 2 images in ([\d.]+) s",
+                                     page.locator("#inpaint-status").inner_text())[1]))
+        # The same request straight through the engine's own event stream, as every surface runs it (on a thread
+        # of its own: torch on a thread other than the main one runs ~10% slower here, whoever calls it): its
+        # stored input and mask, its seeds, and the size it was generated at (the stored mask carries the seam
+        # band already, so its own auto size is larger).
+        newest = [a for a in engine.store.list(limit=1000) if a.kind == "result"][:2]
+        image_id = newest[0].parent_id
+        mask = next(a for a in engine.store.list(include_hidden=True, limit=1000)
+                    if a.kind == "mask" and a.parent_id == image_id)
+        params = page.locator("#inpaint-params").inner_text()  # the JSON, one token a line
+        width, height = (int(re.search(rf'"{name}"\s*:\s*(\d+)', params)[1]) for name in ("width", "height"))
+        body = {"imageId": image_id, "maskId": mask.id, "prompt": "a full moon in a night sky",
+                "modelId": "tiny-sd-1_5", "numSamples": 2, "numInferenceSteps": 20, "width": width, "height": height,
+                "seed": min(a.seed for a in newest)}
+        started = time.perf_counter()
+        events = list(engine.run(engine.prepare(body)))
+        engine_s.append(time.perf_counter() - started)
+        assert type(events[-1]).__name__ == "Done"
+    median = statistics.median
+    record(ui_overhead=round(median([s / e for s, e in zip(studio_s, engine_s)]), 3),  # of the per-round ratios
+           ui_overhead_studio_s=round(median(studio_s), 2),
+           ui_overhead_run_s=median(run_s), ui_overhead_engine_s=round(median(engine_s), 2),
+           ui_overhead_rounds=[[round(a, 2), b, round(c, 2)] for a, b, c in zip(studio_s, run_s, engine_s)])
 
 
 def test_generate_clicked_right_after_picking_a_model_runs(page, picture):
@@ -470,33 +499,39 @@ def test_the_editing_keys_of_iopaint_and_a1111(page, picture):
     page.keyboard.press("Control+z")
     expect(preview).to_have_count(0)
     expect(page.locator("#inpaint-reason")).to_contain_text("Paint over what should change")
+    expect(page.locator("#inpaint-generate")).to_be_disabled()
     page.keyboard.press("Control+Shift+z")
     expect(preview).to_be_visible()
-    # "[" and "]" change the brush's size: the editor's own slider shows it.
+    # "[" and "]" change the brush's size: the painter's slider shows it.
     page.keyboard.press("]")
     page.keyboard.press("]")
-    size = page.locator("#inpaint-editor input[type=range]")
-    expect(size).to_have_value(str(BRUSH.default_size + 2 * BRUSH_STEP))
+    size = page.locator("#inpaint-painter input[type=range]")
+    expect(size).to_have_value(str(BRUSH_SIZE + 2 * BRUSH_STEP))
     page.keyboard.press("[")
-    expect(size).to_have_value(str(BRUSH.default_size + BRUSH_STEP))
-    # Held, O shows the original picture over the canvas, without the mask; so does the button, for touch.
-    cover = page.locator("#inpaint-original-cover")
+    expect(size).to_have_value(str(BRUSH_SIZE + BRUSH_STEP))
+    # Held, O shows the picture without the mask; so does the toolbar's button, for touch.
+    canvas = page.locator("#inpaint-mask-canvas")
     for hold, release in ((lambda: page.keyboard.down("o"), lambda: page.keyboard.up("o")),
                           (page.mouse.down, page.mouse.up)):
-        page.locator("#inpaint-show-original").hover()
+        page.locator("#inpaint-painter [data-action=original]").hover()
         hold()
-        expect(cover).to_be_visible()
-        assert cover.evaluate("e => e.complete && [e.naturalWidth, e.naturalHeight]") == [320, 240]
+        expect(canvas).to_be_hidden()
         release()
-        expect(cover).to_have_count(0)
-    # Not while typing: the keys go to the text box (the brush's popup, closed by the click, stays closed).
+        expect(canvas).to_be_visible()
+    # The eraser takes paint away: a stroke over the whole painted line leaves nothing to repaint.
+    page.locator("#inpaint-painter [data-tool=eraser]").click()
+    stroke(page)
+    expect(preview).to_have_count(0)
+    page.locator("#inpaint-painter [data-tool=brush]").click()
+    page.keyboard.press("Control+z")  # the erasing undone: the stroke is back
+    expect(preview).to_be_visible()
+    # Not while typing: the keys go to the text box.
     page.locator("#inpaint-grow input[type=number]").click()
-    expect(size).to_have_count(0)
     page.keyboard.down("o")
     page.keyboard.press("]")
     page.wait_for_timeout(300)  # the page's answer, if any, is a frame away
-    expect(size).to_have_count(0)
-    expect(cover).to_have_count(0)
+    expect(size).to_have_value(str(BRUSH_SIZE + BRUSH_STEP))
+    expect(canvas).to_be_visible()
     page.keyboard.up("o")
 
 

@@ -22,6 +22,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from inpaint import imageops
 from inpaint.api import create_app
 from inpaint.jobs import INTERRUPTED
 from inpaint.web_security import HEADER_TIMEOUT_S, MAX_AUTH_FAILURES
@@ -100,6 +101,17 @@ def attack_every_endpoint(http: httpx.Client, target: str) -> dict[str, tuple[bo
     return outcomes
 
 
+def attack_the_painted_mask(http: httpx.Client, target: str) -> tuple[bool, str]:
+    """The run through the public API with a real uploaded picture and `target` as the painted mask: a string,
+    which the page fills with a PNG data URL."""
+    picture = http.post("/gradio_api/upload", files={"files": ("picture.png", imageops.decode_data_url(data_url(photo(64, 64)), field="image"), "image/png")})
+    parameters = http.get("/gradio_api/info").json()["named_endpoints"]["/inpaint"]["parameters"]
+    given = {"image": file_data(picture.json()[0]), "sketch": target, "modelId": "opencv-telea"}
+    started = http.post("/gradio_api/call/inpaint", json={"data": [given.get(p["parameter_name"], p.get("parameter_default"))
+                                                                  for p in parameters]})
+    return outcome(http, f"/gradio_api/call/inpaint/{started.json()['event_id']}")
+
+
 @pytest.mark.parametrize("keyed", [False, True], ids=["keyless", "keyed"])
 def test_no_file_of_the_server_can_be_read_through_the_studios_file_inputs(tmp_path, models_dir, keyed):
     data, gradio_cache = tmp_path / "data", tmp_path / "gradio-cache"
@@ -127,6 +139,10 @@ def test_no_file_of_the_server_can_be_read_through_the_studios_file_inputs(tmp_p
                         assert not succeeded, (target, label, said[-1500:])
                         assert "not uploaded by a user" in said, (target, label, said[-1500:])
                         assert secret.decode("latin-1")[:40] not in said
+                    # The painted mask is a string: a file's name in it is refused, not read.
+                    succeeded, said = attack_the_painted_mask(http, target)
+                    assert not succeeded and "Painted mask: must be a PNG data URL" in said, said[-1500:]
+                    assert secret.decode("latin-1")[:40] not in said
                     # Nothing was copied where /gradio_api/file= serves from, and the path itself is refused.
                     leaked = [p for p in gradio_cache.rglob("*") if p.is_file() and secret in p.read_bytes()]
                     assert leaked == [], (target, leaked)

@@ -15,7 +15,7 @@ from inpaint.pipelines import PipelineCache
 from inpaint.workers import local_workers
 from tests.images import photo
 from tests.queues import run_jobs, started_queue
-from tests.test_ui import BOX, SIZE, editor_value, handler, merged
+from tests.test_ui import BOX, SIZE, handler, merged, painted
 from tests.test_workers import CATALOG, meeting_point, tiny_body
 
 
@@ -29,7 +29,7 @@ def engine(tmp_path, models_dir):
 
 def studio_run(demo, session: str, **given) -> list[dict]:
     """The studio's run handler, as the page drives it: one dict of updates per message."""
-    args = {"image": editor_value(photo(SIZE, SIZE), BOX), "prompt": "a red apple", "modelId": "tiny-sd-1_5",
+    args = {**painted(photo(SIZE, SIZE), BOX), "prompt": "a red apple", "modelId": "tiny-sd-1_5",
             "numSamples": 1, "numInferenceSteps": 2, "seed": 7, "randomizeSeed": False, "autoSize": False,
             "width": 64, "height": 64, "state": {}}
     return handler(demo, "inpaint")(**{**args, **given}, request=SimpleNamespace(session_hash=session))

@@ -51,13 +51,17 @@ def png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def editor_value(image: Image.Image, box=None) -> dict:
-    """What the ImageEditor hands the handler from the page: the canvas's PNG bytes, the background
-    plus one RGBA layer painted in `box` (a gradio_client caller's files come as paths instead)."""
+def data_url(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode()
+
+
+def painted(image: Image.Image, box=None) -> dict:
+    """The picture and the painter's value as the page hands them to the run: the picture's bytes (the page
+    sends a path in Gradio's cache), and the painter's PNG, opaque in `box`, as a data URL."""
     layer = Image.new("RGBA", image.size, (0, 0, 0, 0))
     if box:
         layer.paste((255, 45, 85, 255), box)
-    return {"background": png(image.convert("RGBA")), "layers": [png(layer)], "composite": None}
+    return {"image": png(image.convert("RGB")), "sketch": data_url(png(layer))}
 
 
 def rotated_jpeg(displayed: Image.Image) -> bytes:
@@ -82,9 +86,10 @@ def stream(demo, session="s1", **given) -> list[dict]:
     return list(handler(demo, "inpaint")(**given, request=SimpleNamespace(session_hash=session)))
 
 
-def run(demo, value, *, state=None, session="s1", **given) -> tuple[dict, dict]:
-    """Drives the generation handler like the page does; returns the effective parameters and the session."""
-    args = dict(image=value, prompt="a red apple", modelId="tiny-sd-1_5", numSamples=1, numInferenceSteps=2,
+def run(demo, picture: dict, *, state=None, session="s1", **given) -> tuple[dict, dict]:
+    """Drives the generation handler like the page does (`picture`: its image and sketch); returns the effective
+    parameters and the session."""
+    args = dict(**picture, prompt="a red apple", modelId="tiny-sd-1_5", numSamples=1, numInferenceSteps=2,
                 seed=7, randomizeSeed=False, autoSize=False, width=64, height=64, state=state or {})
     page = merged(stream(demo, session, **{**args, **given}))
     ui = demo.studio.ui
@@ -126,14 +131,22 @@ def files(tmp_path_factory):
 
 # ---- pure helpers --------------------------------------------------------------------------------
 
-def test_mask_is_the_union_of_the_layers_alpha_whatever_the_colour():
-    first, second = (Image.new("RGBA", (64, 64), (0, 0, 0, 0)) for _ in range(2))
-    first.paste((0, 0, 0, 255), (0, 0, 10, 10))  # black brush: RGB is all zeros, alpha is not
-    second.paste((255, 255, 255, 1), (50, 50, 64, 64))  # barely visible stroke still counts
-    mask_np = np.asarray(masks.layers_alpha([first, None, second], (64, 64))) > 0
+def test_the_painted_mask_is_wherever_there_is_paint_whatever_the_colour():
+    sketch = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    sketch.paste((0, 0, 0, 255), (0, 0, 10, 10))  # black paint: RGB is all zeros, alpha is not
+    sketch.paste((255, 255, 255, 1), (50, 50, 64, 64))  # a barely visible edge still counts
+    mask_np = np.asarray(masks.painted_mask(sketch, (64, 64))) > 0
     expected_np = np.zeros((64, 64), bool)
     expected_np[0:10, 0:10] = expected_np[50:64, 50:64] = True
     assert np.array_equal(mask_np, expected_np)
+    assert masks.painted_mask(None, (64, 64)).getbbox() is None
+    # What the server puts on the canvas (an example's mask, an imported file) reads back as that mask.
+    mask = rect_mask(30, 20, (3, 4, 17, 15))
+    assert masks.painted_mask(masks.layer_from_mask(mask), (30, 20)).tobytes() == mask.tobytes()
+    # Painted on another picture (another size): refused, naming the field.
+    with pytest.raises(RequestError) as caught:
+        masks.painted_mask(sketch, (64, 48))
+    assert caught.value.field == "sketch" and "64x48" in caught.value.message
 
 
 def test_uploaded_mask_overrides_the_sketch_and_invert_grow_feather_apply():
@@ -141,13 +154,13 @@ def test_uploaded_mask_overrides_the_sketch_and_invert_grow_feather_apply():
     sketch = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
     sketch.paste((255, 0, 0, 255), (0, 0, 8, 8))
     upload = rect_mask(64, 64, (20, 20, 40, 40))
-    mask, _ = masks.effective_mask(background, [sketch], upload)
+    mask, _ = masks.effective_mask(background, sketch, upload)
     assert mask.getbbox() == (20, 20, 40, 40)
-    inverted, _ = masks.effective_mask(background, [sketch], None, invert=True)
+    inverted, _ = masks.effective_mask(background, sketch, None, invert=True)
     assert np.asarray(inverted)[0, 0] == 0 and np.asarray(inverted)[63, 63] == 255
-    grown, _ = masks.effective_mask(background, [], upload, grow=4)
+    grown, _ = masks.effective_mask(background, None, upload, grow=4)
     assert grown.getbbox() == (16, 16, 44, 44)
-    feathered, _ = masks.effective_mask(background, [], upload, feather=12)
+    feathered, _ = masks.effective_mask(background, None, upload, feather=12)
     feathered_np = np.asarray(feathered)
     assert set(np.unique(feathered_np)) <= {0, 255}  # still binary: the contract thresholds masks
     assert feathered_np[20, 20] == 0 and feathered_np[30, 30] == 255  # corners rounded, centre kept
@@ -162,7 +175,7 @@ def test_uploaded_mask_reads_alpha_when_it_carries_the_mask():
 
 def test_empty_mask_is_the_contracts_error():
     with pytest.raises(RequestError) as caught:
-        masks.effective_mask(Image.new("RGB", (64, 64)), [Image.new("RGBA", (64, 64))], None)
+        masks.effective_mask(Image.new("RGB", (64, 64)), Image.new("RGBA", (64, 64)), None)
     assert caught.value.field == "mask" and "empty" in caught.value.message
 
 
@@ -274,7 +287,7 @@ def test_every_field_has_a_component_and_the_api_its_parameter(demo):
 def test_the_studio_runs_patchmatch_with_an_empty_prompt(demo, engine):
     ui = demo.studio.ui
     image = Image.fromarray(photos.chelsea()).crop((100, 50, 100 + SIZE, 50 + SIZE))
-    page = merged(stream(demo, "s-pm", image=editor_value(image, BOX), prompt="", modelId="patchmatch", numSamples=2,
+    page = merged(stream(demo, "s-pm", **painted(image, BOX), prompt="", modelId="patchmatch", numSamples=2,
                          seed=5, randomizeSeed=False, state={}))
     assert "Done" in page[ui.status] and [caption for _, caption in page[ui.gallery]] == ["seed 5", "seed 6"]
     summary = page[ui.params]
@@ -283,7 +296,7 @@ def test_the_studio_runs_patchmatch_with_an_empty_prompt(demo, engine):
 
 def test_results_stream_with_full_seeds_previews_and_names_that_say_what_they_are(demo, engine):
     ui = demo.studio.ui
-    outputs = stream(demo, "s0", image=editor_value(photo(SIZE, SIZE), BOX), prompt="A red apple, on a plate!",
+    outputs = stream(demo, "s0", **painted(photo(SIZE, SIZE), BOX), prompt="A red apple, on a plate!",
                      modelId="tiny-sd-1_5", numSamples=2, numInferenceSteps=3, seed=1234567, randomizeSeed=False,
                      autoSize=False, width=64, height=64, intermediateImages=True, state={})
     # The status speaks first, before anything is decoded; the gallery is left alone until a result comes.
@@ -311,13 +324,13 @@ def test_results_stream_with_full_seeds_previews_and_names_that_say_what_they_ar
 
 def test_a_run_ends_with_the_first_sample_selected_and_joins_the_history(demo):
     ui = demo.studio.ui
-    _, state = run(demo, editor_value(photo(SIZE, SIZE, seed=8), BOX), numSamples=2, modelId="patchmatch", seed=40)
+    _, state = run(demo, painted(photo(SIZE, SIZE, seed=8), BOX), numSamples=2, modelId="patchmatch", seed=40)
     after = handler(demo, "finish")({ui.session: state, ui.status: "**Done**"})
-    assert after[ui.generate_btn]["interactive"] and after[ui.busy] is False
+    assert after[ui.busy] is False  # then show_mask makes Generate live again, when nothing is missing
     assert after[ui.status] == "**Done**"  # written again as it was: it clears gradio's mark of a failed run
     assert after[ui.params]["seed"] == 40 and after[ui.download].endswith("-40.png")
     assert [label for _, label in after[ui.history]] == ["patchmatch · 2"]
-    _, state2 = run(demo, editor_value(photo(SIZE, SIZE, seed=9), BOX), modelId="opencv-telea",
+    _, state2 = run(demo, painted(photo(SIZE, SIZE, seed=9), BOX), modelId="opencv-telea",
                     state=after[ui.session])
     later = handler(demo, "finish")({ui.session: state2, ui.status: "**Done**"})
     assert len(later[ui.history]) == 2
@@ -334,7 +347,7 @@ def test_a_failed_run_says_so_and_leaves_the_last_results(demo, engine, monkeypa
         raise RuntimeError("out of paint")
 
     monkeypatch.setattr(engine, "generate", broken)
-    outputs = stream(demo, "broken", image=editor_value(photo(SIZE, SIZE), BOX), modelId="opencv-telea", state={})
+    outputs = stream(demo, "broken", **painted(photo(SIZE, SIZE), BOX), modelId="opencv-telea", state={})
     # The previous run's results stay on the page: the gallery and the session are left as they are.
     assert all(out.get(ui.gallery, gr.skip()) == gr.skip() for out in outputs)
     assert outputs[-1][ui.session] == gr.skip()
@@ -345,8 +358,8 @@ def test_a_failed_run_says_so_and_leaves_the_last_results(demo, engine, monkeypa
 def test_same_image_reuses_its_asset_and_use_as_input_chains_results(demo, engine):
     ui, keep = demo.studio.ui, handler(demo, "keep_editing")
     image = photo(SIZE, SIZE, seed=3)
-    first, state = run(demo, editor_value(image, BOX))
-    again, state = run(demo, editor_value(image, (10, 10, 30, 30)), state=state)
+    first, state = run(demo, painted(image, BOX))
+    again, state = run(demo, painted(image, (10, 10, 30, 30)), state=state)
     assert again["input"]["image"] == first["input"]["image"]  # the same upload is one asset
 
     with pytest.raises(gr.Error, match="Pick a result"):
@@ -355,37 +368,42 @@ def test_same_image_reuses_its_asset_and_use_as_input_chains_results(demo, engin
     state = out[ui.session]
     result_id = again["assetIds"][0]
     assert state["source"] == result_id and out[ui.mask_upload] is None and out[ui.mask_preview] is None
-    # The page sends the result back as the editor's background (through the browser, maybe re-encoded).
-    background = Image.open(out[ui.editor]).convert("RGBA")
-    chained, state = run(demo, editor_value(background, BOX), state=state)
+    # The page sends the result back as its picture, a copy of the result's file; the painter starts empty.
+    assert out[ui.painter] == ""
+    chained, state = run(demo, {**painted(photo(SIZE, SIZE), BOX), "image": Path(out[ui.picture]).read_bytes()},
+                         state=state)
     assert chained["input"]["image"] == result_id
     assert engine.store.get(chained["assetIds"][0]).parent_id == result_id
 
     # Another picture is a new input asset, not the previous one.
-    other, state = run(demo, editor_value(photo(SIZE, SIZE, seed=4), BOX), state=state)
+    other, state = run(demo, painted(photo(SIZE, SIZE, seed=4), BOX), state=state)
     assert other["input"]["image"] not in (result_id, first["input"]["image"])
 
 
 def test_bad_input_is_a_gr_error_in_plain_words_and_the_status_says_it(demo):
     ui = demo.studio.ui
     cases = [(dict(prompt="   "), "Prompt: must not be empty or blank for sd-1_5 models"),
-             (dict(value=None), "Picture: upload or paste a picture first"),
-             (dict(value=editor_value(photo(SIZE, SIZE))), "Mask: nothing is painted: paint over what should change")]
+             (dict(image=None), "Picture: upload or paste a picture first"),
+             (painted(photo(SIZE, SIZE)), "Mask: nothing is painted: paint over what should change"),
+             (dict(sketch=painted(photo(SIZE // 2, SIZE), BOX)["sketch"]), "Painted mask: is 64x128; it must be"),
+             # An API caller's mistake, in the API's words: a file name is not read.
+             (dict(sketch="/etc/hostname"), "Painted mask: must be a PNG data URL")]
     for given, message in cases:
-        value = given.pop("value", editor_value(photo(SIZE, SIZE), BOX))
         outputs = []
         with pytest.raises(gr.Error) as caught:
-            args = dict(image=value, prompt="a red apple", modelId="tiny-sd-1_5", numSamples=1, state={}) | given
+            args = painted(photo(SIZE, SIZE), BOX) | dict(prompt="a red apple", modelId="tiny-sd-1_5", numSamples=1,
+                                                          state={}) | given
             for out in handler(demo, "inpaint")(**args, request=SimpleNamespace(session_hash="bad")):
                 outputs.append(out)
         assert caught.value.message.startswith(message) and caught.value.title == "Please check"
         assert outputs[-1][ui.status] == f"**Not started** · {caught.value.message}"
-        assert "`" not in caught.value.message and "data URL" not in caught.value.message
+        assert "`" not in caught.value.message
+        assert "data URL" not in caught.value.message or given.get("sketch") == "/etc/hostname"
 
 
 def mask_inputs(ui, **given) -> dict:
     """What the mask preview reads from the page, by component; nothing painted, no extension."""
-    values = {ui.editor: None, ui.mask_upload: None, ui.invert: False, ui.grow: 0, ui.feather: 0, ui.mask_mode: None,
+    values = {ui.picture: None, ui.painter: "", ui.mask_upload: None, ui.invert: False, ui.grow: 0, ui.feather: 0, ui.mask_mode: None,
               ui.model: "opencv-telea", ui.busy: False}
     values.update({ui[f"outpaint_{side}"]: 0 for side in fields.OUTPAINT_SIDES})
     return values | {ui[name]: value for name, value in given.items()}
@@ -395,18 +413,26 @@ def test_the_mask_preview_is_small_and_says_what_a_run_lacks(demo):
     ui, show = demo.studio.ui, handler(demo, "show_mask")
     values = mask_inputs(ui)
     empty = show(values)
-    assert ui.generate_btn not in empty and "Upload" in empty[ui.reason]  # Generate is the run's alone
+    assert "Upload" in empty[ui.reason] and empty[ui.generate_btn]["interactive"] is False
     big = photo(1200, 900)
-    unpainted = show({**values, ui.editor: editor_value(big)})
-    assert "Paint over" in unpainted[ui.reason]
-    painted = show({**values, ui.editor: editor_value(big, (100, 100, 300, 300))})
-    assert painted[ui.reason] == ""
-    assert max(painted[ui.mask_preview].size) <= masks.PREVIEW_MAX_SIDE and painted[ui.image_size] == (1200, 900)
-    assert Image.open(painted[ui.mask_download]).getbbox() == (100, 100, 300, 300)  # the mask, at full size
-    grown = show({**values, ui.editor: editor_value(big, (100, 100, 300, 300)), ui.grow: 10})
+    page = lambda box=None: {ui[name]: value for name, value in zip(("picture", "painter"), painted(big, box).values())}
+    unpainted = show({**values, **page()})
+    assert "Paint over" in unpainted[ui.reason] and unpainted[ui.generate_btn]["interactive"] is False
+    shown = show({**values, **page((100, 100, 300, 300))})
+    assert shown[ui.reason] == "" and shown[ui.generate_btn]["interactive"] is True
+    assert max(shown[ui.mask_preview].size) <= masks.PREVIEW_MAX_SIDE and shown[ui.image_size] == (1200, 900)
+    assert Image.open(shown[ui.mask_download]).getbbox() == (100, 100, 300, 300)  # the mask, at full size
+    grown = show({**values, **page((100, 100, 300, 300)), ui.grow: 10})
     assert Image.open(grown[ui.mask_download]).getbbox() == (90, 90, 310, 310)
-    busy = show({**values, ui.editor: editor_value(big, (100, 100, 300, 300)), ui.busy: True})
-    assert "Stop" in busy[ui.reason]
+    busy = show({**values, **page((100, 100, 300, 300)), ui.busy: True})
+    assert "Stop" in busy[ui.reason] and busy[ui.generate_btn]["interactive"] is False
+    # An answer computed before this page's click and arriving after it: the server knows of the run.
+    demo.studio.running["clicked"] = threading.Event()
+    try:
+        late = show({**values, **page((100, 100, 300, 300))}, SimpleNamespace(session_hash="clicked"))
+    finally:
+        del demo.studio.running["clicked"]
+    assert late[ui.generate_btn]["interactive"] is False
 
 
 def test_an_example_loads_its_picture_and_its_mask_on_the_canvas(demo):
@@ -414,28 +440,14 @@ def test_an_example_loads_its_picture_and_its_mask_on_the_canvas(demo):
     out = handler(demo, "load_example")(0)
     example = demo.studio.examples[0]
     assert out[ui.prompt] == example["prompt"] and out[ui.mask_upload] is None
-    value = out[ui.editor]
-    layer = Image.open(value["layers"][0])
+    assert out[ui.picture] == str(example["image"])
+    # The painter's value: the mask at the picture's size, opaque (the page shows its canvas see-through).
+    layer = Image.open(io.BytesIO(imageops.decode_data_url(out[ui.painter], field="sketch")))
+    assert layer.size == Image.open(example["image"]).size
     assert layer.getchannel("A").getbbox() == Image.open(example["mask"]).getbbox()
-    assert 0 < max(layer.getchannel("A").getdata()) < 255  # see-through, as the brush is
-    # Sent at the size the page's editor centres it in (its canvas, for a picture that fits), the mask at its top
-    # left: on the page it lands on the picture, and read back it is the picture's part.
-    width, height = Image.open(value["background"]).size
-    assert width < ui.editor.canvas_size[0] and height < ui.editor.canvas_size[1]
-    assert layer.size == ui.editor.canvas_size
-    mask, _ = masks.effective_mask(Image.open(value["background"]), [layer], None)
+    assert set(layer.getchannel("A").getdata()) == {0, 255}
+    mask, _ = masks.effective_mask(Image.open(example["image"]), layer, None)
     assert mask.getbbox() == Image.open(example["mask"]).getbbox()
-
-
-def test_a_layer_sent_to_the_page_is_sized_as_the_editor_places_it():
-    # Measured in Chromium on gradio 6.31: canvas (800, 800); 502x343 and 320x240 land right at 800x800,
-    # 1000x600 and 300x1000 at their own size (tests/test_browser.py checks the 320x240 example through a stroke).
-    assert masks.sent_layer_size((502, 343), (800, 800)) == (800, 800)
-    assert masks.sent_layer_size((1000, 600), (800, 800)) == (1000, 600)
-    assert masks.sent_layer_size((300, 1000), (800, 800)) == (300, 1000)
-    padded = masks.layer_from_mask(Image.new("L", (30, 20), 255), size=(50, 40))
-    assert padded.size == (50, 40) and padded.getchannel("A").getbbox() == (0, 0, 30, 20)
-    assert masks.layers_alpha([padded], (30, 20)).getextrema() == (255, 255)  # read back: the picture's part
 
 
 def test_stop_ends_a_run_midway_and_keeps_what_was_made(demo, engine):
@@ -446,7 +458,7 @@ def test_stop_ends_a_run_midway_and_keeps_what_was_made(demo, engine):
 
     def consume():
         for out in handler(demo, "inpaint")(
-                image=editor_value(photo(SIZE, SIZE), BOX), prompt="x", modelId="tiny-sd-1_5", numSamples=4,
+                **painted(photo(SIZE, SIZE), BOX), prompt="x", modelId="tiny-sd-1_5", numSamples=4,
                 numInferenceSteps=150, strength=1.0, intermediateImages=True, seed=1, randomizeSeed=False,
                 autoSize=False, width=64, height=64, state={}, request=session):
             outputs.append(out)
@@ -470,7 +482,7 @@ def test_a_wide_flux_run_streams_its_previews(demo, engine):
     # One micro-batch of 4 previews of a 2048x64 generation, side by side: past WebP's side before the bound.
     assert engine.max_batch >= 4
     ui = demo.studio.ui
-    outputs = stream(demo, "wide", image=editor_value(photo(SIZE, SIZE), BOX), prompt="a red apple",
+    outputs = stream(demo, "wide", **painted(photo(SIZE, SIZE), BOX), prompt="a red apple",
                      modelId="tiny-flux.1", numSamples=4, numInferenceSteps=2, seed=3, randomizeSeed=False,
                      autoSize=False, width=2048, height=64, intermediateImages=True, state={})
     page = merged(outputs)
@@ -494,7 +506,7 @@ def test_warnings_found_while_generating_reach_the_status_and_the_summary(demo, 
 
     monkeypatch.setattr(engine, "generate", generate)
     ui = demo.studio.ui
-    page = merged(stream(demo, "warned", image=editor_value(photo(SIZE, SIZE), BOX), prompt="a red apple",
+    page = merged(stream(demo, "warned", **painted(photo(SIZE, SIZE), BOX), prompt="a red apple",
                          modelId="tiny-sd-1_5", numSamples=1, numInferenceSteps=2, seed=1, randomizeSeed=False,
                          autoSize=False, width=64, height=64, state={}))
     assert "Done" in page[ui.status] and page[ui.status].count(f"⚠️ {found}") == 1
@@ -503,7 +515,7 @@ def test_warnings_found_while_generating_reach_the_status_and_the_summary(demo, 
 
 def test_a_prompt_longer_than_the_text_encoder_reads_is_warned_in_the_studio(demo):
     ui = demo.studio.ui
-    page = merged(stream(demo, "long-prompt", image=editor_value(photo(SIZE, SIZE), BOX), prompt="a" * 100,
+    page = merged(stream(demo, "long-prompt", **painted(photo(SIZE, SIZE), BOX), prompt="a" * 100,
                          modelId="tiny-sd-1_5", numSamples=2, numInferenceSteps=2, seed=1, randomizeSeed=False,
                          autoSize=False, width=64, height=64, state={}))
     truncated = [w for w in page[ui.params]["warnings"] if w.startswith("prompt is ") and "the rest was ignored" in w]
@@ -515,7 +527,7 @@ def test_a_prompt_longer_than_the_text_encoder_reads_is_warned_in_the_studio(dem
 HUGE_REFUSED_S = 1.0  # a 13300x13300 PNG took 17 s and 2.8 GB when it was decoded before the guards
 
 
-LABELS = {"image": "Picture", "mask": "Mask file", "image.layers.0": "Sketch"}  # the page's words for the fields
+LABELS = {"image": "Picture", "mask": "Mask file", "sketch": "Painted mask"}  # the page's words for the fields
 
 
 def guard_message(path, field: str) -> str:
@@ -529,63 +541,56 @@ def component(demo, elem_id: str):
     return next(block for block in demo.blocks.values() if getattr(block, "elem_id", None) == elem_id)
 
 
-def test_editor_and_mask_upload_hand_files_over_undecoded(demo, files, monkeypatch):
-    from gradio.components.image_editor import EditorData, EditorDataBlobs
-    from gradio.data_classes import FileData, ImageData
+def test_picture_and_mask_upload_hand_files_over_undecoded(demo, files, monkeypatch):
+    from gradio.data_classes import ImageData
 
     def decoded(*args, **kwargs):
         raise AssertionError("an upload was opened before the project's guards")
 
     monkeypatch.setattr(Image, "open", decoded)
-    editor, mask_upload = component(demo, "inpaint-editor"), component(demo, "inpaint-mask-upload")
+    picture, mask_upload = component(demo, "inpaint-picture"), component(demo, "inpaint-mask-upload")
     huge = str(files / "huge.png")
-    value = editor.preprocess(EditorData(background=FileData(path=huge), layers=[FileData(path=huge)],
-                                         composite=FileData(path=huge)))
-    assert value == {"background": huge, "layers": [huge], "composite": huge}
+    assert picture.preprocess(ImageData(path=huge)) == huge
     assert mask_upload.preprocess(ImageData(path=huge)) == huge
     # An API caller may send a data URL in place of a file: it is decoded as the contract decodes one.
-    url = "data:image/png;base64," + base64.b64encode(png(Image.new("L", (8, 8), 255))).decode()
+    url = data_url(png(Image.new("L", (8, 8), 255)))
     assert mask_upload.preprocess(ImageData(url=url)) == url
     assert uploads.upload_bytes(url, field="mask") == png(Image.new("L", (8, 8), 255))
-    # The page sends its canvas as blobs under an id: their bytes, once.
-    editor.blob_storage["canvas"] = EditorDataBlobs(background=b"background", layers=[b"layer", None], composite=None)
-    assert editor.preprocess(EditorData(id="canvas")) == {"background": b"background", "layers": [b"layer"],
-                                                          "composite": None}
-    assert "canvas" not in editor.blob_storage
 
 
 def test_huge_upload_is_refused_by_the_guard_in_under_a_second(demo, files):
     huge, image, mask = str(files / "huge.png"), str(files / "image.png"), str(files / "mask.png")
-    cases = [({"background": huge, "layers": [], "composite": None}, mask, guard_message(files / "huge.png", "image")),
-             ({"background": image, "layers": [], "composite": None}, huge, guard_message(files / "huge.png", "mask")),
-             ({"background": image, "layers": [huge], "composite": None}, None,
-              guard_message(files / "huge.png", "image.layers.0"))]
-    for value, mask_file, expected in cases:
+    huge_url = data_url((files / "huge.png").read_bytes())
+    cases = [(dict(image=huge, sketch=""), mask, guard_message(files / "huge.png", "image")),
+             (dict(image=image, sketch=""), huge, guard_message(files / "huge.png", "mask")),
+             (dict(image=image, sketch=huge_url), None, guard_message(files / "huge.png", "sketch"))]
+    for picture, mask_file, expected in cases:
         started = time.monotonic()
         with pytest.raises(Exception) as caught:
-            run(demo, value, mask=mask_file)
+            run(demo, picture, mask=mask_file)
         elapsed = time.monotonic() - started
         assert type(caught.value).__name__ == "Error" and caught.value.message == expected
         assert elapsed < HUGE_REFUSED_S, f"{expected}: refused in {elapsed:.2f} s"
-    # The previews shown beside the editor simply show nothing, as fast.
+    # The previews shown beside the picture simply show nothing, as fast.
     started = time.monotonic()
-    value = {"background": huge, "layers": [], "composite": None}
     ui = demo.studio.ui
-    values = mask_inputs(ui, editor=value)
+    values = mask_inputs(ui, picture=huge)
     shown = handler(demo, "show_mask")(values)
     assert shown[ui.mask_preview] is None and shown[ui.image_size] is None
-    shown = handler(demo, "show_mask")({**values, ui.editor: cases[1][0], ui.mask_upload: huge})
+    shown = handler(demo, "show_mask")({**values, ui.picture: image, ui.mask_upload: huge})
     assert shown[ui.mask_preview] is None and "Paint over" in shown[ui.reason]
-    assert handler(demo, "follow_image")({ui.editor: value, ui.model: "tiny-sd-1_5"})[ui.image_size] is None
+    shown = handler(demo, "show_mask")({**values, ui.picture: image, ui.painter: huge_url})
+    assert shown[ui.mask_preview] is None and "Paint over" in shown[ui.reason]
+    assert handler(demo, "follow_image")({ui.picture: huge, ui.model: "tiny-sd-1_5"})[ui.image_size] is None
     assert time.monotonic() - started < HUGE_REFUSED_S
 
 
 def test_a_rotated_jpeg_is_repainted_as_it_is_shown(demo, engine, files):
-    # The sketch is drawn on the picture as shown (64 wide, 128 high), as the page and the mask file are.
+    # The mask is painted on the picture as shown (64 wide, 128 high), as the page and the mask file are.
     layer = Image.new("RGBA", (64, 128), (0, 0, 0, 0))
     layer.paste((255, 45, 85, 255), (16, 72, 48, 112))
-    value = {"background": str(files / "rotated.jpg"), "layers": [png(layer)], "composite": None}
-    summary, _ = run(demo, value, modelId="opencv-telea", width=None, height=None, autoSize=True)
+    picture = {"image": str(files / "rotated.jpg"), "sketch": data_url(png(layer))}
+    summary, _ = run(demo, picture, modelId="opencv-telea", width=None, height=None, autoSize=True)
     shown = ImageOps.exif_transpose(Image.open(files / "rotated.jpg")).convert("RGB")
     assert engine.store.open_image(summary["input"]["image"]).tobytes() == shown.tobytes()
     result = np.asarray(engine.store.open_image(summary["assetIds"][0]).convert("RGB"))
@@ -605,7 +610,7 @@ def test_only_the_generation_is_public_with_the_contracts_parameter_names(client
 
 
 def test_client_gets_images_whose_seeds_reproduce(client, files):
-    image = {"background": handle_file(str(files / "image.png")), "layers": [], "composite": None}
+    image = handle_file(str(files / "image.png"))
     # colorMatch "none": with the default "mean-std" a sample made in a batch of 2 differs by 1 level from the
     # same seed made alone (the matching's rounding, outside this module: reported, not hidden here).
     common = dict(image=image, mask=handle_file(str(files / "mask.png")), prompt="a red apple",
@@ -625,7 +630,7 @@ def test_client_gets_images_whose_seeds_reproduce(client, files):
 
 
 def test_parameters_left_out_take_the_contracts_defaults(client, files):
-    image = {"background": handle_file(str(files / "image.png")), "layers": [], "composite": None}
+    image = handle_file(str(files / "image.png"))
     *_, summary, _ = client.predict(image=image, mask=handle_file(str(files / "mask.png")), prompt="an apple",
                                     modelId="tiny-sd-1_5", numSamples=1, numInferenceSteps=2, api_name="/inpaint")
     used = summary["input"]
@@ -641,7 +646,7 @@ def test_client_huge_upload_is_refused_by_the_guard_in_under_a_second(client, fi
     args = dict(prompt="an apple", modelId="tiny-sd-1_5", numSamples=1, numInferenceSteps=2, randomizeSeed=False,
                 width=64, height=64, api_name="/inpaint")
     for background, mask, field in (("huge.png", "mask.png", "image"), ("image.png", "huge.png", "mask")):
-        image = {"background": handle_file(str(files / background)), "layers": [], "composite": None}
+        image = handle_file(str(files / background))
         started = time.monotonic()
         with pytest.raises(AppError) as caught:
             client.predict(image=image, mask=handle_file(str(files / mask)), **args)
@@ -651,7 +656,7 @@ def test_client_huge_upload_is_refused_by_the_guard_in_under_a_second(client, fi
 
 
 def test_client_rotated_jpeg_is_repainted_as_it_is_shown(client, files):
-    image = {"background": handle_file(str(files / "rotated.jpg")), "layers": [], "composite": None}
+    image = handle_file(str(files / "rotated.jpg"))
     gallery, _, status, summary, _ = client.predict(image=image, mask=handle_file(str(files / "rotated-mask.png")),
                                                     prompt="an apple", modelId="opencv-telea", api_name="/inpaint")
     assert "Done" in status and not any("resized" in w for w in summary["warnings"])
@@ -677,7 +682,7 @@ def test_client_rotated_jpeg_is_repainted_as_it_is_shown(client, files):
 def test_bad_input_reaches_the_client_with_the_contract_message(client, files, fields, message):
     fields = dict(fields)
     mask = files / fields.pop("mask", "mask.png")
-    image = {"background": handle_file(str(files / "image.png")), "layers": [], "composite": None}
+    image = handle_file(str(files / "image.png"))
     args = dict(image=image, mask=handle_file(str(mask)), prompt="an apple", modelId="tiny-sd-1_5", numSamples=1,
                 numInferenceSteps=2, randomizeSeed=False, width=64, height=64)
     args.update(fields)
@@ -690,5 +695,5 @@ def test_studio_runs_decode_under_the_engines_pixel_budget(demo, engine):
     stored = len(engine.store.list(include_hidden=True, limit=1000))
     with engine.decoding.hold(engine.decoding.capacity):  # REST requests are decoding all the budget allows
         with pytest.raises(gr.Error, match="the server is busy"):
-            run(demo, editor_value(photo(96, 96), (20, 20, 60, 60)), modelId="opencv-telea")
+            run(demo, painted(photo(96, 96), (20, 20, 60, 60)), modelId="opencv-telea")
     assert len(engine.store.list(include_hidden=True, limit=1000)) == stored  # refused before storing anything

@@ -1,4 +1,4 @@
-"""The Gradio studio: sketch a mask, watch the run, browse and reuse the results.
+"""The Gradio studio: paint a mask, watch the run, browse and reuse the results.
 
 `app.build_demo` wires `layout` (the page) to `handlers` (what it does); `fields` is the one table of
 request fields and their components; `device` runs the engine (in the GPU process on ZeroGPU)."""

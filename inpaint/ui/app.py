@@ -19,7 +19,7 @@ from . import device, handlers
 from .examples import make_examples
 from .fields import FIELDS, OUTPAINT_SIDES, api_function
 from .handlers import KEEP_FILES_S, Studio
-from .layout import EDITOR_JS, build_layout
+from .layout import PAINTER_LOAD_JS, build_layout
 from .uploads import deliver_files
 
 
@@ -62,30 +62,25 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
         on = functools.partial(wire, studio)
 
         extension = [ui[f"outpaint_{side}"] for side in OUTPAINT_SIDES]
-        mask = {ui.editor, ui.mask_upload, ui.invert, ui.grow, ui.feather, ui.mask_mode, ui.model, ui.busy, *extension}
-        mask_shown = [ui.mask_preview, ui.mask_download, ui.image_size, ui.reason]
-        # The stroke's end asks once (EDITOR_JS); the editor's change (every pointer move, always_last) stays
-        # as the fallback where the page script misses a stroke (a canvas set from the server).
-        for trigger in (ui.editor.upload, ui.editor.change, ui.editor.clear, ui.mask_refresh.click,
-                        *(c.change for c in (ui.mask_upload, ui.invert, ui.grow, ui.feather, ui.mask_mode, ui.model,
-                                             *extension))):
-            on(trigger, handlers.show_mask, mask, mask_shown, trigger_mode="always_last")
-        demo.load(None, js=EDITOR_JS)
+        mask = {ui.picture, ui.painter, ui.mask_upload, ui.invert, ui.grow, ui.feather, ui.mask_mode, ui.model,
+                ui.busy, *extension}
+        mask_shown = [ui.mask_preview, ui.mask_download, ui.image_size, ui.reason, ui.generate_btn]
+        # The painter's value changes once a stroke (at its end, painter.js) and when the server sets it.
+        for changed in (ui.picture, ui.painter, ui.mask_upload, ui.invert, ui.grow, ui.feather, ui.mask_mode,
+                        ui.model, *extension):
+            on(changed.change, handlers.show_mask, mask, mask_shown, trigger_mode="always_last")
+        ui.painter.change(None, ui.painter, None, js=PAINTER_LOAD_JS, **PRIVATE)
         with ui.examples_box:
             examples = gr.Dataset(components=[gr.Image(visible=False), gr.Textbox(visible=False)], type="index",
                                   samples=[[str(e["image"]), e["label"]] for e in studio.examples],
                                   label="Examples: a picture and its mask, ready to generate", elem_id="inpaint-examples")
-        on(examples.click, handlers.load_example, examples, [ui.editor, ui.mask_upload, ui.prompt, ui.model,
-                                                             ui.original]).then(
-            bind(handlers.show_mask, studio), mask, mask_shown, **PRIVATE)
+        on(examples.click, handlers.load_example, examples, [ui.picture, ui.painter, ui.mask_upload, ui.prompt, ui.model])
         for side, button in ui.extend_buttons.items():
             button.click(bind(handlers.extend, studio, side=side), {ui.image_size, *extension}, extension, **PRIVATE)
         on(ui.extend_reset.click, handlers.no_extension, None, extension)
-        on(ui.mask_upload.upload, handlers.import_mask, {ui.editor, ui.mask_upload},
-           [ui.editor, ui.mask_upload, ui.original]).then(
-            bind(handlers.show_mask, studio), mask, mask_shown, **PRIVATE)
-        on(ui.editor.upload, handlers.follow_image, {ui.editor, ui.model},
-           [ui.width, ui.height, ui.image_size, ui.original])
+        on(ui.mask_upload.upload, handlers.import_mask, {ui.picture, ui.mask_upload}, [ui.painter, ui.mask_upload])
+        for new_picture in (ui.picture.upload, ui.picture.clear):
+            on(new_picture, handlers.follow_image, {ui.picture, ui.model}, [ui.width, ui.height, ui.image_size, ui.painter])
 
         follows = {ui.model, ui.image_size, ui.previous_model, ui.num_samples, ui.base_model, ui.auto_size, ui.concepts}
         followed = [ui[name] for name in FOLLOWED]
@@ -100,8 +95,8 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
         ui.clear_concepts.click(list, None, ui.concepts, **PRIVATE)
 
         # A run: Generate goes grey and the status speaks at once (no queue), then the run streams, then
-        # whatever its end, Generate is live again. Only the run itself is public API.
-        run = gr.on([ui.generate_btn.click, ui.prompt.submit], bind(handlers.start, studio), None,
+        # whatever its end, Generate is live again if nothing is missing. Only the run itself is public API.
+        run = gr.on([ui.generate_btn.click, ui.prompt.submit], bind(handlers.start, studio), {ui.busy},
                     [ui.generate_btn, ui.reason, ui.status, ui.busy], queue=False, **PRIVATE)
         run = run.then(api_function(functools.partial(handlers.generate, studio)),
                        [ui[f.component] for f in FIELDS] + [ui.session],
@@ -109,10 +104,10 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
                        show_progress="hidden", concurrency_limit=len(jobs.workers) if jobs else 1,
                        concurrency_id="inpaint-device")
         # `.then` is meant to follow a failed run too, but gradio's page only follows a failure with `.failure`.
-        finished = [ui.generate_btn, ui.reason, ui.busy, ui.status, ui.history, ui.compare, ui.download, ui.params,
-                    ui.session]
+        finished = [ui.busy, ui.status, ui.history, ui.compare, ui.download, ui.params, ui.session]
         for after in (run.then, run.failure):
-            on(after, handlers.finish, {ui.session, ui.status}, finished)
+            on(after, handlers.finish, {ui.session, ui.status}, finished).then(
+                bind(handlers.show_mask, studio), mask, mask_shown, **PRIVATE)
         # The run ends itself within a step and keeps what it made; a queue-level cancel would abandon its
         # handler mid-stream (the page then shows an error and briefly ignores the next Generate).
         ui.stop_btn.click(bind(handlers.stop, studio), None, ui.status, queue=False, **PRIVATE)
@@ -120,8 +115,7 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
         on(ui.gallery.select, handlers.select_result, {ui.session}, select_outputs)
         on(ui.history.select, handlers.bring_back, {ui.session}, [ui.gallery, *select_outputs])
         on(ui.use_input.click, handlers.keep_editing, {ui.session},
-           [ui.editor, ui.mask_upload, ui.mask_preview, ui.session, ui.original]).then(
-            bind(handlers.show_mask, studio), mask, mask_shown, **PRIVATE)
+           [ui.picture, ui.painter, ui.mask_upload, ui.mask_preview, ui.session])
 
     demo.studio = studio  # its components by name, for tests and for code that extends the page
     demo.queue(max_size=max_queue, default_concurrency_limit=4)

@@ -69,7 +69,7 @@ def concepts_from_table(table) -> list[dict] | None:
 @dataclass(frozen=True)
 class Field:
     """One parameter of the studio's API. `param` is the contract's field name when `sent` (the studio-only
-    ones — the editor's layers, the mask tools, the seed and size switches — shape other fields)."""
+    ones — the painted mask, the mask tools, the seed and size switches — shape other fields)."""
 
     param: str
     component: str  # the layout's name for it
@@ -82,8 +82,9 @@ class Field:
 
 
 FIELDS: tuple[Field, ...] = (
-    Field("image", "editor", sent=False),
+    Field("image", "picture", sent=False),
     Field("mask", "mask_upload", sent=False),
+    Field("sketch", "painter", sent=False),
     Field("invertMask", "invert", False, sent=False),
     Field("maskGrow", "grow", 0, sent=False),
     Field("maskFeather", "feather", 0, sent=False),
@@ -163,7 +164,8 @@ def api_function(run: Callable, name: str = "inpaint") -> Callable:
     api.__signature__ = signature
     api.__annotations__ = {"request": gr.Request}
     api.__name__ = api.__qualname__ = name
-    api.__doc__ = "Inpaint the masked area of an image editor value (or of `mask`); streams previews and results."
+    api.__doc__ = ("Inpaint the area of `image` that `mask` (a file, white = repaint) or `sketch` (the page's painted "
+                   "mask: a PNG data URL, painted where opaque) marks; streams previews and results.")
     return api
 
 

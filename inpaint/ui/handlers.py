@@ -44,9 +44,14 @@ from .masks import (
     extended_preview,
     layer_from_mask,
     mask_overlay,
-    sent_layer_size,
 )
-from .uploads import declared_pixels, read_editor, read_mask_upload, same_image
+from .uploads import (
+    declared_pixels,
+    read_mask_upload,
+    read_picture,
+    read_sketch,
+    upload_bytes,
+)
 
 KEEP_FILES_S = 24 * 3600  # served copies older than this are removed when a new run starts
 NAME_WORDS = 6  # a download is named after the prompt's first words and its seed
@@ -79,8 +84,6 @@ def field_label(studio: Studio, name: str) -> str:
     """The page's word for a request field ("Prompt" for `prompt`, "Concepts, row 2, scale" for
     `concepts.1.scale`): an error names what the user sees."""
     head, *rest = name.split(".")
-    if head == "image" and rest[:1] == ["layers"]:
-        return "Sketch"
     row = next((f for f in FIELDS if f.param == head), None)
     label = getattr(studio.ui[row.component], "label", None) if row else None
     words = [label.split(":")[0].split(" (")[0] if label else head]
@@ -103,9 +106,7 @@ def bad_input(studio: Studio, exc: RequestError) -> gr.Error:
 # ---- the mask and the Generate button ---------------------------------------------------------------
 
 def readiness(has_image: bool, has_mask: bool, busy: bool) -> str:
-    """What is missing before a run, said under Generate. Said, not enforced: Generate stays clickable (a run
-    without a picture or a mask says why), since the mask's answers arrive late and in any order, and a
-    button they disabled and enabled again could swallow a click made in between."""
+    """What is missing before a run, said under Generate while it is greyed ("" when nothing is)."""
     if busy:
         return "A run is going: Stop ends it."
     if not has_image:
@@ -119,17 +120,25 @@ def outpaint_sides(values: dict, ui: Layout) -> dict[str, int]:
     return {side: max(0, int(values[ui[f"outpaint_{side}"]] or 0)) for side in OUTPAINT_SIDES}
 
 
-def show_mask(studio: Studio, values: dict) -> dict:
+def busy(studio: Studio, values: dict, request: gr.Request | None) -> bool:
+    """This page's run is going: its state says so, or the server already knows of its click (an answer
+    computed before the click, arriving after it, must not make Generate live during the run)."""
+    return bool(values[studio.ui.busy]) or getattr(request, "session_hash", None) in studio.running
+
+
+def show_mask(studio: Studio, values: dict, request: gr.Request | None = None) -> dict:
     """What will be repainted, over the picture (or the extended canvas), with the crops the model will
-    generate outlined; small, since a stroke waits for it. Also the mask's download, and what a run lacks."""
+    generate outlined; small, since a stroke waits for it. Also the mask's download, what a run lacks, and
+    Generate: live only when nothing is missing."""
     ui = studio.ui
     upload, sides = values[ui.mask_upload], outpaint_sides(values, ui)
     out = {ui.mask_preview: None, ui.mask_download: None}
     background = mask = None
     try:
-        background, layers = read_editor(values[ui.editor], with_layers=upload is None)
+        background = read_picture(values[ui.picture])
         if background is not None:
-            mask, _ = effective_mask(background, layers, read_mask_upload(upload), invert=bool(values[ui.invert]),
+            sketch = read_sketch(values[ui.painter]) if upload is None else None
+            mask, _ = effective_mask(background, sketch, read_mask_upload(upload), invert=bool(values[ui.invert]),
                                      grow=int(values[ui.grow] or 0), feather=int(values[ui.feather] or 0),
                                      soft=values[ui.mask_mode] == "soft")
     except RequestError:
@@ -152,8 +161,10 @@ def show_mask(studio: Studio, values: dict) -> dict:
         path.parent.mkdir(exist_ok=True)
         shown.save(path)
         out[ui.mask_download] = str(path)
-    return {**out, ui.image_size: background.size if background is not None else None,
-            ui.reason: readiness(background is not None, shown is not None, bool(values[ui.busy]))}
+    running = busy(studio, values, request)
+    reason = readiness(background is not None, shown is not None, running)
+    return {**out, ui.image_size: background.size if background is not None else None, ui.reason: reason,
+            ui.generate_btn: gr.update(interactive=not reason)}
 
 
 def extend(studio: Studio, values: dict, side: str) -> dict:
@@ -171,39 +182,31 @@ def no_extension(studio: Studio) -> dict:
     return {studio.ui[f"outpaint_{side}"]: 0 for side in OUTPAINT_SIDES}
 
 
-def editor_with_mask(studio: Studio, image: str | Path, mask: Image.Image) -> dict:
-    """An editor value: the picture with `mask` painted on its layer in the brush's colour, as if sketched."""
-    folder = studio.files_dir / "masks"
-    folder.mkdir(exist_ok=True)
-    layer_path = folder / f"layer-{new_id('m')}.png"
-    layer_from_mask(mask, size=sent_layer_size(mask.size, studio.ui.editor.canvas_size)).save(layer_path)
-    return {"background": str(image), "layers": [str(layer_path)], "composite": None}
+def painted(mask: Image.Image) -> str:
+    """The painter's value for `mask` (white = repaint): as if painted with the brush, and as editable."""
+    return imageops.to_data_url(layer_from_mask(mask))
 
 
 def import_mask(studio: Studio, values: dict) -> dict:
-    """A mask file becomes the sketch: one mask on the canvas, editable with the brush and the eraser."""
+    """A mask file becomes the painted mask: one mask on the canvas, editable with the brush and the eraser."""
     ui = studio.ui
     try:
-        background, _ = read_editor(values[ui.editor], with_layers=False)
+        background = read_picture(values[ui.picture])
         mask = read_mask_upload(values[ui.mask_upload])
         if background is None or mask is None:
             return {}
         mask, _ = imageops.prepare_mask(mask, background.size, field="mask")
     except RequestError as exc:
         raise bad_input(studio, exc) from None
-    folder = studio.files_dir / "inputs"
-    folder.mkdir(exist_ok=True)
-    picture = folder / f"picture-{new_id('p')}.png"
-    background.save(picture)
-    return {ui.editor: editor_with_mask(studio, picture, mask), ui.mask_upload: None, ui.original: str(picture)}
+    return {ui.painter: painted(mask), ui.mask_upload: None}
 
 
 def load_example(studio: Studio, index: int) -> dict:
     """An example's picture and mask together on the canvas, its prompt, and its model when it names one."""
     ui, example = studio.ui, studio.examples[index]
     with Image.open(example["mask"]) as mask:
-        value = editor_with_mask(studio, example["image"], mask.convert("L"))
-    out = {ui.editor: value, ui.mask_upload: None, ui.prompt: example["prompt"], ui.original: str(example["image"])}
+        out = {ui.picture: str(example["image"]), ui.painter: painted(mask.convert("L")), ui.mask_upload: None,
+               ui.prompt: example["prompt"]}
     if example["model"]:
         out[ui.model] = example["model"]
     return out
@@ -268,20 +271,15 @@ def follow_base(studio: Studio, values: dict) -> dict:
 
 
 def follow_image(studio: Studio, values: dict) -> dict:
-    """An uploaded picture: the sizes follow it, and its copy is kept for "Original"."""
+    """A new picture (uploaded, pasted or cleared): the sizes follow it, and it starts unpainted."""
     ui = studio.ui
     try:
-        background, _ = read_editor(values[ui.editor], with_layers=False)
+        background = read_picture(values[ui.picture])
     except RequestError:
-        return {ui.image_size: None, ui.original: None}  # the run will say what is wrong with the file
+        background = None  # the run will say what is wrong with the file
     size = background.size if background is not None else None
     w, h = fit_size(size, studio.entry(values[ui.model]))
-    original = None
-    if background is not None:
-        original = studio.files_dir / "inputs" / f"picture-{new_id('p')}.png"
-        original.parent.mkdir(exist_ok=True)
-        background.save(original)
-    return {ui.width: w, ui.height: h, ui.image_size: size, ui.original: str(original) if original else None}
+    return {ui.width: w, ui.height: h, ui.image_size: size, ui.painter: ""}
 
 
 def add_concept_row(studio: Studio, values: dict) -> dict:
@@ -298,9 +296,15 @@ def add_concept_row(studio: Studio, values: dict) -> dict:
 
 # ---- a run ----------------------------------------------------------------------------------------
 
-def start(studio: Studio) -> dict:
-    """At the click, before the queue: Generate is disabled and the status says something at once."""
+def start(studio: Studio, values: dict, request: gr.Request) -> dict:
+    """At the click (or Ctrl+Enter in the prompt), before the queue: Generate is disabled, the server knows of
+    the run (Stop works from now on) and the status says something at once. Ctrl+Enter while this page's run
+    is going starts nothing: the error ends the chain here (an unqueued event shows no toast; the line under
+    Generate already says a run is going)."""
     ui = studio.ui
+    if busy(studio, values, request):
+        raise gr.Error("A run is going in this page: Stop ends it", title="Generate")
+    studio.running[request.session_hash] = threading.Event()
     return {ui.generate_btn: gr.update(interactive=False), ui.reason: "A run is going: Stop ends it.",
             ui.status: "**Queued** · starting the run…", ui.busy: True}
 
@@ -313,29 +317,29 @@ def request_body(studio: Studio, values: dict, state: dict) -> tuple[dict, list[
     if values.get("modelId") is None:
         body.pop("modelId", None)
     upload = values.get("mask")
-    notes: list[str] = []
-    image, layers = read_editor(values.get("image"), with_layers=upload is None, notes=notes)  # each file once
-    if image is not None:
-        source = state.get("source")
-        store = studio.engine.store
-        if source and store.exists(source) and same_image(image, store.open_image(source)):
-            body["image"] = source  # the same picture again (e.g. a result kept as input): its asset
-        else:
-            body["image"] = imageops.to_data_url(image)
-        try:
-            mask, mask_notes = effective_mask(image, layers, read_mask_upload(upload),
-                                              invert=bool(values.get("invertMask")),
-                                              grow=int(values.get("maskGrow") or 0),
-                                              feather=int(values.get("maskFeather") or 0),
-                                              soft=values.get("maskMode") == "soft")
-        except RequestError:
-            if "outpaint" not in body:  # an extension needs no mask: its new area is the mask
-                raise
-        else:
-            body["mask"] = imageops.to_data_url(mask)
-            notes += mask_notes
-    else:
+    if values.get("image") is None:
         raise RequestError("image", "is required")
+    notes: list[str] = []
+    picture = upload_bytes(values["image"], field="image")
+    image = read_picture(picture, notes=notes)
+    source = state.get("source")
+    store = studio.engine.store
+    if source and store.exists(source) and store.file_path(source, original=True).read_bytes() == picture:
+        body["image"] = source  # the same picture again (a result kept as input): its asset
+    else:
+        body["image"] = imageops.bytes_data_url(picture)  # as uploaded: the engine decodes it, nothing re-encoded
+    try:
+        mask, mask_notes = effective_mask(image, read_sketch(values.get("sketch")) if upload is None else None,
+                                          read_mask_upload(upload), invert=bool(values.get("invertMask")),
+                                          grow=int(values.get("maskGrow") or 0),
+                                          feather=int(values.get("maskFeather") or 0),
+                                          soft=values.get("maskMode") == "soft")
+    except RequestError:
+        if "outpaint" not in body:  # an extension needs no mask: its new area is the mask
+            raise
+    else:
+        body["mask"] = imageops.to_data_url(mask)
+        notes += mask_notes
     return body, notes
 
 
@@ -364,7 +368,7 @@ def generate(studio: Studio, values: dict, state: dict | None, request: gr.Reque
     yield {ui.status: "**Preparing** · reading the picture and the mask…"}
     try:
         # The studio decodes its files itself (to draw the mask): under the engine's one pixel budget.
-        with engine.decoding.hold(declared_pixels(values.get("image"), values.get("mask"))):
+        with engine.decoding.hold(declared_pixels(values.get("image"), values.get("sketch"), values.get("mask"))):
             body, notes = request_body(studio, values, state)
         resolved = engine.prepare(body)
     except RequestError as exc:
@@ -393,11 +397,11 @@ def generate(studio: Studio, values: dict, state: dict | None, request: gr.Reque
         text = text or f"{line['stage']} · {len(shown)}/{total} images{line['step']}{note}"
         return text + "".join(f"\n\n⚠️ {w}" for w in warnings)
 
-    cancel, run_key = threading.Event(), new_id("run")
-    device._CANCELS[run_key] = cancel
     key = getattr(request, "session_hash", None)
-    if key:
-        studio.running[key] = cancel
+    # The page's click registered the run (see start); an API call registers it here.
+    cancel = studio.running.setdefault(key, threading.Event()) if key else threading.Event()
+    run_key = new_id("run")
+    device._CANCELS[run_key] = cancel
     yield {ui.status: status(), ui.preview: gr.update(value=None, visible=resolved.intermediate_images),
            ui.seed: resolved.seed}
     try:
@@ -480,14 +484,16 @@ def failure_message(studio: Studio, exc: BaseException) -> str:
     return text if text.startswith("generation failed") else f"generation failed: {type(exc).__name__}: {text}"
 
 
-def finish(studio: Studio, values: dict) -> dict:
-    """After a run, whatever its end: Generate is live again, the first result is selected, and a run
-    that made something joins this session's history."""
+def finish(studio: Studio, values: dict, request: gr.Request | None = None) -> dict:
+    """After a run, whatever its end: the page is no longer busy (show_mask, next, makes Generate live again
+    when nothing is missing), the first result is selected, and a run that made something joins this
+    session's history."""
     ui = studio.ui
+    studio.running.pop(getattr(request, "session_hash", None), None)  # a run refused before it began (a full queue) left it here
     state = dict(values[ui.session] or {})
     # The status line written again as it is: after a refused run gradio marks it with an "Error" badge, and the
     # line already says what went wrong.
-    out = {ui.generate_btn: gr.update(interactive=True), ui.reason: "", ui.busy: False, ui.status: values[ui.status]}
+    out = {ui.busy: False, ui.status: values[ui.status]}
     results = state.get("results") or []
     history = list(state.get("history") or [])
     if results and not any(run["results"] == results for run in history):
@@ -551,5 +557,5 @@ def keep_editing(studio: Studio, values: dict) -> dict:
         raise gr.Error("Pick a result in the gallery first", title="Use as input")
     picked = results[index]
     state["source"] = picked["id"]
-    return {ui.editor: picked["path"], ui.mask_upload: None, ui.mask_preview: None, ui.session: state,
-            ui.original: picked["path"]}
+    return {ui.picture: picked["path"], ui.painter: "", ui.mask_upload: None, ui.mask_preview: None,
+            ui.session: state}

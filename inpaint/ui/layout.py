@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
@@ -18,9 +19,9 @@ from .fields import (
     model_info,
     model_label,
 )
+from .masks import MASK_OVERLAY_RGB
 
-EDITOR_HEIGHT_PX = 560  # the photo should fill the canvas, not sit at 60% of it
-BRUSH = gr.Brush(default_size=32, colors=[("#ff2d55", 0.55)], color_mode="fixed")  # see-through: what is under it shows
+PICTURE_HEIGHT_PX = 560  # the photo should fill its box, not sit at 60% of it
 
 # Gradio 6 takes theme and CSS at launch/mount time: the server passes these along with the Blocks.
 # System fonts: a self-hosted studio must not wait on a font CDN it may not reach.
@@ -33,96 +34,51 @@ CSS = """
 #inpaint-gallery .caption-label, #inpaint-history .caption-label { white-space: normal; overflow: visible; }
 #inpaint-gallery img, #inpaint-history img { object-fit: contain !important; }
 #inpaint-model input { text-overflow: clip; }
-.inpaint-hidden { display: none !important; }
-/* Held (EDITOR_JS): the original picture over the canvas, fitted as the editor fits it at first. */
-#inpaint-original-cover { position: absolute; object-fit: contain; z-index: 5;
-                          background: var(--block-background-fill); pointer-events: none; }
+/* The painter (painter.js): its canvas over the picture, see-through, so what is under the paint shows. */
+#inpaint-mask-canvas { position: absolute; opacity: 0.5; touch-action: none; cursor: none; z-index: 1; }
+#inpaint-brush-ring { position: absolute; display: none; pointer-events: none; z-index: 2; border-radius: 50%;
+                      border: 1px solid #fff; box-shadow: 0 0 0 1px rgba(0, 0, 0, 0.6); }
+#inpaint-painter .inpaint-tools { display: flex; flex-wrap: wrap; gap: 6px; align-items: center; }
+#inpaint-painter button { padding: 2px 10px; border-radius: var(--radius-sm); border: 1px solid var(--border-color-primary);
+                          background: var(--button-secondary-background-fill); color: var(--body-text-color); }
+#inpaint-painter button[aria-pressed=true] { background: var(--color-accent-soft); border-color: var(--color-accent); }
+#inpaint-painter label { display: flex; gap: 4px; align-items: center; }
+#inpaint-painter input[type=range] { width: 110px; }
+#inpaint-painter output { min-width: 2.2em; font-variant-numeric: tabular-nums; }
+/* A phone: a shorter picture box (a landscape photo letterboxed in 560 px is mostly empty), tools on two lines. */
+@media (max-width: 640px) {
+  #inpaint-picture { height: 380px !important; }
+  #inpaint-painter button { padding: 2px 7px; }
+  #inpaint-painter input[type=range] { width: 80px; }
+}
 #inpaint-model ul.options { min-width: 100%; width: max-content; max-width: 90vw; }
+/* A streaming output keeps gradio's accent border, not its endless pulse: repainted every frame by a browser
+   without a GPU, it competes with the run for the CPU the whole time (the status line says the run goes on). */
+.generating { animation: none !important; }
 """
 
 
-BRUSH_STEP = 4  # "[" and "]": a few pixels a press, as in IOPaint; the editor's own slider goes 1-100
+BRUSH_SIZE = 32  # on screen, in pixels: what the ring under the pointer shows
+BRUSH_STEP = 4  # "[" and "]": a few pixels a press, as in IOPaint
 ORIGINAL_KEY = "o"  # held: the picture without the mask ("o" for original; Space pans and Tab moves focus)
+BRUSH_COLOUR = "#{:02x}{:02x}{:02x}".format(*MASK_OVERLAY_RGB)  # the preview tints with it too
 
-# The editor reports a change at every pointer move, and an event that reads it uploads its three PNGs
-# each time (30-80 uploads a stroke): the mask preview is asked for once, when a stroke (or a click on the
-# editor's own tools: undo, clear, eraser) ends. The editing keys of IOPaint and A1111 drive the editor's own
-# controls, so the editor keeps one history and one brush; never while the user types in a text box.
-EDITOR_JS = """() => {
-    let pressed = false, timer = null;
-    const editor = (selector) => document.querySelector("#inpaint-editor " + selector);
-    const refresh = () => {
-        clearTimeout(timer);
-        timer = setTimeout(() => document.querySelector("#inpaint-mask-refresh").click(), 50);
-    };
-    // On the document: the editor's own element is replaced when a picture is set from the server.
-    document.addEventListener("pointerdown", (event) => {
-        if (event.target.closest && event.target.closest("#inpaint-editor")) pressed = true;
-    }, true);
-    document.addEventListener("pointerup", () => {
-        if (pressed) refresh();
-        pressed = false;
-    }, true);
-
-    const brushSize = async (step) => {
-        let slider = editor("input[type=range]");
-        if (!slider) {  // the size slider lives in the editor's Brush Size popup, drawn a frame after it opens
-            editor("button[aria-label='Brush Size']")?.click();
-            await new Promise(requestAnimationFrame);
-            slider = editor("input[type=range]");
-        }
-        if (!slider) return;
-        slider.value = Math.min(+slider.max, Math.max(+slider.min, +slider.value + step));
-        slider.dispatchEvent(new Event("input", {bubbles: true}));
-    };
-    const original = (shown) => {
-        const picture = document.querySelector("#inpaint-original img");
-        let cover = document.querySelector("#inpaint-original-cover");
-        if (shown && picture) {
-            const canvas = editor(".pixi-target");
-            if (!cover) {
-                cover = document.createElement("img");
-                cover.id = "inpaint-original-cover";
-                cover.alt = "The original picture";
-                canvas.offsetParent.appendChild(cover);
-            }
-            Object.assign(cover.style, {left: canvas.offsetLeft + "px", top: canvas.offsetTop + "px",
-                                        width: canvas.offsetWidth + "px", height: canvas.offsetHeight + "px"});
-            cover.src = picture.src;
-        } else if (cover) {
-            cover.remove();
-        }
-    };
-    const typing = (target) => target.closest && target.closest(
-        "textarea, select, [contenteditable=true], input:not([type=range]):not([type=checkbox]):not([type=radio])");
-    document.addEventListener("keydown", (event) => {
-        if (typing(event.target) || event.altKey) return;
-        const key = event.key.toLowerCase(), command = event.ctrlKey || event.metaKey;
-        if (command && key === "z") {
-            editor(`button[aria-label='${event.shiftKey ? "Redo" : "Undo"}']`)?.click();
-            refresh();
-        } else if (command && key === "y") {
-            editor("button[aria-label='Redo']")?.click();
-            refresh();
-        } else if (!command && (event.key === "[" || event.key === "]")) {
-            brushSize(event.key === "]" ? BRUSH_STEP : -BRUSH_STEP);
-        } else if (!command && key === ORIGINAL_KEY) {
-            original(true);
-        } else {
-            return;
-        }
-        event.preventDefault();
-    });
-    document.addEventListener("keyup", (event) => {
-        if (event.key.toLowerCase() === ORIGINAL_KEY) original(false);
-    });
-    // The same on touch: held down, the button under the canvas shows the original.
-    for (const [type, shown] of [["pointerdown", true], ["pointerup", false], ["pointerleave", false], ["pointercancel", false]]) {
-        document.addEventListener(type, (event) => {
-            if (event.target.closest && event.target.closest("#inpaint-show-original")) original(shown);
-        }, true);
-    }
-}""".replace("BRUSH_STEP", str(BRUSH_STEP)).replace("ORIGINAL_KEY", f'"{ORIGINAL_KEY}"')
+# The painter's toolbar; painter.js lays its canvas over the picture and works the buttons.
+PAINTER_HTML = f"""<div class="inpaint-tools" role="toolbar" aria-label="Mask painting">
+  <button type="button" data-tool="brush" aria-pressed="true" title="Paint what should change">Brush</button>
+  <button type="button" data-tool="eraser" aria-pressed="false" title="Take paint away">Eraser</button>
+  <label title="Brush size ([ and ])">Size <input type="range" min="4" max="200" value="{BRUSH_SIZE}"
+    aria-label="Brush size"><output>{BRUSH_SIZE}</output></label>
+  <button type="button" data-action="undo" title="Undo (Ctrl+Z)">Undo</button>
+  <button type="button" data-action="redo" title="Redo (Ctrl+Shift+Z)">Redo</button>
+  <button type="button" data-action="clear" title="Remove all paint">Clear</button>
+  <button type="button" data-action="original" title="Hold to see the picture without the mask (or hold O)">Original</button>
+</div>"""
+PAINTER_JS = ((Path(__file__).parent / "painter.js").read_text()
+              .replace("BRUSH_STEP", str(BRUSH_STEP)).replace("ORIGINAL_KEY", f'"{ORIGINAL_KEY}"')
+              .replace("BRUSH_COLOUR", f'"{BRUSH_COLOUR}"'))
+# A mask the server sets (an example's, an imported file's, none for a new picture) reaches the canvas.
+PAINTER_LOAD_JS = "(value) => { window.inpaintPainter && window.inpaintPainter.load(value); }"
 
 
 class Layout(SimpleNamespace):
@@ -162,24 +118,19 @@ def build_layout(catalog: Catalog, default_id: str, deliver_files) -> Layout:
                 image_size=gr.State(None), previous_model=gr.State(None), busy=gr.State(False))
     with gr.Row(equal_height=False):
         with gr.Column(scale=5, min_width=340):
-            # A one-word label: the editor's toolbar sits over a longer one on a phone.
-            ui.editor = deliver_files(gr.ImageEditor(
-                label="Picture", type="filepath", image_mode="RGBA", format="png",
-                sources=["upload", "clipboard"], brush=BRUSH, eraser=gr.Eraser(default_size=32), layers=False,
-                transforms=(), height=EDITOR_HEIGHT_PX, elem_id="inpaint-editor"))
+            # A one-word label: the image's toolbar sits over a longer one on a phone.
+            ui.picture = deliver_files(gr.Image(label="Picture", type="filepath", image_mode=None,
+                                                sources=["upload", "clipboard"], height=PICTURE_HEIGHT_PX,
+                                                buttons=[], elem_id="inpaint-picture"))
+            # Its value is the painted mask as a PNG data URL ("" before a stroke); painter.js draws it.
+            ui.painter = gr.HTML("", label="Painted mask", html_template=PAINTER_HTML, js_on_load=PAINTER_JS,
+                                 apply_default_css=False, elem_id="inpaint-painter")
             ui.prompt = gr.Textbox(label="Prompt", lines=2, placeholder=PROMPT_HINT, elem_id="inpaint-prompt")
             with gr.Row():
-                ui.generate_btn = gr.Button("Generate", variant="primary", scale=3, min_width=100,
+                # Greyed until there is a picture and something to repaint (the line under it says what is missing).
+                ui.generate_btn = gr.Button("Generate", variant="primary", scale=3, min_width=100, interactive=False,
                                             elem_id="inpaint-generate")
                 ui.stop_btn = gr.Button("Stop", variant="stop", scale=1, min_width=60, elem_id="inpaint-stop")
-                # Held (the O key on a keyboard): the picture without the mask. No server event: EDITOR_JS.
-                ui.show_original = gr.Button("Original", scale=1, min_width=60, elem_id="inpaint-show-original")
-            # The picture as it came, for the button above (the canvas holds it only mixed with the mask).
-            ui.original = gr.Image(type="filepath", interactive=False, elem_id="inpaint-original",
-                                   elem_classes=["inpaint-hidden"])
-            # Clicked by the page itself when a stroke ends (EDITOR_JS): the mask is read once per stroke.
-            ui.mask_refresh = gr.Button("Update the mask", elem_id="inpaint-mask-refresh",
-                                        elem_classes=["inpaint-hidden"])
             ui.reason = gr.Markdown("Upload or paste a picture to start.", elem_id="inpaint-reason")
             ui.status = gr.Markdown("Ready.", label="Status", min_height=48, elem_id="inpaint-status")
             with gr.Accordion("Mask", open=True):
@@ -187,7 +138,7 @@ def build_layout(catalog: Catalog, default_id: str, deliver_files) -> Layout:
                     ui.mask_preview = gr.Image(label="Effective mask", interactive=False, height=160, buttons=[],
                                                elem_id="inpaint-mask-preview")
                     ui.mask_upload = deliver_files(gr.Image(
-                        label="Mask file (white = repaint; replaces the sketch)", type="filepath", image_mode=None,
+                        label="Mask file (white = repaint; becomes the painted mask)", type="filepath", image_mode=None,
                         sources=["upload", "clipboard"], height=160, elem_id="inpaint-mask-upload"))
                 with gr.Row():
                     ui.grow = gr.Slider(0, 64, value=0, step=1, label="Grow (px)", min_width=120,
@@ -195,7 +146,7 @@ def build_layout(catalog: Catalog, default_id: str, deliver_files) -> Layout:
                     ui.feather = gr.Slider(0, 32, value=0, step=1, label="Feather (px)", min_width=120,
                                            elem_id="inpaint-feather")
                 with gr.Row():
-                    ui.invert = gr.Checkbox(label="Invert (repaint everything but the sketch)", value=False,
+                    ui.invert = gr.Checkbox(label="Invert (repaint everything but the paint)", value=False,
                                             elem_id="inpaint-invert")
                     ui.mask_download = gr.DownloadButton("Download mask", value=None, size="sm",
                                                          elem_id="inpaint-mask-download")

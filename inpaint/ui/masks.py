@@ -1,40 +1,36 @@
-"""The effective mask: the editor's sketch or an uploaded mask, inverted, grown, feathered; and its preview."""
+"""The effective mask: the painted mask or an uploaded one, inverted, grown, feathered; and its preview."""
 
 from __future__ import annotations
 
-import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from .. import imageops, regions
+from ..errors import RequestError
 
 MASK_OVERLAY_RGB = (255, 45, 85)
-PREVIEW_MAX_SIDE = 320  # the preview beside the editor: small, so a stroke's answer travels fast
+PREVIEW_MAX_SIDE = 320  # the preview beside the picture: small, so a stroke's answer travels fast
 
 
-def layers_alpha(layers: list[Image.Image], size: tuple[int, int]) -> Image.Image:
-    """Union of the layers' painted pixels: alpha > 0 anywhere (the brush's colour carries nothing)."""
-    painted_np = np.zeros((size[1], size[0]), dtype=bool)
-    for layer in layers or []:
-        if layer is None:
-            continue
-        if layer.mode != "RGBA":
-            layer = layer.convert("RGBA")
-        if layer.size[0] >= size[0] and layer.size[1] >= size[1]:
-            layer = layer.crop((0, 0, *size))  # as is, or sent padded (layer_from_mask): the picture's part
-        else:
-            layer = layer.resize(size, Image.Resampling.NEAREST)
-        painted_np |= np.asarray(layer.getchannel("A")) > 0
-    return Image.fromarray(painted_np.astype(np.uint8) * 255, "L")
+def painted_mask(sketch: Image.Image | None, size: tuple[int, int]) -> Image.Image:
+    """The painter's PNG as a mask: white wherever it holds paint (alpha > 0; the brush's colour carries
+    nothing). It is drawn at the picture's size; another size is a sketch of another picture."""
+    if sketch is None:
+        return Image.new("L", size, 0)
+    if sketch.size != size:
+        raise RequestError("sketch", f"is {sketch.width}x{sketch.height}; it must be the picture's size, "
+                                     f"{size[0]}x{size[1]}")
+    alpha = sketch.getchannel("A") if sketch.mode in ("RGBA", "LA") else sketch.convert("RGBA").getchannel("A")
+    return alpha.point(lambda v: 255 if v else 0)
 
 
-def effective_mask(background: Image.Image, layers: list[Image.Image] | None, upload: Image.Image | None, *,
+def effective_mask(background: Image.Image, sketch: Image.Image | None, upload: Image.Image | None, *,
                    invert: bool = False, grow: int = 0, feather: int = 0,
                    soft: bool = False) -> tuple[Image.Image, list[str]]:
-    """The binary mask sent with the request: the sketch (or the uploaded mask, which wins), inverted,
+    """The binary mask sent with the request: the painted one (or the uploaded mask, which wins), inverted,
     grown, then feathered (a hard edge rounded, or with `soft` a grey one). Raises RequestError("mask", ...) when nothing is left to repaint."""
     size = background.size
     # An uploaded mask reads as the contract reads one (prepare_mask picks its alpha or its luminance).
-    raw = upload if upload is not None else layers_alpha(layers or [], size)
+    raw = upload if upload is not None else painted_mask(sketch, size)
     mask, notes = imageops.prepare_mask(raw, size, field="mask", grow=int(grow), invert=bool(invert))
     if feather > 0 and soft:  # a soft mask keeps its grey edge: the merge's opacity
         return mask.filter(ImageFilter.GaussianBlur(feather / 2)), notes
@@ -53,22 +49,12 @@ def mask_overlay(background: Image.Image, mask: Image.Image) -> Image.Image:
     return Image.composite(tinted, dimmed, mask)
 
 
-def layer_from_mask(mask: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """A sketch layer of `size` painting `mask` (white = repaint) at its top left in the brush's colour, as the
-    editor's own strokes; transparent elsewhere."""
-    layer = Image.new("RGBA", size, (*MASK_OVERLAY_RGB, 0))
-    alpha = Image.new("L", layer.size, 0)
-    alpha.paste(mask.point(lambda v: 140 if v >= imageops.MASK_THRESHOLD else 0))  # the brush's opacity
-    layer.putalpha(alpha)
+def layer_from_mask(mask: Image.Image) -> Image.Image:
+    """What the painter holds for `mask` (white = repaint): the brush's colour, opaque where it paints (the
+    page shows the canvas see-through), transparent elsewhere."""
+    layer = Image.new("RGBA", mask.size, (*MASK_OVERLAY_RGB, 0))
+    layer.putalpha(mask.point(lambda v: 255 if v >= imageops.MASK_THRESHOLD else 0))
     return layer
-
-
-def sent_layer_size(picture: tuple[int, int], canvas: tuple[int, int]) -> tuple[int, int]:
-    """The area gradio's editor (6.x) centres a layer in when the server sends it one: its first canvas
-    (`canvas_size`) while the picture fits in that, else the picture. A layer of that size, the mask at its top
-    left, lands on the picture unscaled."""
-    fits = picture[0] <= canvas[0] and picture[1] <= canvas[1]
-    return canvas if fits else picture
 
 
 def extended_preview(background: Image.Image, mask: Image.Image | None, sides: dict[str, int],
