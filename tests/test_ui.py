@@ -585,6 +585,12 @@ def test_huge_upload_is_refused_by_the_guard_in_under_a_second(demo, files):
     assert time.monotonic() - started < HUGE_REFUSED_S
 
 
+def test_what_decoding_the_picture_lost_is_said_once(demo):
+    deep = Image.fromarray((np.asarray(photo(SIZE, SIZE).convert("L"), dtype=np.uint16) * 257), "I;16")
+    summary, _ = run(demo, {**painted(photo(SIZE, SIZE), BOX), "image": png(deep)}, modelId="opencv-telea")
+    assert [w for w in summary["warnings"] if "16 bits" in w] == ["image is 16 bits per channel; it was reduced to 8 bits"]
+
+
 def test_a_rotated_jpeg_is_repainted_as_it_is_shown(demo, engine, files):
     # The mask is painted on the picture as shown (64 wide, 128 high), as the page and the mask file are.
     layer = Image.new("RGBA", (64, 128), (0, 0, 0, 0))

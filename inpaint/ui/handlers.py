@@ -321,7 +321,7 @@ def request_body(studio: Studio, values: dict, state: dict) -> tuple[dict, list[
         raise RequestError("image", "is required")
     notes: list[str] = []
     picture = upload_bytes(values["image"], field="image")
-    image = read_picture(picture, notes=notes)
+    image = read_picture(picture)  # the engine decodes the same bytes and says what decoding lost: once
     source = state.get("source")
     store = studio.engine.store
     if source and store.exists(source) and store.file_path(source, original=True).read_bytes() == picture:

@@ -24,12 +24,12 @@ def upload_bytes(value: str | Path | bytes, *, field: str) -> bytes:
         raise RequestError(field, f"{field} could not be read ({type(exc).__name__})") from None
 
 
-def read_picture(value: str | Path | bytes | None, *, notes: list[str] | None = None) -> Image.Image | None:
+def read_picture(value: str | Path | bytes | None) -> Image.Image | None:
     """The picture, decoded as the contract decodes an input image (the header's size checked first, EXIF
-    orientation applied, alpha on white; what decoding lost appended to `notes`)."""
+    orientation applied, alpha on white)."""
     if value is None:
         return None
-    return imageops.load_image(upload_bytes(value, field="image"), field="image", notes=notes)
+    return imageops.load_image(upload_bytes(value, field="image"), field="image")
 
 
 def sketch_bytes(value: str | None) -> bytes | None:
