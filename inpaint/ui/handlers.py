@@ -324,7 +324,8 @@ def request_body(studio: Studio, values: dict, state: dict) -> tuple[dict, list[
     image = read_picture(picture)  # the engine decodes the same bytes and says what decoding lost: once
     source = state.get("source")
     store = studio.engine.store
-    if source and store.exists(source) and store.file_path(source, original=True).read_bytes() == picture:
+    stored = store.file_path(source, original=True) if source and store.exists(source) else None
+    if stored is not None and stored.stat().st_size == len(picture) and stored.read_bytes() == picture:
         body["image"] = source  # the same picture again (a result kept as input): its asset
     else:
         body["image"] = imageops.bytes_data_url(picture)  # as uploaded: the engine decodes it, nothing re-encoded

@@ -83,7 +83,8 @@ const attach = () => {
         if (getComputedStyle(img.parentElement).position === "static") img.parentElement.style.position = "relative";
         img.parentElement.append(canvas, ring);
     }
-    if (img.complete && img.naturalWidth) shown();
+    // Redrawn for a new picture only: this runs at every change of the page (a run's status line, each step).
+    if (img.complete && img.naturalWidth && (img.currentSrc || img.src) !== shownSource) shown();
 };
 // The whole page is watched: the picture's component may mount after this one (each loads its own module).
 new MutationObserver(attach).observe(document.body, {subtree: true, childList: true, attributes: true,
