@@ -7,11 +7,17 @@ import sys
 import uvicorn
 
 from . import datalock, settings
-from .web_security import HeaderTimeoutProtocol
+from .web_security import KEEP_ALIVE_S, HeaderTimeoutProtocol
 
 # A studio tab keeps an event stream open that never ends by itself: without a bound, SIGTERM would wait on
 # it forever and the shutdown that marks running jobs interrupted would never run.
 GRACEFUL_SHUTDOWN_S = 10
+
+
+def server_config(app, **options) -> uvicorn.Config:
+    """uvicorn's settings for this app, the same wherever it is served."""
+    return uvicorn.Config(app, http=HeaderTimeoutProtocol, timeout_keep_alive=KEEP_ALIVE_S,
+                          timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, **options)
 
 
 def serve(app_factory, *, host: str = settings.HOST, port: int = settings.PORT) -> int:
@@ -22,9 +28,7 @@ def serve(app_factory, *, host: str = settings.HOST, port: int = settings.PORT) 
         print(f"error: {exc}", file=sys.stderr)
         return 1
     try:
-        config = uvicorn.Config(app_factory(), host=host, port=port, http=HeaderTimeoutProtocol,
-                                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
-        uvicorn.Server(config).run()
+        uvicorn.Server(server_config(app_factory(), host=host, port=port)).run()
     finally:
         datalock.release(settings.DATA_DIR)
     return 0

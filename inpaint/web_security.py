@@ -17,9 +17,13 @@ from starlette.responses import JSONResponse
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
-# Request headers must be complete this long after a connection opens (or after its previous answer):
-# a client sending them a byte at a time otherwise holds a connection, and a server slot, forever.
+# Request headers must be complete this long after a connection opens (or after its idle time following an
+# answer): a client sending them a byte at a time otherwise holds a connection, and a server slot, forever.
 HEADER_TIMEOUT_S = 10.0
+# An idle connection stays open this long after an answer. It must outlast the pools of common clients
+# (httpx and Node 5 s, aiohttp 15 s): one that closes at the very moment a client reuses its connection makes
+# that client's request fail with a reset (uvicorn's default, 5 s, races httpx's default, 5 s).
+KEEP_ALIVE_S = 30
 # A client that gave a wrong key (or UI password) this many times in the window waits out the window.
 MAX_AUTH_FAILURES = 10
 AUTH_WINDOW_S = 60.0
@@ -168,14 +172,14 @@ class AuthThrottle:
 
 class HeaderTimeoutProtocol(H11Protocol):
     """uvicorn's HTTP/1.1 protocol, closing a connection whose request headers are not complete within
-    HEADER_TIMEOUT_S of its opening or of its previous answer (uvicorn's own keep-alive timer is reset by
-    every byte received, so a trickle of header bytes would keep it open)."""
+    HEADER_TIMEOUT_S of its opening, or of the end of its keep-alive time after an answer (uvicorn's own
+    keep-alive timer is stopped by the first byte received, so a trickle of header bytes would keep it open)."""
 
     _header_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm_header_timer()
+        self._arm_header_timer(HEADER_TIMEOUT_S)
 
     def handle_events(self) -> None:
         super().handle_events()
@@ -185,15 +189,15 @@ class HeaderTimeoutProtocol(H11Protocol):
     def on_response_complete(self) -> None:
         super().on_response_complete()
         if not self.transport.is_closing():
-            self._arm_header_timer()
+            self._arm_header_timer(self.timeout_keep_alive + HEADER_TIMEOUT_S)
 
     def connection_lost(self, exc) -> None:
         self._disarm_header_timer()
         super().connection_lost(exc)
 
-    def _arm_header_timer(self) -> None:
+    def _arm_header_timer(self, delay_s: float) -> None:
         self._disarm_header_timer()
-        self._header_timer = self.loop.call_later(HEADER_TIMEOUT_S, self._headers_too_slow)
+        self._header_timer = self.loop.call_later(delay_s, self._headers_too_slow)
 
     def _disarm_header_timer(self) -> None:
         if self._header_timer is not None:

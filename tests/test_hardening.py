@@ -47,9 +47,9 @@ LONG = pytest.mark.long  # skipped unless INPAINT_LONG_TESTS=1 (tests/conftest.p
 
 # The parent binds the loopback socket and hands it down: no port race, and a restarted server answers
 # on the same address (connections made while it is down wait in the backlog).
-SERVER = ("import socket, sys, uvicorn; from inpaint.api import create_app; "
-          "uvicorn.Server(uvicorn.Config(create_app(with_ui=sys.argv[2] == 'ui'), log_level='warning', "
-          "timeout_graceful_shutdown=10)).run(sockets=[socket.socket(fileno=int(sys.argv[1]))])")
+SERVER = ("import socket, sys, uvicorn; from inpaint.api import create_app; from inpaint.server import server_config; "
+          "uvicorn.Server(server_config(create_app(with_ui=sys.argv[2] == 'ui'), log_level='warning'))"
+          ".run(sockets=[socket.socket(fileno=int(sys.argv[1]))])")
 
 
 @contextmanager

@@ -318,6 +318,39 @@ def test_headers_sent_a_byte_at_a_time_do_not_hold_a_connection(tmp_path, models
         stop_server(proc)
 
 
+def read_answer(sock: socket.socket) -> bytes:
+    """One HTTP/1.1 answer with a Content-Length, read whole from a raw socket."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = sock.recv(65536)
+        assert chunk, f"the server closed the connection: {received!r}"
+        received += chunk
+    head, body = received.split(b"\r\n\r\n", 1)
+    length = int(next(line.split(b":", 1)[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:")))
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection mid-answer"
+        body += chunk
+    return head
+
+
+def test_a_kept_alive_connection_outlives_a_client_pool_idle_time(tmp_path, models_dir):
+    # httpx keeps an idle connection 5 s: a server closing at 5 s too resets the request sent at that moment.
+    proc, url = start_app(tmp_path / "data", models_dir, tmp_path / "server.log")
+    try:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as client:
+            request = b"GET /models HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+            client.sendall(request)
+            assert read_answer(client).startswith(b"HTTP/1.1 200")
+            time.sleep(7)
+            client.sendall(request)
+            assert read_answer(client).startswith(b"HTTP/1.1 200")
+    finally:
+        stop_server(proc)
+
+
 def test_sigterm_with_a_studio_tab_open_stops_in_time_and_marks_the_running_job(tmp_path, models_dir):
     data = tmp_path / "data"
     proc, url = start_app(data, models_dir, tmp_path / "server.log")
