@@ -13,8 +13,10 @@ from . import models
 from .timing import Metric
 
 RESULTS = Path(__file__).with_name("results.md")
-# Load, faults and hostile input are measured by tests/test_hardening.py; their figures are kept here and
-# printed below the benchmark's table, so one page holds every figure.
+# The studio in a browser (tests/test_browser.py) and load, faults and hostile input (tests/test_hardening.py)
+# are measured by tests; their figures are kept here and printed below the benchmark's table, so one page holds
+# every figure.
+STUDIO = Path(__file__).with_name("studio.md")
 HARDENING = Path(__file__).with_name("hardening.md")
 PACKAGES = ("torch", "diffusers", "transformers", "pillow", "numpy", "fastapi", "uvicorn")
 
@@ -114,6 +116,7 @@ def write(metrics: list[Metric], info: dict[str, str], *, profile: str, seconds:
         lines.append(f"| `{m.metric}` | {value} | {_cell(m.unit)} | {_cell(m.goal)} | {verdict[m.holds()]} | "
                      f"{_cell(m.detail)} |")
     lines += ["", METHOD]
-    if HARDENING.exists():
-        lines += [HARDENING.read_text().strip(), ""]
+    for section in (STUDIO, HARDENING):
+        if section.exists():
+            lines += [section.read_text().strip(), ""]
     path.write_text("\n".join(lines))

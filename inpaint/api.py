@@ -644,6 +644,7 @@ def create_app(engine: Engine | None = None, *, api_key: str | None = settings.A
         from . import ui
 
         demo = ui.build_demo(engine, jobs=jobs)
+        app.add_middleware(ui.FirstScript)  # the page leaves through it, whatever the guards answered
         gr.mount_gradio_app(app, demo, path="/", max_file_size=max_body_bytes,
                             theme=ui.THEME, css=ui.CSS, auth=_ui_login(api_key) if api_key else None,
                             auth_message=UI_LOGIN_MESSAGE if api_key else None)

@@ -404,9 +404,14 @@ def test_auth_off_needs_no_header(client):
 
 def test_ui_is_served_at_the_root_beside_the_api(engine):
     pytest.importorskip("inpaint.ui")
+    from inpaint.ui.head import FIRST_SCRIPT
+
     with TestClient(create_app(engine, api_key=None, with_ui=True)) as client:
         page = client.get("/")
         assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+        # The studio's first script comes before gradio's own (they keep the requestAnimationFrame it sets).
+        assert page.content.index(b"<head>" + FIRST_SCRIPT) < page.content.index(b'<script type="module"')
+        assert int(page.headers["content-length"]) == len(page.content)
         # The UI's own bundle lives under /assets/ too: the API must not shadow it.
         bundle = re.search(r'src="\./(assets/[^"]+\.js)"', page.text).group(1)
         assert client.get(f"/{bundle}").status_code == 200

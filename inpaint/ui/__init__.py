@@ -6,6 +6,7 @@ request fields and their components; `device` runs the engine (in the GPU proces
 from .app import build_demo
 from .examples import draw_example
 from .fields import DEFAULT_SAMPLES, PROMPT_HINT
+from .head import FirstScript
 from .layout import CSS, THEME
 
-__all__ = ["CSS", "DEFAULT_SAMPLES", "PROMPT_HINT", "THEME", "build_demo", "draw_example"]
+__all__ = ["CSS", "DEFAULT_SAMPLES", "FirstScript", "PROMPT_HINT", "THEME", "build_demo", "draw_example"]
