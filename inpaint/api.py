@@ -80,6 +80,10 @@ class AssetFileResponse(FileResponse):
     """A file with Range support whose refusals (a malformed or unsatisfiable Range) take the API's error
     shape; Starlette answers them in plain text."""
 
+    # Each chunk is a hop to a worker thread and a pass through every middleware: with Starlette's 64 KiB, a
+    # 2048 px result (7 MB) took 110 of each and twice as long to download as with 1 MiB.
+    chunk_size = 2**20
+
     @classmethod
     def _parse_range_header(cls, http_range: str, file_size: int) -> list[tuple[int, int]]:
         try:

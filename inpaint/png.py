@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 LEVEL = 2  # zlib level: with the Up filter, within 25% of the bytes of Pillow's default encode (level 6)
-STRIP_BYTES = 1 << 19  # the least of the raw rows a strip gets: a smaller picture is one strip, no threads
+STRIP_BYTES = 1 << 16  # the least of the raw rows a strip gets: below it a thread costs more than it saves
 COLOUR_TYPES = {"L": 0, "RGB": 2, "RGBA": 6}  # PNG's colour type per mode, 8 bits per channel
 ADLER_BASE = 65521
 _STRIPS = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="inpaint-png")

@@ -23,12 +23,13 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from inpaint import imageops
-from inpaint.api import create_app
+from inpaint.api import AssetFileResponse, create_app
 from inpaint.jobs import INTERRUPTED
 from inpaint.web_security import HEADER_TIMEOUT_S, MAX_AUTH_FAILURES
 from tests.images import data_url, photo
 from tests.test_api import FINAL, KEY, assert_error, body, client, engine  # noqa: F401 (fixtures)
 from tests.test_hardening import REPO, loopback_socket, server_env, start_server, stop_server
+from tests.test_request_path import as_url, encoded
 
 SECRET_ENV = "INPAINT_TEST_SECRET"  # a marker in the server's environment: /proc/self/environ must not leak it
 SECRET = "environ-marker-" + uuid.uuid4().hex
@@ -247,6 +248,18 @@ def test_head_answers_the_headers_of_files_and_models(client):
         assert head.status_code == 200 and head.content == b"", url
         assert head.headers["content-type"] == got.headers["content-type"]
         assert int(head.headers["content-length"]) == len(got.content)
+
+
+def test_a_file_of_several_chunks_comes_whole_and_in_any_range(client):
+    noise = Image.fromarray(np.random.default_rng(3).integers(0, 256, (700, 700, 3), np.uint8))
+    data = encoded(noise, "PNG")  # noise does not compress: over one chunk of the file response
+    assert len(data) > AssetFileResponse.chunk_size
+    asset = client.post("/assets", json={"image": as_url(data)}).json()["asset"]
+    url = f"{asset['url']}?original=true"
+    assert client.get(url).content == data
+    across = (AssetFileResponse.chunk_size - 5, AssetFileResponse.chunk_size + 4)
+    partial = client.get(url, headers={"Range": f"bytes={across[0]}-{across[1]}"})
+    assert partial.status_code == 206 and partial.content == data[across[0]:across[1] + 1]
 
 
 def test_range_errors_take_the_error_shape(client):
