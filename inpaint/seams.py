@@ -112,14 +112,21 @@ def seam_delta_e(result: Image.Image, original: Image.Image, mask: Image.Image, 
     inside the edge (where the result is still mostly the original), so the result's side is where it is the
     model's own. Local means (a Gaussian window) leave the texture out: what remains is a shift of colour or
     tone that the eye sees as a seam. 0.0 when one side is missing (a mask over the whole image)."""
-    mask_np = np.asarray(mask.convert("L")) > 0
+    return _seam_delta_e(_rgb(result), _rgb(original), np.asarray(mask.convert("L")) > 0, inset)
+
+
+def _rgb(image: Image.Image) -> np.ndarray:
+    return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+
+
+def _seam_delta_e(result_np: np.ndarray, original_np: np.ndarray, mask_np: np.ndarray, inset: int) -> float:
     inside_d, outside_d = _distance(mask_np), _distance(~mask_np)
     inner_np = mask_np & (inside_d > inset) & (inside_d <= inset + SEAM_BAND_PX)
     outer_np = ~mask_np & (outside_d <= SEAM_BAND_PX)
     if not inner_np.any() or not outer_np.any():
         return 0.0
-    inner_sums = _local_sums(np.asarray(result.convert("RGB")), inner_np)
-    outer_sums = _local_sums(np.asarray(original.convert("RGB")), outer_np)
+    inner_sums = _local_sums(result_np, inner_np)
+    outer_sums = _local_sums(original_np, outer_np)
     # Compared where both sides are near: the inner band's pixels that see the outer band in their window.
     where_np = inner_np & (outer_sums[..., 3] > 1e-3)
     if not where_np.any():
@@ -141,10 +148,13 @@ def _local_sums(rgb_np: np.ndarray, where_np: np.ndarray) -> np.ndarray:
 
 
 def outside_mask_max_diff(result: Image.Image, original: Image.Image, mask: Image.Image) -> int:
-    """The largest change of any channel of any pixel outside the mask (mask 0), 0..255. Over the whole image,
-    in 8 bits and with OpenCV's vector code: on a 2048 px result, a fraction of the PNG encode it precedes."""
-    result_np, original_np = (np.asarray(im if im.mode == "RGB" else im.convert("RGB")) for im in (result, original))
-    outside_np = cv2.compare(np.asarray(mask.convert("L")), 0, cv2.CMP_EQ)
+    """The largest change of any channel of any pixel outside the mask (mask 0), 0..255."""
+    return _outside_mask_max_diff(_rgb(result), _rgb(original), np.asarray(mask.convert("L")))
+
+
+def _outside_mask_max_diff(result_np: np.ndarray, original_np: np.ndarray, mask_np: np.ndarray) -> int:
+    # In 8 bits and with OpenCV's vector code: on a 2048 px result, a fraction of the PNG encode it precedes.
+    outside_np = cv2.compare(mask_np, 0, cv2.CMP_EQ)
     difference_np = cv2.absdiff(result_np, original_np)
     return int(cv2.bitwise_and(difference_np, difference_np, mask=outside_np).max())
 
@@ -155,21 +165,21 @@ def report(result: Image.Image, original: Image.Image, mask: Image.Image, *, ins
 
     `boxes`, when given, are the only places where `result` may differ from `original` (the regions merged back:
     elsewhere it holds the original's pixels by construction), and only they are read: a small mark on a 40 MP
-    photo costs what the mark costs."""
-    boxes = boxes or [(0, 0, *mask.size)]
-    mask = mask.convert("L")
+    photo costs what the mark costs. The pictures are read as arrays once, and each box is a view of them."""
+    result_np, original_np, mask_np = _rgb(result), _rgb(original), np.asarray(mask.convert("L"))
     outside, bbox = 0, None
-    for box in boxes:
-        part = mask.crop(box)
-        outside = max(outside, outside_mask_max_diff(result.crop(box), original.crop(box), part))
-        if (inner := part.getbbox()) is not None:
-            inner = (inner[0] + box[0], inner[1] + box[1], inner[2] + box[0], inner[3] + box[1])
+    for left, top, right, bottom in boxes or [(0, 0, *mask.size)]:
+        part = np.s_[top:bottom, left:right]
+        outside = max(outside, _outside_mask_max_diff(result_np[part], original_np[part], mask_np[part]))
+        x, y, width, height = cv2.boundingRect(mask_np[part])  # of the box's masked pixels; 0 wide if none
+        if width:
+            inner = (left + x, top + y, left + x + width, top + y + height)
             bbox = inner if bbox is None else (*map(min, bbox[:2], inner[:2]), *map(max, bbox[2:], inner[2:]))
     seam = 0.0
     if bbox is not None:
         # The edge's surroundings only.
         margin = SEAM_BAND_PX + round(4 * SEAM_WINDOW_SIGMA)
-        box = (max(0, bbox[0] - margin), max(0, bbox[1] - margin),
-               min(mask.width, bbox[2] + margin), min(mask.height, bbox[3] + margin))
-        seam = seam_delta_e(result.crop(box), original.crop(box), mask.crop(box), inset=inset)
+        part = np.s_[max(0, bbox[1] - margin):min(mask.height, bbox[3] + margin),
+                     max(0, bbox[0] - margin):min(mask.width, bbox[2] + margin)]
+        seam = _seam_delta_e(result_np[part], original_np[part], mask_np[part] > 0, inset)
     return {"outsideMaskMaxDiff": outside, "seamDeltaE": round(seam, 3)}
