@@ -128,10 +128,10 @@ def _seam_delta_e(result_np: np.ndarray, original_np: np.ndarray, mask_np: np.nd
     inner_sums = _local_sums(result_np, inner_np)
     outer_sums = _local_sums(original_np, outer_np)
     # Compared where both sides are near: the inner band's pixels that see the outer band in their window.
-    where_np = inner_np & (outer_sums[..., 3] > 1e-3)
-    if not where_np.any():
+    where = np.nonzero(inner_np & (outer_sums[..., 3] > 1e-3))
+    if not where[0].size:
         return 0.0
-    inner, outer = inner_sums[where_np], outer_sums[where_np]
+    inner, outer = inner_sums[where], outer_sums[where]
     inner_mean = inner[:, :3] / np.maximum(inner[:, 3:], 1e-6)
     outer_mean = outer[:, :3] / np.maximum(outer[:, 3:], 1e-6)
     return float(ciede2000(inner_mean, outer_mean).mean())
@@ -141,9 +141,10 @@ def _local_sums(rgb_np: np.ndarray, where_np: np.ndarray) -> np.ndarray:
     """Per pixel, the Gaussian-weighted sums of the Lab colours (channels 0-2) and of the weights (channel 3) of
     the pixels of `where_np` around it: their local mean is the first over the second. Only those pixels are
     converted to Lab (a band is a thin ring of a large crop), and one blur takes all four channels."""
+    ys, xs = np.nonzero(where_np)  # once: each use of the boolean array as an index would search it again
     weighted_np = np.zeros((*where_np.shape, 4), np.float32)
-    weighted_np[where_np, :3] = to_lab(rgb_np[where_np][None])[0]
-    weighted_np[where_np, 3] = 1
+    weighted_np[ys, xs, :3] = to_lab(rgb_np[ys, xs][None])[0]
+    weighted_np[ys, xs, 3] = 1
     return cv2.GaussianBlur(weighted_np, (0, 0), SEAM_WINDOW_SIGMA)
 
 
