@@ -26,10 +26,20 @@ def rect_mask(width: int, height: int, box: tuple[int, int, int, int]) -> Image.
     return mask
 
 
-def data_url(img: Image.Image, fmt: str = "PNG", **params) -> str:
+def encoded(image: Image.Image, fmt: str = "PNG", **params) -> bytes:
     buffer = io.BytesIO()
-    img.save(buffer, format=fmt, **params)
-    return f"data:image/{fmt.lower()};base64,{base64.b64encode(buffer.getvalue()).decode()}"
+    image.save(buffer, format=fmt, **params)
+    return buffer.getvalue()
+
+
+def data_url(img: Image.Image, fmt: str = "PNG", **params) -> str:
+    return f"data:image/{fmt.lower()};base64,{base64.b64encode(encoded(img, fmt, **params)).decode()}"
+
+
+def as_url(data: bytes) -> str:
+    """A PNG, JPEG or WebP file's bytes as a data URL of its type."""
+    mime = {b"\x89P": "png", b"\xff\xd8": "jpeg", b"RI": "webp"}[data[:2]]
+    return f"data:image/{mime};base64,{base64.b64encode(data).decode()}"
 
 
 def srgb_profile() -> bytes:

@@ -5,6 +5,7 @@ import asyncio
 import base64
 import errno
 import io
+import itertools
 import json
 import os
 import platform
@@ -586,9 +587,12 @@ def send(client: TestClient, case) -> tuple[httpx.Response, float]:
 
 @pytest.mark.parametrize("name", HOSTILE, ids=list(HOSTILE))
 def test_hostile_input_is_a_quick_4xx_and_stores_nothing(client, engine, name):
+    case = HOSTILE[name]()
     assert client.get("/models").status_code == 200  # warm: the first request of an app imports lazily
-    response, seconds = best_of_two(lambda: send(client, HOSTILE[name]()), HOSTILE_SECONDS)  # built per try: sending consumes a streamed body
-    status, field = HOSTILE[name]()[-2:]
+    # A second try sends a case of its own: sending consumes a streamed body.
+    cases = itertools.chain([case], iter(HOSTILE[name], None))
+    response, seconds = best_of_two(lambda: send(client, next(cases)), HOSTILE_SECONDS)
+    status, field = case[-2:]
     assert_error(response, status, field)
     assert seconds < HOSTILE_SECONDS, f"{name}: {seconds:.2f} s"
     assert len(response.content) < 1000  # a huge input is never echoed back

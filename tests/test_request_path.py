@@ -1,7 +1,6 @@
 """The request path's files: inputs stored as received, fast lossless results, renditions made on request,
 inputs handed over in memory, results written while the next ones are made."""
 
-import base64
 import errno
 import io
 import struct
@@ -20,7 +19,7 @@ from inpaint.assets import AssetStore
 from inpaint.catalog import Catalog
 from inpaint.families.diffusion import Diffusers
 from inpaint.generate import Engine
-from tests.images import cmyk_profile, photo, rect_mask, srgb_profile
+from tests.images import as_url, cmyk_profile, encoded, photo, rect_mask, srgb_profile
 
 CATALOG = Catalog.load()
 ORIENTATION = 0x0112  # the EXIF tag
@@ -31,17 +30,6 @@ def engine(tmp_path, pipeline_cache):
     engine = Engine(CATALOG, AssetStore(tmp_path / "data"), pipeline_cache, max_batch=1)
     yield engine
     engine.store.close()
-
-
-def encoded(image: Image.Image, fmt: str, **params) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **params)
-    return buffer.getvalue()
-
-
-def as_url(data: bytes) -> str:
-    mime = {b"\x89P": "png", b"\xff\xd8": "jpeg", b"RI": "webp"}[data[:2]]
-    return f"data:image/{mime};base64,{base64.b64encode(data).decode()}"
 
 
 def request_body(image_data: bytes, **fields) -> dict:

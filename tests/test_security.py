@@ -26,10 +26,9 @@ from inpaint import imageops
 from inpaint.api import AssetFileResponse, create_app
 from inpaint.jobs import INTERRUPTED
 from inpaint.web_security import HEADER_TIMEOUT_S, MAX_AUTH_FAILURES
-from tests.images import data_url, photo
+from tests.images import as_url, data_url, encoded, photo
 from tests.test_api import FINAL, KEY, assert_error, body, client, engine  # noqa: F401 (fixtures)
 from tests.test_hardening import REPO, loopback_socket, server_env, start_server, stop_server
-from tests.test_request_path import as_url, encoded
 
 SECRET_ENV = "INPAINT_TEST_SECRET"  # a marker in the server's environment: /proc/self/environ must not leak it
 SECRET = "environ-marker-" + uuid.uuid4().hex

@@ -1,6 +1,5 @@
 """The studio's handlers on the real engine with tiny models, and its API through gradio_client."""
 
-import base64
 import inspect
 import io
 import re
@@ -24,7 +23,7 @@ from inpaint.catalog import Catalog
 from inpaint.errors import RequestError
 from inpaint.generate import Engine
 from inpaint.ui import device, examples, fields, masks, uploads
-from tests.images import bomb_png, photo, rect_mask
+from tests.images import as_url, bomb_png, encoded, photo, rect_mask
 from tests.timing import best_of_two, timed
 
 CATALOG = Catalog.load()
@@ -46,23 +45,13 @@ def handler(demo, name: str):
     raise LookupError(name)
 
 
-def png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def data_url(data: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(data).decode()
-
-
 def painted(image: Image.Image, box=None) -> dict:
     """The picture and the painter's value as the page hands them to the run: the picture's bytes (the page
     sends a path in Gradio's cache), and the painter's PNG, opaque in `box`, as a data URL."""
     layer = Image.new("RGBA", image.size, (0, 0, 0, 0))
     if box:
         layer.paste((255, 45, 85, 255), box)
-    return {"image": png(image.convert("RGB")), "sketch": data_url(png(layer))}
+    return {"image": encoded(image.convert("RGB")), "sketch": as_url(encoded(layer))}
 
 
 def rotated_jpeg(displayed: Image.Image) -> bytes:
@@ -554,14 +543,14 @@ def test_picture_and_mask_upload_hand_files_over_undecoded(demo, files, monkeypa
     assert picture.preprocess(ImageData(path=huge)) == huge
     assert mask_upload.preprocess(ImageData(path=huge)) == huge
     # An API caller may send a data URL in place of a file: it is decoded as the contract decodes one.
-    url = data_url(png(Image.new("L", (8, 8), 255)))
+    url = as_url(encoded(Image.new("L", (8, 8), 255)))
     assert mask_upload.preprocess(ImageData(url=url)) == url
-    assert uploads.upload_bytes(url, field="mask") == png(Image.new("L", (8, 8), 255))
+    assert uploads.upload_bytes(url, field="mask") == encoded(Image.new("L", (8, 8), 255))
 
 
 def test_huge_upload_is_refused_by_the_guard_in_under_a_second(demo, files):
     huge, image, mask = str(files / "huge.png"), str(files / "image.png"), str(files / "mask.png")
-    huge_url = data_url((files / "huge.png").read_bytes())
+    huge_url = as_url((files / "huge.png").read_bytes())
     cases = [(dict(image=huge, sketch=""), mask, guard_message(files / "huge.png", "image")),
              (dict(image=image, sketch=""), huge, guard_message(files / "huge.png", "mask")),
              (dict(image=image, sketch=huge_url), None, guard_message(files / "huge.png", "sketch"))]
@@ -589,7 +578,7 @@ def test_huge_upload_is_refused_by_the_guard_in_under_a_second(demo, files):
 
 def test_what_decoding_the_picture_lost_is_said_once(demo):
     deep = Image.fromarray((np.asarray(photo(SIZE, SIZE).convert("L"), dtype=np.uint16) * 257), "I;16")
-    summary, _ = run(demo, {**painted(photo(SIZE, SIZE), BOX), "image": png(deep)}, modelId="opencv-telea")
+    summary, _ = run(demo, {**painted(photo(SIZE, SIZE), BOX), "image": encoded(deep)}, modelId="opencv-telea")
     assert [w for w in summary["warnings"] if "16 bits" in w] == ["image is 16 bits per channel; it was reduced to 8 bits"]
 
 
@@ -597,7 +586,7 @@ def test_a_rotated_jpeg_is_repainted_as_it_is_shown(demo, engine, files):
     # The mask is painted on the picture as shown (64 wide, 128 high), as the page and the mask file are.
     layer = Image.new("RGBA", (64, 128), (0, 0, 0, 0))
     layer.paste((255, 45, 85, 255), (16, 72, 48, 112))
-    picture = {"image": str(files / "rotated.jpg"), "sketch": data_url(png(layer))}
+    picture = {"image": str(files / "rotated.jpg"), "sketch": as_url(encoded(layer))}
     summary, _ = run(demo, picture, modelId="opencv-telea", width=None, height=None, autoSize=True)
     shown = ImageOps.exif_transpose(Image.open(files / "rotated.jpg")).convert("RGB")
     assert engine.store.open_image(summary["input"]["image"]).tobytes() == shown.tobytes()
