@@ -22,7 +22,7 @@ from inpaint.assets import AssetStore
 from inpaint.catalog import Catalog
 from inpaint.errors import RequestError
 from inpaint.generate import Engine
-from inpaint.ui import device, examples, fields, masks, uploads
+from inpaint.ui import device, examples, fields, handlers, masks, uploads
 from tests.images import as_url, bomb_png, encoded, photo, rect_mask
 from tests.timing import best_of_two, timed
 
@@ -310,6 +310,24 @@ def test_results_stream_with_full_seeds_previews_and_names_that_say_what_they_ar
         assert Path(path).name == f"a-red-apple-on-a-plate-{seed}.png"
         assert Image.open(path).tobytes() == engine.store.open_image(asset_id).tobytes()  # the lossless PNG
         assert engine.store.get(asset_id).parent_id == summary["input"]["image"]
+
+
+def test_the_status_line_is_sent_when_it_says_something_new_and_steps_at_most_every_0_4_s(demo):
+    # 60 quick steps: one message a step kept the browser busy redrawing the line, on the cores the run needs.
+    ui = demo.studio.ui
+    updates = handler(demo, "inpaint")(**painted(photo(SIZE, SIZE), BOX), prompt="a red apple", modelId="tiny-sd-1_5",
+                                       numSamples=1, numInferenceSteps=60, strength=1.0, seed=7, randomizeSeed=False,
+                                       autoSize=False, width=64, height=64, state={},
+                                       request=SimpleNamespace(session_hash="steps"))
+    sent = [(time.monotonic(), out) for out in updates]
+    lines = [(at, out[ui.status]) for at, out in sent if ui.status in out]
+    assert "**Done** · 1 image in" in lines[-1][1]
+    assert all(before != after for (_, before), (_, after) in zip(lines, lines[1:]))  # nothing said twice
+    steps = [(at, text) for at, out in sent if set(out) == {ui.status} and (text := out[ui.status]).endswith("%")]
+    assert steps, lines
+    for (at, text), (next_at, next_text) in zip(steps, steps[1:]):
+        if text.split(" · ")[0] == next_text.split(" · ")[0]:  # the same stage: only the count moved on
+            assert next_at - at >= handlers.STEP_LINE_EVERY_S - 0.05, (text, next_text, next_at - at)
 
 
 def test_a_run_ends_with_the_first_sample_selected_and_joins_the_history(demo):
