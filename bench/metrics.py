@@ -146,9 +146,8 @@ def rest_overhead(bench: Bench) -> Metric:
     p = bench.profile
     body = bench.body(photo(p.side, p.side, seed=2), _centered_half_mask(p.side))
     # The server in its own process, as `python app.py` runs it, over the same catalog and model folder; the
-    # client long-polls as the README's round trip does. (Polling instead costs the generation: every poll holds
-    # the server's GIL for about a millisecond that its generation thread also wants, and 10 polls a second
-    # read 1.106 here.)
+    # client long-polls as the README's round trip does (a client that polls instead costs the generation a
+    # little: every poll holds the server's GIL for about a millisecond that its generation thread also wants).
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -186,7 +185,8 @@ def rest_overhead(bench: Bench) -> Metric:
     value = median_ratio(times, "rest", "engine")
     detail = (f"POST /generate/inpaint?wait={REST_WAIT_S} (JSON with data URLs; it answers once the job ended), "
               f"GET /jobs/{{id}}?wait={REST_WAIT_S} while it runs on, GET each result's file (WebP rendition), "
-              f"against the server in its own process on loopback / engine prepare + generate in this one, merge mode; {bench.setting()}; {summary(times)}")
+              f"against the server in its own process on loopback / engine prepare + generate in this one, merge "
+              f"mode; {bench.setting()}; {summary(times)}")
     return Metric("rest_overhead", round(value, 3), "<= 1.10", "ratio", detail)
 
 

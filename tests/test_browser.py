@@ -484,7 +484,7 @@ def test_the_studio_adds_little_to_the_engines_own_time(page, picture, engine):
         run_s.append(float(re.search(r"Done · 2 images in ([\d.]+) s",
                                      page.locator("#inpaint-status").inner_text())[1]))
         # The same request straight through the engine's own event stream, as every surface runs it (on a thread
-        # of its own: torch on a thread other than the main one runs ~10% slower here, whoever calls it): its
+        # of its own, as the studio's run is: torch's speed differs between the main thread and others): its
         # stored input and mask, its seeds, and the size it was generated at (the stored mask carries the seam
         # band already, so its own auto size is larger).
         newest = [a for a in engine.store.list(limit=1000) if a.kind == "result"][:2]
