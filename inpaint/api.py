@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 from starlette.routing import Match
 
-from . import __version__, imageops, limits, settings, zerogpu
+from . import __version__, allocator, imageops, limits, settings, zerogpu
 from .assets import ASSET_ID_PATTERN, JOB_ID_PATTERN, Asset
 from .errors import NotFoundError, RequestError
 from .generate import Engine, default_engine
@@ -608,6 +608,7 @@ def create_app(engine: Engine | None = None, *, api_key: str | None = settings.A
                with_ui: bool = True) -> FastAPI:
     """The server: the REST routes, and the Gradio UI mounted at `/` (last, so it gets every other path).
     Jobs run on the workers of the settings (INPAINT_DEVICES, INPAINT_RAY_ADDRESS), or on a given engine alone."""
+    allocator.keep_freed_memory()  # a server: the memory one request frees serves the next (see allocator.py)
     owns_engine = engine is None
     engine = engine or default_engine()
     jobs = JobQueue(engine, max_queue=max_queue, workers=start_workers(engine) if owns_engine else None)

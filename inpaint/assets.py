@@ -266,6 +266,11 @@ class AssetStore:
             raise RequestError("assetId", f"{asset_id} resolves outside the asset folder")
         return path
 
+    def encode(self, image: Image.Image, *, icc_profile: bytes | None = None) -> bytes:
+        """The PNG file `put` stores for `image` (with `icc_profile`, as put takes it), for a caller with other
+        work to do between the encode and the write: `put(image, ..., data=...)` then stores it as it is."""
+        return _encode(image, "PNG", _profile_for(image, icc_profile))
+
     def put(self, image: Image.Image, *, kind: str = "image", hidden: bool = False, parent_id: str | None = None,
             job_id: str | None = None, seed: int | None = None, model_id: str | None = None,
             icc_profile: bytes | None = None, data: bytes | None = None) -> Asset:
@@ -288,7 +293,7 @@ class AssetStore:
         #    for its first request (rendition()): most results are fetched once, as the original or as WebP.
         paths = [self._path(asset.id, EXTENSIONS[mime_type])]
         try:
-            _write_atomic(paths[0], _encode(image, "PNG", icc_profile) if data is None else data)
+            _write_atomic(paths[0], self.encode(image, icc_profile=icc_profile) if data is None else data)
             _fsync_dir(self._files)
             with self._transaction() as db:
                 try:

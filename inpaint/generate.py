@@ -486,13 +486,14 @@ class Engine:
                     output.paste(Image.fromarray(merged_np, "RGB"), region.box[:2])
             # The result's side of the seam is measured past the feathered band, where it is the model's own.
             inset = entry.family.seam_px if request.mask_mode == "binary" else 0
-            # Measured only for a caller who asks, on another core while the result is encoded and stored (both
-            # only read it).
+            # Encoded on every core, then measured (only for a caller who asks) on another core while the file is
+            # written and recorded: beside the encode, the measuring would only slow it down.
+            data = self.store.encode(output, icc_profile=icc_profile)
             report = (_MEASURING.submit(seams.report, output, original, measured, inset=inset, boxes=boxes)
                       if on_seam_report else None)
             asset = self.store.put(output, kind="result", hidden=request.hide_results,
                                    parent_id=request.image_asset_id, job_id=job_id, seed=seed,
-                                   model_id=request.model_id, icc_profile=icc_profile)
+                                   model_id=request.model_id, icc_profile=icc_profile, data=data)
             if report is not None:
                 on_seam_report(asset.id, report.result())
             return asset
