@@ -35,7 +35,7 @@ from inpaint import api, assets, pipelines, web_security
 from inpaint.api import create_app
 from inpaint.assets import AssetStore
 from inpaint.jobs import INTERRUPTED
-from tests.images import bomb_png, data_url, photo, rect_mask
+from tests.images import bomb_png, data_url, encoded, photo, rect_mask
 from tests.test_api import (BAD_BODIES, FINAL, KEY, TINY, assert_error, b64_url, body, client, engine,  # noqa: F401
                             listed_ids, submit, wait)
 from tests.test_api_fuzz import CHECKS, RUNS, api_schema  # noqa: F401 (the fuzz's fixture)
@@ -463,14 +463,12 @@ def test_interrupted_jobs_get_back_the_results_and_previews_stored_for_them(tmp_
 HOSTILE_SECONDS = 1.0
 
 
-def encoded(fmt: str, frames: list[Image.Image]) -> bytes:
-    buffer = io.BytesIO()
-    frames[0].save(buffer, format=fmt, save_all=len(frames) > 1, append_images=frames[1:])
-    return buffer.getvalue()
+def animated(fmt: str, frames: list[Image.Image]) -> bytes:
+    return encoded(frames[0], fmt, save_all=True, append_images=frames[1:])
 
 
 def truncated_png(fraction: float) -> str:
-    png = encoded("PNG", [photo(128, 96, seed=4)])
+    png = encoded(photo(128, 96, seed=4))
     return b64_url(png[:int(len(png) * fraction)])
 
 
@@ -514,14 +512,14 @@ HOSTILE = {
     "PNG truncated at half": lambda: (body() | {"image": truncated_png(0.5)}, 400, "image"),
     "PNG truncated at 90%": lambda: (body() | {"image": truncated_png(0.9)}, 400, "image"),
     "truncated PNG uploaded": lambda: ("/assets", {"image": truncated_png(0.5)}, 400, "image"),
-    "animated PNG": lambda: (body() | {"image": b64_url(encoded("PNG", [photo(128, 96), photo(128, 96, 1)]))},
+    "animated PNG": lambda: (body() | {"image": b64_url(animated("PNG", [photo(128, 96), photo(128, 96, 1)]))},
                              400, "image"),
-    "animated WebP": lambda: (body() | {"image": b64_url(encoded("WEBP", [photo(128, 96), photo(128, 96, 1)]),
+    "animated WebP": lambda: (body() | {"image": b64_url(animated("WEBP", [photo(128, 96), photo(128, 96, 1)]),
                                                          "image/webp")}, 400, "image"),
-    "animated mask": lambda: (body() | {"mask": b64_url(encoded("PNG", [rect_mask(128, 96, (9, 9, 50, 50)),
+    "animated mask": lambda: (body() | {"mask": b64_url(animated("PNG", [rect_mask(128, 96, (9, 9, 50, 50)),
                                                                        rect_mask(128, 96, (0, 0, 9, 9))]))},
                               400, "mask"),
-    "animated PNG uploaded": lambda: ("/assets", {"image": b64_url(encoded("PNG", [photo(64, 64), photo(64, 64, 1)]))},
+    "animated PNG uploaded": lambda: ("/assets", {"image": b64_url(animated("PNG", [photo(64, 64), photo(64, 64, 1)]))},
                                       400, "image"),
     "mask of another aspect ratio": lambda: (body() | {"mask": data_url(rect_mask(96, 96, (9, 9, 50, 50)))},
                                              400, "mask"),
