@@ -464,18 +464,24 @@ class Engine:
             alpha = np.asarray(mask if request.mask_mode == "soft" else imageops.feather(mask, entry.family.seam_px))
         if on_regions:
             on_regions([region.to_json() for region in plan])
+        # What the seam report reads of the original, measured on another core while the model runs. The result's
+        # side of the seam is measured past the feathered band, where it is the model's own.
+        seam_reference = None
+        if on_seam_report:
+            original, measured, boxes = ((crops[0][0], crops[0][1], None) if alpha is None
+                                         else (image, repaint, [region.box for region in plan]))
+            seam_reference = _MEASURING.submit(seams.reference, original, measured, boxes=boxes,
+                                               inset=entry.family.seam_px if request.mask_mode == "binary" else 0)
 
         def finish(seed: int, outputs: list[Image.Image]) -> Asset:
             """Colour-matched, merged back, measured and stored; runs on the writer thread."""
             if alpha is None:
-                output, original, measured = outputs[0], crops[0][0], crops[0][1]
+                output = outputs[0]
                 if output.size != size:
                     output = imageops.resize(output, size)
-                output = seams.match_colors(output, original, measured, request.color_match)
-                boxes = None
+                output = seams.match_colors(output, *crops[0], request.color_match)
             else:
                 # Region by region on a copy of the picture: a small mark on a large photo costs what it covers.
-                original, measured, boxes = image, repaint, [region.box for region in plan]
                 output = image.copy()
                 for region, (crop, crop_mask), generated in zip(plan, crops, outputs):
                     left, top, right, bottom = region.box
@@ -484,13 +490,10 @@ class Engine:
                     merged_np = np.array(output.crop(region.box))  # with any earlier region that overlaps it
                     imageops.blend_into(merged_np, generated, (0, 0, *crop.size), alpha[top:bottom, left:right])
                     output.paste(Image.fromarray(merged_np, "RGB"), region.box[:2])
-            # The result's side of the seam is measured past the feathered band, where it is the model's own.
-            inset = entry.family.seam_px if request.mask_mode == "binary" else 0
-            # Encoded on every core, then measured (only for a caller who asks) on another core while the file is
-            # written and recorded: beside the encode, the measuring would only slow it down.
+            # Measured (only for a caller who asks) on another core while the result is encoded and stored.
+            report = (_MEASURING.submit(seams.report, output, seam_reference.result())
+                      if seam_reference is not None else None)
             data = self.store.encode(output, icc_profile=icc_profile)
-            report = (_MEASURING.submit(seams.report, output, original, measured, inset=inset, boxes=boxes)
-                      if on_seam_report else None)
             asset = self.store.put(output, kind="result", hidden=request.hide_results,
                                    parent_id=request.image_asset_id, job_id=job_id, seed=seed,
                                    model_id=request.model_id, icc_profile=icc_profile, data=data)

@@ -5,6 +5,8 @@ Pure numpy/OpenCV, in CIE Lab (OpenCV's float conversion: sRGB, D65; L in 0..100
 
 from __future__ import annotations
 
+import dataclasses
+
 import cv2
 import numpy as np
 from PIL import Image
@@ -15,6 +17,7 @@ MIN_RING_PIXELS = 64  # fewer known pixels than this (a mask over the whole crop
 STD_RATIO = (0.5, 2.0)  # a ring of flat colour has a tiny std: the gain it asks for would amplify noise
 SEAM_BAND_PX = 4  # width of the bands compared on each side of the mask's edge
 SEAM_WINDOW_SIGMA = 6.0  # local means over about this many pixels: texture averages out, a colour step stays
+Box = tuple[int, int, int, int]  # left, top, right, bottom
 
 
 def to_lab(rgb_np: np.ndarray) -> np.ndarray:
@@ -112,29 +115,43 @@ def seam_delta_e(result: Image.Image, original: Image.Image, mask: Image.Image, 
     inside the edge (where the result is still mostly the original), so the result's side is where it is the
     model's own. Local means (a Gaussian window) leave the texture out: what remains is a shift of colour or
     tone that the eye sees as a seam. 0.0 when one side is missing (a mask over the whole image)."""
-    return _seam_delta_e(_rgb(result), _rgb(original), np.asarray(mask.convert("L")) > 0, inset)
+    return _Edge.of(_rgb(original), np.asarray(mask.convert("L")) > 0, inset).delta_e(_rgb(result))
 
 
 def _rgb(image: Image.Image) -> np.ndarray:
     return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
 
 
-def _seam_delta_e(result_np: np.ndarray, original_np: np.ndarray, mask_np: np.ndarray, inset: int) -> float:
-    inside_d, outside_d = _distance(mask_np), _distance(~mask_np)
-    inner_np = mask_np & (inside_d > inset) & (inside_d <= inset + SEAM_BAND_PX)
-    outer_np = ~mask_np & (outside_d <= SEAM_BAND_PX)
-    if not inner_np.any() or not outer_np.any():
-        return 0.0
-    inner_sums = _local_sums(result_np, inner_np)
-    outer_sums = _local_sums(original_np, outer_np)
-    # Compared where both sides are near: the inner band's pixels that see the outer band in their window.
-    where = np.nonzero(inner_np & (outer_sums[..., 3] > 1e-3))
-    if not where[0].size:
-        return 0.0
-    inner, outer = inner_sums[where], outer_sums[where]
-    inner_mean = inner[:, :3] / np.maximum(inner[:, 3:], 1e-6)
-    outer_mean = outer[:, :3] / np.maximum(outer[:, 3:], 1e-6)
-    return float(ciede2000(inner_mean, outer_mean).mean())
+@dataclasses.dataclass(frozen=True)
+class _Edge:
+    """The original's side of a mask's edge: which pixels of the band just inside the edge are compared, and the
+    local mean colour (Lab) of the original just outside it around each; the result's side is measured later."""
+
+    inner_np: np.ndarray  # the band inside the edge, past `inset` (bool)
+    compared: tuple[np.ndarray, np.ndarray]  # rows and columns of the inner band's pixels that see the outer band
+    outer_means: np.ndarray  # (n, 3): the original's local mean around each of them
+
+    @classmethod
+    def of(cls, original_np: np.ndarray, mask_np: np.ndarray, inset: int) -> _Edge:
+        inside_d, outside_d = _distance(mask_np), _distance(~mask_np)
+        inner_np = mask_np & (inside_d > inset) & (inside_d <= inset + SEAM_BAND_PX)
+        outer_np = ~mask_np & (outside_d <= SEAM_BAND_PX)
+        if not inner_np.any() or not outer_np.any():
+            return cls(inner_np, (np.empty(0, np.intp),) * 2, np.empty((0, 3), np.float32))
+        outer_sums = _local_sums(original_np, outer_np)
+        # Compared where both sides are near: the inner band's pixels that see the outer band in their window.
+        compared = np.nonzero(inner_np & (outer_sums[..., 3] > 1e-3))
+        return cls(inner_np, compared, _means(outer_sums[compared]))
+
+    def delta_e(self, result_np: np.ndarray) -> float:
+        if not self.compared[0].size:
+            return 0.0
+        inner_means = _means(_local_sums(result_np, self.inner_np)[self.compared])
+        return float(ciede2000(inner_means, self.outer_means).mean())
+
+
+def _means(sums: np.ndarray) -> np.ndarray:
+    return sums[:, :3] / np.maximum(sums[:, 3:], 1e-6)
 
 
 def _local_sums(rgb_np: np.ndarray, where_np: np.ndarray) -> np.ndarray:
@@ -160,27 +177,53 @@ def _outside_mask_max_diff(result_np: np.ndarray, original_np: np.ndarray, mask_
     return int(cv2.bitwise_and(difference_np, difference_np, mask=outside_np).max())
 
 
-def report(result: Image.Image, original: Image.Image, mask: Image.Image, *, inset: int = 0,
-           boxes: list[tuple[int, int, int, int]] | None = None) -> dict:
-    """The seam report of a result against the image it was made from, as the job's metadata carries it.
+@dataclasses.dataclass(frozen=True)
+class Reference:
+    """What a seam report reads of the original and its mask, taken before the result exists: a generation
+    measures it while its model runs, so that once a result is made only the result's side is left."""
 
-    `boxes`, when given, are the only places where `result` may differ from `original` (the regions merged back:
+    boxes: list[tuple[Box, np.ndarray, np.ndarray]]  # where a result may differ: the original's and mask's pixels
+    edge_box: Box | None  # the mask edge's surroundings; None where nothing is masked
+    edge: _Edge | None
+
+
+def reference(original: Image.Image, mask: Image.Image, *, inset: int = 0, boxes: list[Box] | None = None) -> Reference:
+    """The original's side of the seam report of results made from `original` under `mask`.
+
+    `boxes`, when given, are the only places where a result may differ from `original` (the regions merged back:
     elsewhere it holds the original's pixels by construction), and only they are read: a small mark on a 40 MP
-    photo costs what the mark costs. The pictures are read as arrays once, and each box is a view of them."""
-    result_np, original_np, mask_np = _rgb(result), _rgb(original), np.asarray(mask.convert("L"))
-    outside, bbox = 0, None
-    for left, top, right, bottom in boxes or [(0, 0, *mask.size)]:
-        part = np.s_[top:bottom, left:right]
-        outside = max(outside, _outside_mask_max_diff(result_np[part], original_np[part], mask_np[part]))
-        x, y, width, height = cv2.boundingRect(mask_np[part])  # of the box's masked pixels; 0 wide if none
+    photo costs what the mark costs."""
+    known = [(box, _pixels(original, box), np.asarray(_crop(mask, box).convert("L")))
+             for box in boxes or [(0, 0, *mask.size)]]
+    bbox = None
+    for (left, top, _, _), _, mask_np in known:
+        x, y, width, height = cv2.boundingRect(mask_np)  # of the box's masked pixels; 0 wide if none
         if width:
             inner = (left + x, top + y, left + x + width, top + y + height)
             bbox = inner if bbox is None else (*map(min, bbox[:2], inner[:2]), *map(max, bbox[2:], inner[2:]))
-    seam = 0.0
-    if bbox is not None:
-        # The edge's surroundings only.
-        margin = SEAM_BAND_PX + round(4 * SEAM_WINDOW_SIGMA)
-        part = np.s_[max(0, bbox[1] - margin):min(mask.height, bbox[3] + margin),
-                     max(0, bbox[0] - margin):min(mask.width, bbox[2] + margin)]
-        seam = _seam_delta_e(result_np[part], original_np[part], mask_np[part] > 0, inset)
+    if bbox is None:
+        return Reference(known, None, None)
+    # The edge's surroundings only.
+    margin = SEAM_BAND_PX + round(4 * SEAM_WINDOW_SIGMA)
+    edge_box = (max(0, bbox[0] - margin), max(0, bbox[1] - margin),
+                min(mask.width, bbox[2] + margin), min(mask.height, bbox[3] + margin))
+    edge_mask_np = np.asarray(_crop(mask, edge_box).convert("L")) > 0
+    return Reference(known, edge_box, _Edge.of(_pixels(original, edge_box), edge_mask_np, inset))
+
+
+def report(result: Image.Image, known: Reference) -> dict:
+    """The seam report of a result against the image it was made from (`known`, that image's reference), as the
+    job's metadata carries it."""
+    outside = max(_outside_mask_max_diff(_pixels(result, box), original_np, mask_np)
+                  for box, original_np, mask_np in known.boxes)
+    seam = known.edge.delta_e(_pixels(result, known.edge_box)) if known.edge is not None else 0.0
     return {"outsideMaskMaxDiff": outside, "seamDeltaE": round(seam, 3)}
+
+
+def _crop(image: Image.Image, box: Box) -> Image.Image:
+    return image if box == (0, 0, *image.size) else image.crop(box)
+
+
+def _pixels(image: Image.Image, box: Box) -> np.ndarray:
+    """The RGB pixels of `image` in `box`, read without a copy of the rest."""
+    return _rgb(_crop(image, box))

@@ -250,10 +250,29 @@ def test_seam_delta_e_is_ciede2000_and_zero_for_the_original_itself():
     image = chelsea()
     mask = ellipse_mask(image.size, (50, 30, 110, 90))
     # The photo itself has a small step across any line (its own texture and light); a cast stands out of it.
-    natural = seams.report(image, image, mask)
+    natural = seams.report(image, seams.reference(image, mask))
     assert natural["outsideMaskMaxDiff"] == 0 and 0 < natural["seamDeltaE"] < 6
     assert seams.seam_delta_e(Image.composite(cast(image), image, mask), image, mask) > 2 * natural["seamDeltaE"]
     assert seams.seam_delta_e(image, image, Image.new("L", image.size, 255)) == 0.0  # nothing outside to compare
+
+
+def test_a_report_reads_only_the_merged_boxes_and_says_what_the_whole_image_says():
+    image = chelsea(400, 300)
+    mask = ellipse_mask(image.size, (30, 30, 80, 70))
+    mask.paste(ellipse_mask(image.size, (300, 200, 360, 260)), mask=ellipse_mask(image.size, (300, 200, 360, 260)))
+    result = Image.composite(cast(image), image, mask)  # merged: a cast inside the mask, the photo outside it
+    boxes = [region.box for region in regions.plan(mask, families.PATCHMATCH)]
+    assert len(boxes) == 2  # two marks far apart
+    in_boxes = seams.report(result, seams.reference(image, mask, boxes=boxes))
+    whole = seams.report(result, seams.reference(image, mask))
+    assert in_boxes == whole and whole["outsideMaskMaxDiff"] == 0
+    assert whole["seamDeltaE"] == pytest.approx(seams.seam_delta_e(result, image, mask), abs=1e-3)
+    assert whole["seamDeltaE"] > 2 * seams.report(image, seams.reference(image, mask))["seamDeltaE"]
+    # A result that changed a pixel outside the mask, inside a box, says by how much.
+    changed = result.copy()
+    changed.putpixel((boxes[1][0] + 1, boxes[1][1] + 1), (0, 0, 0))
+    expected = int(np.abs(np.asarray(image, int)[boxes[1][1] + 1, boxes[1][0] + 1]).max())
+    assert seams.report(changed, seams.reference(image, mask, boxes=boxes))["outsideMaskMaxDiff"] == expected
 
 
 def test_outside_mask_max_diff_counts_every_channel_outside_the_mask_and_nothing_inside():
