@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import logging
+import re
 from contextlib import asynccontextmanager
 from pathlib import PurePath
 from typing import Annotated
@@ -43,14 +45,11 @@ from .responses import (
     ModelOut,
 )
 from .schema import InpaintRequest
-from .web_security import MAX_AUTH_FAILURES, AuthThrottle, BrowserGuard, key_matches, presented_key
+from .web_security import MAX_AUTH_FAILURES, AuthThrottle, BrowserGuard, KeyGuard, key_matches
 from .workers import start_workers
 
 log = logging.getLogger(__name__)
 
-# Bearer only: a browser answers a Basic challenge by caching the credentials and sending them to this
-# server with every later request, from any site's page (HTTP Basic stays accepted from clients like curl).
-REALM = 'Bearer realm="inpaint"'
 UI_LOGIN_MESSAGE = "Log in with any user name and the API key (INPAINT_API_KEY) as the password."
 # The field named by an error that no request field caused, by status.
 FIELD_BY_STATUS = {401: "authorization", 404: "path", 405: "method", 413: "body", 415: "body", 416: "range",
@@ -243,8 +242,8 @@ class NotFoundShape:
 # ---- auth -------------------------------------------------------------------------------------------
 
 class _Documented(SecurityBase):
-    """An auth scheme that only describes itself in the OpenAPI schema: the header is read by `_key_check`,
-    since FastAPI's own Basic parser refuses passwords that are not ASCII."""
+    """An auth scheme that only describes itself in the OpenAPI schema: the key is checked in front of every
+    route, by KeyGuard (FastAPI's own Basic parser would also refuse passwords that are not ASCII)."""
 
     def __init__(self, scheme: SecurityBase):
         self.model, self.scheme_name = scheme.model, scheme.scheme_name
@@ -253,22 +252,34 @@ class _Documented(SecurityBase):
         return None
 
 
-BASIC_DOC = _Documented(HTTPBasic(description="Any user name, the API key as the password."))
-BEARER_DOC = _Documented(HTTPBearer(description="The API key as a Bearer token."))
+KEY_DOCS = [Security(_Documented(HTTPBasic(description="Any user name, the API key as the password."))),
+            Security(_Documented(HTTPBearer(description="The API key as a Bearer token.")))]
+# With a key, what answers without it: the studio's login page and the static files it loads, and the API's docs.
+# (`/assets/asset_...` are the API's assets; Gradio serves its page's bundle from the other `/assets/` paths.)
+PUBLIC_PAGES = re.compile(r"/(theme\.css|gradio_api/theme\.css|favicon\.ico|robots\.txt|manifest\.json|pwa_icon(/\d+)?"
+                          r"|openapi\.json|docs|(static|svelte|docs-static)/.+|assets/(?!asset_).+)?")
+LOGIN_PATHS = ("/login", "/login/")
 
 
-def _key_check(api_key: str):
-    """A dependency accepting `Authorization: Bearer <key>` or HTTP Basic with the key as password."""
+def is_public(method: str, path: str) -> bool:
+    """Whether a request needs no key (nor a studio login): see PUBLIC_PAGES."""
+    if ".." in path.split("/"):
+        return False
+    if method == "POST":
+        return path in LOGIN_PATHS
+    return method in ("GET", "HEAD") and PUBLIC_PAGES.fullmatch(path) is not None
 
-    def require_key(request: Request, _basic=Security(BASIC_DOC), _bearer=Security(BEARER_DOC)) -> None:
-        given = presented_key(request.headers.get("authorization"))
-        if given is None:
-            raise HTTPException(401, "this server needs its API key: send `Authorization: Bearer <key>` or "
-                                     "HTTP Basic with the key as the password", headers={"WWW-Authenticate": REALM})
-        if not key_matches(given, api_key):
-            raise HTTPException(401, "the API key is wrong", headers={"WWW-Authenticate": REALM})
 
-    return require_key
+def _studio_session(app: FastAPI, scope, cookies: dict[str, str]) -> bool:
+    """Whether the request carries the session of a studio login (Gradio's, set by POST /login) and goes to the
+    studio. A session opens the studio's routes only, never the API's: a browser sends its cookie along with a
+    request from any site's page."""
+    studio = getattr(app.state, "studio_app", None)
+    names = (f"access-token-{studio.cookie_id}", f"access-token-unsecure-{studio.cookie_id}") if studio else ()
+    if not any(cookies.get(name) in studio.tokens for name in names):
+        return False
+    # The studio is mounted last, at /: it answers what no route before it matches.
+    return all(route.matches(scope)[0] is Match.NONE for route in app.router.routes[:-1])
 
 
 def _ui_login(api_key: str):
@@ -516,10 +527,10 @@ def _resource_router(routes: list, common_errors: dict) -> APIRouter:
 
 
 def _api_router(api_key: str | None) -> tuple[APIRouter, list]:
-    """Every API route, the resources' routers under one router whose dependency checks the key: a route added
-    to a resource cannot skip it. Unknown paths and methods under the API's roots come last, guarded too.
+    """Every API route, the resources' routers under one router (whose dependencies document the key that
+    KeyGuard checks). Unknown paths and methods under the API's roots come last.
     Also gives the resources' routes, for the 405 answers' Allow header."""
-    api = APIRouter(dependencies=[Depends(_key_check(api_key))] if api_key else [])
+    api = APIRouter(dependencies=KEY_DOCS if api_key else [])
     common_errors = _errors(400, 404, 413, *((401,) if api_key else ()))
     routers = [_resource_router(routes, common_errors) for routes in ROUTES.values()]
     for router in routers:
@@ -626,12 +637,14 @@ def create_app(engine: Engine | None = None, *, api_key: str | None = settings.A
     # The interactive docs are served from the package (FastAPI's default loads them from a CDN).
     app = FastAPI(title="inpaint", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.engine, app.state.jobs, app.state.api_key = engine, jobs, api_key
-    # The last added runs first: a client that keeps guessing the key is turned away, then a foreign host or
-    # origin, then a body over the limit by its declared length.
+    # The last added runs first: a client that keeps guessing the key is turned away, then one without the key,
+    # then a foreign host or origin, then a body over the limit by its declared length.
     app.add_middleware(BodyLimit, limit=max_body_bytes)
     app.add_middleware(BrowserGuard, allowed_hosts=allowed_hosts)
     app.add_middleware(NotFoundShape)
-    app.add_middleware(AuthThrottle, max_failures=max_auth_failures)
+    studio_session = functools.partial(_studio_session, app)
+    app.add_middleware(KeyGuard, api_key=api_key, is_public=is_public, studio_session=studio_session)
+    app.add_middleware(AuthThrottle, api_key=api_key, studio_session=studio_session, max_failures=max_auth_failures)
     app.add_exception_handler(RequestError, _request_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -657,4 +670,5 @@ def create_app(engine: Engine | None = None, *, api_key: str | None = settings.A
         # as /etc/passwd) only once the Blocks "has launched", which mounting never sets. Unset, any file
         # the server can read is copied into Gradio's cache and served back by /gradio_api/file=.
         demo.has_launched = True
+        app.state.studio_app = app.routes[-1].app  # Gradio's, mounted last: its logins open the studio
     return app

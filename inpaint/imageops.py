@@ -19,6 +19,8 @@ MAX_PIXELS = 40_000_000
 # Brush strokes are anti-aliased: their grey fringe is half covered, so mid-grey is where the
 # stroke's visual edge lies. >= 128 keeps a 50% grey pixel on the repaint side.
 MASK_THRESHOLD = 128
+# Fewer pixels than this below the threshold in a mask's alpha are strays, not a shape (an 8x8 stroke is 64).
+MASK_SHAPE_MIN_PIXELS = 64
 ALLOWED_MIME = {"image/png", "image/jpeg", "image/webp"}
 
 # Process-wide, so every decoder in the process (Gradio's uploads included) refuses a bomb from its header,
@@ -181,23 +183,35 @@ def flatten(img: Image.Image, *, field: str = "image") -> Image.Image:
 
 def read_mask(img: Image.Image, *, field: str = "mask",
               threshold: int = MASK_THRESHOLD) -> tuple[Image.Image, list[str]]:
-    """The mask as greyscale, not yet thresholded, and a note when an alpha channel was ignored.
+    """The mask as greyscale, not yet thresholded, and a note when the reading had to choose.
 
-    Alpha carries the mask only when thresholding it keeps something (a brush stroke on a transparent
-    canvas); an alpha that is opaque but for a few pixels would otherwise repaint the whole image.
+    Alpha carries the mask only when it carries a shape: at least MASK_SHAPE_MIN_PIXELS pixels below the
+    threshold (a brush stroke on a transparent canvas). An opaque mask with a few stray transparent pixels is
+    read from its luminance: its alpha would repaint the whole image. When alpha and luminance both mark an
+    area, and not the same one, alpha wins and a note says so.
     """
     if img.mode == "L":
         return img, []
-    if _has_alpha(img):
-        alpha = img.convert("RGBA").getchannel("A")
+    if not _has_alpha(img):
+        return img.convert("L"), []
+    rgba = img.convert("RGBA")
+    alpha, luminance = rgba.getchannel("A"), rgba.convert("L")
+    kept_np = np.asarray(alpha) >= threshold
+    transparent = kept_np.size - int(np.count_nonzero(kept_np))
+    from_luminance = "the mask was read from the luminance (white = repaint)"
+    if transparent == 0:
         lowest = alpha.getextrema()[0]
-        if lowest < threshold:
-            return alpha, []
-        if lowest < 255:
-            return img.convert("L"), [f"{field}'s alpha channel was ignored: no pixel is below {threshold} (the lowest "
-                                      f"is {lowest}), so it marks nothing to repaint; the mask was read from the "
-                                      "luminance (white = repaint)"]
-    return img.convert("L"), []
+        return luminance, [] if lowest == 255 else [
+            f"{field}'s alpha channel was ignored: no pixel is below {threshold} (the lowest is {lowest}), so it "
+            f"marks nothing to repaint; {from_luminance}"]
+    if transparent < MASK_SHAPE_MIN_PIXELS:
+        return luminance, [f"{field}'s alpha channel was ignored: only {transparent} pixel(s) are below {threshold}, "
+                           f"stray pixels rather than a shape; {from_luminance}"]
+    white_np = np.asarray(luminance) >= threshold
+    if white_np.all() or not white_np.any() or np.array_equal(white_np, kept_np):
+        return alpha, []  # the colour marks nothing of its own (a stroke's colour), or the same area
+    return alpha, [f"{field}'s alpha channel and its luminance mark different areas; the alpha channel was used "
+                   "(opaque = repaint): send the mask without alpha to have its luminance read"]
 
 
 def load_image(data: bytes, *, field: str, notes: list[str] | None = None) -> Image.Image:

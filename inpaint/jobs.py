@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 INTERRUPTED = "the server stopped before this job finished; submit it again"
+# How long a stopping server waits for its workers to let go of their jobs: a step of a diffusion model ends well
+# within it; a library call that cannot be interrupted may not, and the server does not wait for it.
+STOP_WAIT_S = 3.0
 FINAL_STATES = ("success", "failure", "canceled")
 # 128 samples x 150 steps would store ~3,600 previews per job (one per batch and step): enough to see the
 # first batches converge, without filling the disk with pictures nobody opens.
@@ -195,21 +198,28 @@ class JobQueue:
             self._maintenance = threading.Thread(target=self._maintain, name="inpaint-maintenance", daemon=True)
             self._maintenance.start()
 
+    def begin_stop(self) -> None:
+        """No job starts any more, and the running ones stop at their next step: the server is shutting down
+        (SIGTERM), and its open connections drain meanwhile. Safe to call from a signal handler."""
+        with self._lock:
+            self._stopping = True
+            for job in self._active.values():
+                job.cancel.set()
+
     def stop(self) -> None:
-        """Interrupt the running job and drop the queued ones: all end as failures saying why."""
+        """Interrupt the running jobs and drop the queued ones: all end as failures saying why. A job whose
+        worker is inside a call that cannot be interrupted (PatchMatch, an eraser) gets STOP_WAIT_S to end, then
+        is recorded as interrupted with the results it finished, and left to the process's exit."""
         if self._maintenance is not None:
             self._maintenance_stop.set()
             self._maintenance.join(timeout=30)  # a pass in progress ends first: the store closes after stop()
             self._maintenance = None
         if not self._threads:
             return
-        with self._lock:
-            self._stopping = True
-            for job in self._active.values():
-                job.cancel.set()
+        self.begin_stop()
         for _ in self._threads:
             self._queue.put(None)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + STOP_WAIT_S
         for thread in self._threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
         self._threads = []

@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 
@@ -53,14 +54,20 @@ def _cuda_count() -> int:
     return count.value if driver.cuInit(0) == 0 and driver.cuDeviceGetCount(ctypes.byref(count)) == 0 else 0
 
 
-def _devices(name: str) -> tuple[str, ...]:
+def _devices(name: str, cuda_count: int) -> tuple[str, ...]:
     """The devices to run generations on, one worker each: a torch device name per entry (`cuda:1`, `cpu`),
-    an entry twice meaning two workers on it; empty when unset."""
+    an entry twice meaning two workers on it; empty when unset. A device this machine does not have is refused
+    now, naming it: the server would start, then fail every job that runs on it."""
     raw = [entry.strip().lower() for entry in os.environ.get(name, "").split(",") if entry.strip()]
     for entry in raw:
         kind, _, index = entry.partition(":")
         if kind not in ("cpu", "cuda", "mps") or (index and not index.isdigit()):
             raise SystemExit(f"{name} must list devices like cuda:0,cuda:1 or cpu, got {entry!r}")
+        if kind == "cuda" and int(index or 0) >= cuda_count:
+            found = f"{cuda_count} GPU(s): cuda:0 to cuda:{cuda_count - 1}" if cuda_count else "no GPU torch can use"
+            raise SystemExit(f"{name} names {entry!r}, but this machine has {found}")
+        if kind == "mps" and sys.platform != "darwin":
+            raise SystemExit(f"{name} names {entry!r}, but Apple's GPU (mps) exists only on macOS")
     return tuple(raw)
 
 
@@ -76,7 +83,7 @@ HAS_CUDA = CUDA_COUNT > 0
 DEFAULT_MODEL = os.environ.get("INPAINT_DEFAULT_MODEL") or (
     "sd-1_5-inpainting" if HAS_CUDA else "patchmatch" if importlib.util.find_spec("patchmatch") else "opencv-telea")
 
-GIVEN_DEVICES = _devices("INPAINT_DEVICES")
+GIVEN_DEVICES = _devices("INPAINT_DEVICES", CUDA_COUNT)
 DEVICES = GIVEN_DEVICES or tuple(f"cuda:{i}" for i in range(CUDA_COUNT)) or ("cpu",)  # default: every GPU, else the CPU
 # A Ray cluster to run the generations on (`auto`, or `ray://host:10001`); unset runs them on DEVICES.
 RAY_ADDRESS = os.environ.get("INPAINT_RAY_ADDRESS", "").strip() or None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import logging
+import math
 import os
 import tempfile
 import threading
@@ -39,6 +40,10 @@ LAMA_MODULO = 8  # LaMa downsamples three times: each side must divide by 8
 MIGAN_SIZE = 512  # MI-GAN was traced at a fixed 512x512
 MIGAN_HOLE_ABOVE = 120  # IOPaint's threshold for MI-GAN masks
 LAMA_HOLE_FROM = 128
+# The most pixels LaMa sees at once. Its time and memory grow with the region's area (a 40 MP region took 9 GB
+# with even the tiny stand-in) and it was trained on small crops: as IOPaint's resize strategy does, a larger
+# region is filled at this area and the fill brought back to full size, where only its holes are used.
+LAMA_MAX_PIXELS = 1536 * 1536
 
 log = logging.getLogger("inpaint.torchscript")
 _PROGRESS_EVERY_S = 2.0
@@ -236,10 +241,23 @@ def _tiny(kind: str):
 # ---- running ----------------------------------------------------------------------------------------------------
 
 def lama_inpaint(module, image: Image.Image, mask: Image.Image, device) -> Image.Image:
-    """Fill the holes of `mask` (L, >= 128 is a hole) in `image` (RGB) with a LaMa module already on `device`."""
+    """Fill the holes of `mask` (L, >= 128 is a hole) in `image` (RGB) with a LaMa module already on `device`,
+    at most LAMA_MAX_PIXELS at once."""
+    _check_sizes(image, mask)
+    scale = math.sqrt(LAMA_MAX_PIXELS / (image.width * image.height))
+    if scale >= 1:
+        return _lama(module, image, mask, device)
+    hole = mask.convert("L").point(lambda v: 255 if v >= LAMA_HOLE_FROM else 0)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    # A working pixel is a hole when any pixel it covers is: a thin stroke must not vanish when scaled down.
+    small_hole = hole.resize(size, Image.Resampling.BOX).point(lambda v: 255 if v else 0)
+    filled = _lama(module, image.convert("RGB").resize(size, Image.Resampling.LANCZOS), small_hole, device)
+    return Image.composite(filled.resize(image.size, Image.Resampling.LANCZOS), image.convert("RGB"), hole)
+
+
+def _lama(module, image: Image.Image, mask: Image.Image, device) -> Image.Image:
     import torch
 
-    _check_sizes(image, mask)
     width, height = image.size
     # Bottom/right padding to a multiple of 8, mirrored with the edge pixel repeated (numpy's "symmetric"), as
     # IOPaint's pad_img_to_modulo does; the mask is padded the same way so the mirrored context matches its holes.

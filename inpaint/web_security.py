@@ -10,16 +10,20 @@ import secrets
 import threading
 import time
 from collections import deque
-from urllib.parse import urlsplit
+from http.cookies import CookieError, SimpleCookie
+from urllib.parse import parse_qs, urlsplit
 
 import h11
 from starlette.responses import JSONResponse
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
+DEFAULT_PORTS = {"http": 80, "https": 443}
 # Request headers must be complete this long after a connection opens (or after its idle time following an
 # answer): a client sending them a byte at a time otherwise holds a connection, and a server slot, forever.
 HEADER_TIMEOUT_S = 10.0
+# A request body must be complete this long after its headers: 50 MB (the default body limit) at 10 Mbit/s.
+BODY_TIMEOUT_S = 60.0
 # An idle connection stays open this long after an answer. It must outlast the pools of common clients
 # (httpx and Node 5 s, aiohttp 15 s): one that closes at the very moment a client reuses its connection makes
 # that client's request fail with a reset (uvicorn's default, 5 s, races httpx's default, 5 s).
@@ -27,6 +31,10 @@ KEEP_ALIVE_S = 30
 # A client that gave a wrong key (or UI password) this many times in the window waits out the window.
 MAX_AUTH_FAILURES = 10
 AUTH_WINDOW_S = 60.0
+# Bearer only: a browser answers a Basic challenge by caching the credentials and sending them to this
+# server with every later request, from any site's page (HTTP Basic stays accepted from clients like curl).
+REALM = 'Bearer realm="inpaint"'
+LOGIN_FORM_MAX_BYTES = 64 * 1024  # what a throttled client's login form may hold to be read
 
 
 def _error_response(status: int, field: str, message: str, headers: dict | None = None) -> JSONResponse:
@@ -76,21 +84,34 @@ class BrowserGuard:
                                                    "allow it with INPAINT_ALLOWED_HOSTS")
         elif scope.get("method", "GET") in STATE_CHANGING or scope["type"] == "websocket":
             origin = headers.get("origin")
-            if origin is not None and not self._same_or_allowed(origin, host):
+            if origin is not None and not self._same_or_allowed(origin, host, scope.get("scheme", "http")):
                 refusal = _error_response(403, "origin", f"requests from the page at {origin[:80]!r} are not "
                                                          "allowed to change anything here")
         if refusal is not None:
             return await refusal(scope, receive, send)
         return await self.app(scope, receive, send)
 
-    def _same_or_allowed(self, origin: str, host: str) -> bool:
-        netloc = urlsplit(origin).netloc.lower() if origin != "null" else ""
-        if not netloc:
-            return False  # "null": a sandboxed frame or a file:// page
-        if netloc == host.strip().lower():
+    def _same_or_allowed(self, origin: str, host: str, scheme: str) -> bool:
+        """Whether a page at `origin` may change things here: it is this server's own page (the same host and
+        port as the request's Host; an https server, an https page), or a page on a host named explicitly in
+        the allowed hosts, served on this server's port. A page on another port of the same host is another
+        site (another program on the machine): refused."""
+        page, server = urlsplit(origin), urlsplit(f"//{host.strip()}")
+        try:
+            page_port, server_port = page.port, server.port
+        except ValueError:  # a port that is not a number
+            return False
+        if page.scheme not in DEFAULT_PORTS or not page.hostname:
+            return False  # "null" (a sandboxed frame, a file:// page), or not a web page's origin
+        if scheme in ("https", "wss") and page.scheme != "https":
+            return False
+        # A Host without a port is the default port of the scheme the page reached the server with.
+        if (page_port or DEFAULT_PORTS[page.scheme]) != (server_port or DEFAULT_PORTS[page.scheme]):
+            return False
+        if page.hostname == server.hostname:
             return True
         # An origin on a host named explicitly (a wildcard for every host is no statement about origins).
-        return any(pattern != "*" and _matches(_host_name(netloc), pattern) for pattern in self.allowed_hosts)
+        return any(pattern != "*" and _matches(_host_name(page.netloc), pattern) for pattern in self.allowed_hosts)
 
 
 # ---- the API key ----------------------------------------------------------------------------------------
@@ -122,12 +143,19 @@ def key_matches(given: bytes | str, api_key: str) -> bool:
 
 class AuthThrottle:
     """ASGI middleware: a client (by address) that failed authentication MAX_AUTH_FAILURES times within
-    AUTH_WINDOW_S gets 429 for every request until its oldest failure leaves the window. A failure is a
-    wrong guess: a 401 to a request that presented credentials, or a refused studio login (a page that
-    asks without credentials, before its user has logged in, guesses nothing)."""
+    AUTH_WINDOW_S gets 429 for every request that does not present the right key, until its oldest failure
+    leaves the window. A failure is a wrong guess: a 401 to a request that presented credentials, or a refused
+    studio login (a page that asks without credentials, before its user has logged in, guesses nothing).
 
-    def __init__(self, app, *, max_failures: int = MAX_AUTH_FAILURES, window_s: float = AUTH_WINDOW_S):
+    The right key always goes through, and so does a logged-in studio page: clients behind one proxy share an
+    address, and one of them guessing must not lock the others out. So a throttled login form is read (it is
+    small) to see its password."""
+
+    def __init__(self, app, *, api_key: str | None, studio_session, max_failures: int = MAX_AUTH_FAILURES,
+                 window_s: float = AUTH_WINDOW_S):
         self.app = app
+        self.api_key = api_key
+        self.studio_session = studio_session  # as KeyGuard's
         self.max_failures = max_failures
         self.window_s = window_s
         self._failures: dict[str, deque[float]] = {}
@@ -140,7 +168,7 @@ class AuthThrottle:
         return failures
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
+        if scope["type"] != "http" or self.api_key is None:
             return await self.app(scope, receive, send)
         client = (scope.get("client") or ("?", 0))[0]
         now = time.monotonic()
@@ -149,11 +177,14 @@ class AuthThrottle:
             wait_s = failures[0] + self.window_s - now if len(failures) >= self.max_failures else 0
             if not failures:
                 self._failures.pop(client, None)
-        if wait_s > 0:
-            response = _error_response(429, "authorization", f"too many failed attempts to authenticate; retry in "
-                                                             f"{wait_s:.0f} s", {"Retry-After": f"{wait_s:.0f}"})
-            return await response(scope, receive, send)
         is_login = scope["path"].rstrip("/").endswith("/login") and scope.get("method") == "POST"
+        if wait_s > 0:
+            right_key, receive = await self._presents_the_key(scope, receive, is_login)
+            if not right_key:
+                response = _error_response(429, "authorization", f"too many failed attempts to authenticate; "
+                                                                 f"retry in {wait_s:.0f} s",
+                                           {"Retry-After": f"{wait_s:.0f}"})
+                return await response(scope, receive, send)
         presented = any(key == b"authorization" for key, _ in scope["headers"])
 
         async def watching_send(message):
@@ -167,44 +198,134 @@ class AuthThrottle:
 
         await self.app(scope, receive, watching_send)
 
+    async def _presents_the_key(self, scope, receive, is_login: bool):
+        """Whether the request carries the right key (its Authorization header, a studio login's session, or a
+        login form's password), and the `receive` that gives the app the body again when the form was read."""
+        headers = dict(scope["headers"])
+        authorization = headers.get(b"authorization")
+        if authorization is not None:
+            given = presented_key(authorization.decode("latin-1"))
+            return given is not None and key_matches(given, self.api_key), receive
+        if self.studio_session(scope, _cookies(headers.get(b"cookie", b""))):
+            return True, receive
+        if not is_login:
+            return False, receive
+        body, more = b"", True
+        while more and len(body) <= LOGIN_FORM_MAX_BYTES:
+            message = await receive()
+            if message["type"] != "http.request":
+                return False, receive
+            body, more = body + message.get("body", b""), message.get("more_body", False)
+        if more:  # no login form is this long
+            return False, receive
+        password = parse_qs(body.decode("utf-8", "replace")).get("password", [""])[0]
+        replayed = False
 
-# ---- request headers that never end -------------------------------------------------------------------
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return key_matches(password, self.api_key), replay
+
+
+class KeyGuard:
+    """ASGI middleware: with a key, every request presents it (`Authorization: Bearer`, or HTTP Basic with the key
+    as the password), or goes to the studio from a page logged in to it, unless `is_public(method, path)`. The one gate
+    in front of every route, so a route cannot be added without it: the API's, the studio's (Gradio checks a
+    login on some of its routes only: not on cancel or reset) and any added later."""
+
+    def __init__(self, app, *, api_key: str | None, is_public, studio_session):
+        self.app = app
+        self.api_key = api_key
+        self.is_public = is_public  # (method, path) -> bool
+        self.studio_session = studio_session  # (scope, cookies) -> bool: a studio login's session, for the studio
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket") or self.api_key is None:
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        authorization = headers.get(b"authorization")
+        refusal = None
+        if authorization is not None:
+            given = presented_key(authorization.decode("latin-1"))
+            if given is None or not key_matches(given, self.api_key):
+                refusal = "the API key is wrong"
+        elif not (self.is_public(scope.get("method", "GET"), scope["path"])
+                  or self.studio_session(scope, _cookies(headers.get(b"cookie", b"")))):
+            refusal = ("this server needs its API key: send `Authorization: Bearer <key>` or HTTP Basic with the key "
+                       "as the password, or log in to the studio")
+        if refusal is None:
+            return await self.app(scope, receive, send)
+        if scope["type"] == "websocket":
+            return await send({"type": "websocket.close", "code": 1008})
+        await _error_response(401, "authorization", refusal, {"WWW-Authenticate": REALM})(scope, receive, send)
+
+
+def _cookies(header: bytes) -> dict[str, str]:
+    cookies = SimpleCookie()
+    try:
+        cookies.load(header.decode("latin-1"))
+    except CookieError:
+        return {}
+    return {name: morsel.value for name, morsel in cookies.items()}
+
+
+# ---- requests that never end -------------------------------------------------------------------------
 
 class HeaderTimeoutProtocol(H11Protocol):
     """uvicorn's HTTP/1.1 protocol, closing a connection whose request headers are not complete within
     HEADER_TIMEOUT_S of its opening, or of the end of its keep-alive time after an answer (uvicorn's own
-    keep-alive timer is stopped by the first byte received, so a trickle of header bytes would keep it open)."""
+    keep-alive timer is stopped by the first byte received, so a trickle of header bytes would keep it open),
+    or whose request body is not complete within `body_timeout_s` of its headers (uvicorn sets no limit: a
+    body sent a byte at a time would hold the connection, and the request's server slot, forever)."""
 
+    body_timeout_s = BODY_TIMEOUT_S
     _header_timer: asyncio.TimerHandle | None = None
+    _body_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm_header_timer(HEADER_TIMEOUT_S)
+        self._header_timer = self._arm(self._header_timer, HEADER_TIMEOUT_S, self._headers_too_slow)
 
     def handle_events(self) -> None:
         super().handle_events()
-        if self.conn.their_state is not h11.IDLE:  # the headers of a request arrived
-            self._disarm_header_timer()
+        state = self.conn.their_state
+        if state is not h11.IDLE:  # the headers of a request arrived
+            self._header_timer = self._disarm(self._header_timer)
+        if state is h11.SEND_BODY and self._body_timer is None:
+            self._body_timer = self._arm(None, self.body_timeout_s, self._body_too_slow)
+        elif state is not h11.SEND_BODY:
+            self._body_timer = self._disarm(self._body_timer)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
         if not self.transport.is_closing():
-            self._arm_header_timer(self.timeout_keep_alive + HEADER_TIMEOUT_S)
+            self._header_timer = self._arm(self._header_timer, self.timeout_keep_alive + HEADER_TIMEOUT_S,
+                                           self._headers_too_slow)
 
     def connection_lost(self, exc) -> None:
-        self._disarm_header_timer()
+        self._header_timer = self._disarm(self._header_timer)
+        self._body_timer = self._disarm(self._body_timer)
         super().connection_lost(exc)
 
-    def _arm_header_timer(self, delay_s: float) -> None:
-        self._disarm_header_timer()
-        self._header_timer = self.loop.call_later(delay_s, self._headers_too_slow)
+    def _arm(self, timer: asyncio.TimerHandle | None, delay_s: float, callback) -> asyncio.TimerHandle:
+        self._disarm(timer)
+        return self.loop.call_later(delay_s, callback)
 
-    def _disarm_header_timer(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
+    @staticmethod
+    def _disarm(timer: asyncio.TimerHandle | None) -> None:
+        if timer is not None:
+            timer.cancel()
+        return None
 
     def _headers_too_slow(self) -> None:
         if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
             self.transport.close()
 
+    def _body_too_slow(self) -> None:
+        self._body_timer = None
+        if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
+            self.transport.close()  # the app's next receive() says the client left

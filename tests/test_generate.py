@@ -149,15 +149,16 @@ def bbox(mask_np: np.ndarray) -> tuple[int, int, int, int]:
     return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
 
 
-def almost_opaque_mask(width: int, height: int, box: tuple[int, int, int, int]) -> Image.Image:
-    """Opaque, white in `box`, and one pixel far from it at alpha 254."""
+def almost_opaque_mask(width: int, height: int, box: tuple[int, int, int, int], alpha: int) -> Image.Image:
+    """Opaque, white in `box`, and one pixel far from it at `alpha`."""
     mask = rect_mask(width, height, box).convert("RGBA")
-    mask.putpixel((width - 1, height - 1), (0, 0, 0, 254))
+    mask.putpixel((width - 1, height - 1), (0, 0, 0, alpha))
     return mask
 
 
-def test_a_mask_whose_alpha_marks_nothing_is_read_from_its_luminance_with_a_warning(engine):
-    image, mask = photo(256, 192), almost_opaque_mask(256, 192, (100, 80, 140, 120))
+@pytest.mark.parametrize("alpha", [254, 127, 0])
+def test_a_mask_whose_alpha_marks_nothing_is_read_from_its_luminance_with_a_warning(engine, alpha):
+    image, mask = photo(256, 192), almost_opaque_mask(256, 192, (100, 80, 140, 120), alpha)
     for fields in ({"mask": data_url(mask)}, {"mask": None, "maskId": engine.store.put(mask).id}):
         request_body = {k: v for k, v in {**body(image, mask), **fields}.items() if v is not None}
         request, [result] = run(engine, request_body)

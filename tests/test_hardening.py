@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import random
+import re
 import signal
 import socket
 import sqlite3
@@ -30,6 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from PIL import Image
 from schemathesis import checks
 from schemathesis.generation import GenerationMode
+from starlette.routing import Mount, WebSocketRoute
 
 from inpaint import api, assets, pipelines, web_security
 from inpaint.api import create_app
@@ -49,8 +51,8 @@ LONG = pytest.mark.long  # skipped unless INPAINT_LONG_TESTS=1 (tests/conftest.p
 
 # The parent binds the loopback socket and hands it down: no port race, and a restarted server answers
 # on the same address (connections made while it is down wait in the backlog).
-SERVER = ("import socket, sys, uvicorn; from inpaint.api import create_app; from inpaint.server import server_config; "
-          "uvicorn.Server(server_config(create_app(with_ui=sys.argv[2] == 'ui'), log_level='warning'))"
+SERVER = ("import socket, sys; from inpaint.api import create_app; from inpaint.server import Server, server_config; "
+          "Server(server_config(create_app(with_ui=sys.argv[2] == 'ui'), log_level='warning'))"
           ".run(sockets=[socket.socket(fileno=int(sys.argv[1]))])")
 
 
@@ -657,6 +659,61 @@ def test_every_route_and_file_refuses_without_the_key(keyed, engine):
                 assert response.json()["error"]["field"] == "authorization"
                 assert hidden_id not in response.text and job_id not in response.text
         assert keyed.request(method, url, headers=good).status_code != 401, (method, url)
+
+
+def served_routes(routes, prefix: str = ""):
+    """(path, methods) of every route an app serves: its own, its included routers' and its mounted apps' (the
+    studio's, under /), by the path templates they match."""
+    for route in routes:
+        if isinstance(route, Mount):
+            yield from served_routes(route.routes, prefix + route.path)
+        elif hasattr(route, "original_router"):  # an included router
+            yield from served_routes(route.original_router.routes, prefix)
+        elif isinstance(route, WebSocketRoute):
+            yield prefix + route.path, {"WEBSOCKET"}
+        else:
+            yield prefix + route.path, set(route.methods)
+
+
+# With a key, what answers without it: the studio's login page and the static files it loads, and the API's docs.
+# Explicit: a new route that answers without the key fails here until it is listed (and so decided on).
+PUBLIC_ROUTES = {
+    ("GET", "/"), ("HEAD", "/"), ("POST", "/login"), ("POST", "/login/"),
+    ("GET", "/assets/{path:path}"), ("GET", "/static/{path:path}"), ("GET", "/svelte/{path:path}"),
+    ("GET", "/favicon.ico"), ("GET", "/theme.css"), ("GET", "/gradio_api/theme.css"), ("GET", "/robots.txt"),
+    ("GET", "/manifest.json"), ("GET", "/pwa_icon"), ("GET", "/pwa_icon/{size}"),
+    ("GET", "/openapi.json"), ("HEAD", "/openapi.json"), ("GET", "/docs"),
+}
+
+
+def test_every_route_the_app_serves_needs_the_key_but_the_public_ones(engine):
+    app = create_app(engine, api_key=KEY, max_auth_failures=10_000, with_ui=True)
+    answered = set()
+    with TestClient(app) as client:
+        for template, methods in served_routes(app.routes):
+            path = re.sub(r"\{[^}]*:asset_id\}", "asset_" + "a" * 22, template)
+            path = re.sub(r"\{[^}]+\}", "x", path.replace("{size}", "192"))
+            for method in methods - {"WEBSOCKET"}:
+                response = client.request(method, path)
+                if response.status_code == 401:
+                    assert method == "HEAD" or response.json()["error"]["field"] == "authorization", (method, path)
+                else:
+                    answered.add((method, template))
+    assert answered == PUBLIC_ROUTES
+    # Gradio's own routes that check no login (cancel, reset) are behind the key too.
+    with TestClient(app) as client:
+        for path in ("/gradio_api/cancel", "/gradio_api/reset"):
+            assert client.post(path, json={"session_hash": "x", "fn_index": 0, "event_id": "x"}).status_code == 401
+        assert client.post("/login", data={"username": "me", "password": KEY}).status_code == 200
+        assert client.post("/gradio_api/reset", json={"session_hash": "x", "fn_index": 0, "event_id": "x"}
+                           ).status_code != 401  # logged in
+    # A route added the usual FastAPI way is behind the key as well. (After the studio is mounted at /, the mount
+    # would take its path first: the API alone here.)
+    app = create_app(engine, api_key=KEY, with_ui=False)
+    app.get("/added-later")(lambda: {"ok": True})
+    with TestClient(app) as client:
+        assert client.get("/added-later").status_code == 401
+        assert client.get("/added-later", headers={"Authorization": f"Bearer {KEY}"}).json() == {"ok": True}
 
 
 def test_keys_are_compared_in_constant_time(engine, monkeypatch):

@@ -307,6 +307,33 @@ def test_alpha_that_thresholds_to_nothing_is_ignored_with_a_warning():
     assert imageops.prepare_mask(Image.fromarray(rgba_np, "RGBA"), (64, 64), field="maskId")[1] == []
 
 
+@pytest.mark.parametrize("alpha", [0, 127])
+def test_a_stray_transparent_pixel_never_flips_the_reading(alpha):
+    # An opaque mask painted white over 5% of it, and one pixel far away at alpha 0 or 127: read as alpha, the
+    # mask would repaint everything but that pixel.
+    rgba_np = np.zeros((64, 64, 4), np.uint8)
+    rgba_np[..., 3] = 255
+    rgba_np[16:24, 8:32, :3] = 255
+    rgba_np[60, 60, 3] = alpha
+    out, notes = imageops.prepare_mask(Image.fromarray(rgba_np, "RGBA"), (64, 64))
+    assert imageops.mask_bbox(out) == (8, 16, 32, 24) and np.count_nonzero(np.asarray(out)) == 8 * 24
+    assert notes == ["mask's alpha channel was ignored: only 1 pixel(s) are below 128, stray pixels rather than a "
+                     "shape; the mask was read from the luminance (white = repaint)"]
+    # As many strays as make a shape: then the alpha is read, and the note says the two disagreed.
+    rgba_np[56:64, 56:64, 3] = alpha
+    out, notes = imageops.prepare_mask(Image.fromarray(rgba_np, "RGBA"), (64, 64))
+    assert np.count_nonzero(np.asarray(out)) == 64 * 64 - imageops.MASK_SHAPE_MIN_PIXELS
+    assert notes[0].startswith("mask's alpha channel and its luminance mark different areas; the alpha channel "
+                               "was used")
+
+
+def test_alpha_and_luminance_that_agree_need_no_note():
+    rgba_np = np.zeros((64, 64, 4), np.uint8)
+    rgba_np[16:24, 8:32] = 255  # white and opaque in the same place, black and transparent elsewhere
+    out, notes = imageops.prepare_mask(Image.fromarray(rgba_np, "RGBA"), (64, 64))
+    assert notes == [] and imageops.mask_bbox(out) == (8, 16, 32, 24)
+
+
 def test_brush_strokes_on_a_transparent_canvas_still_use_alpha():
     rgba_np = np.zeros((64, 64, 4), np.uint8)  # black RGB everywhere: luminance would keep everything
     rgba_np[20:40, 10:30, 3] = 255

@@ -123,6 +123,24 @@ def test_lama_pads_bottom_right_to_a_multiple_of_8_by_mirroring():
     assert np.array_equal(np.asarray(result), np.asarray(image))
 
 
+def test_lama_sees_at_most_its_working_area_and_keeps_the_known_pixels(monkeypatch):
+    monkeypatch.setattr(torchscript, "LAMA_MAX_PIXELS", 64 * 64)
+    image, mask = _picture(400, 200)
+    mask.paste(255, (300, 150, 301, 151))  # a one-pixel stroke survives the scaling down
+    recorder = Recorder()
+    result = torchscript.lama_inpaint(recorder, image, mask, "cpu")
+
+    (seen_image, seen_mask), = recorder.seen
+    assert seen_image.shape[2] * seen_image.shape[3] <= 96 * 48  # 91x45, padded to a multiple of 8
+    holes = seen_mask[0, 0].numpy()
+    assert holes[150 * 45 // 200, 300 * 91 // 400] == 1
+    # Full size again; outside the holes the picture itself, bit for bit.
+    assert result.size == image.size
+    known = np.asarray(mask) < 128
+    assert np.array_equal(np.asarray(result)[known], np.asarray(image)[known])
+    assert not np.array_equal(np.asarray(result)[~known], np.asarray(image)[~known])  # the fill, scaled back
+
+
 def test_lama_inpaint_checks_the_mask_size(tiny):
     image, _ = _picture(16, 16)
     with pytest.raises(ValueError, match="mask"):

@@ -3,7 +3,9 @@
 import inspect
 import io
 import re
+import shutil
 import socket
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -107,8 +109,9 @@ def client(engine):
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("ui-files")
+def files():
+    # Where Gradio puts what a page uploads: the only folder the studio opens a file a client names in.
+    folder = Path(tempfile.mkdtemp(prefix="ui-files-", dir=uploads.upload_folder()))
     photo(SIZE, SIZE).save(folder / "image.png")
     rect_mask(SIZE, SIZE, BOX).save(folder / "mask.png")
     Image.new("L", (SIZE, SIZE), 0).save(folder / "empty-mask.png")
@@ -116,7 +119,8 @@ def files(tmp_path_factory):
     # Stored 128 wide and 64 high, shown 64 wide and 128 high; the mask is drawn on what is shown.
     (folder / "rotated.jpg").write_bytes(rotated_jpeg(photo(64, 128, seed=5)))
     rect_mask(64, 128, (16, 72, 48, 112)).save(folder / "rotated-mask.png")
-    return folder
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 # ---- pure helpers --------------------------------------------------------------------------------
@@ -592,6 +596,41 @@ def test_huge_upload_is_refused_by_the_guard_in_under_a_second(demo, files):
     assert shown[ui.mask_preview] is None and "Paint over" in shown[ui.reason]
     assert handler(demo, "follow_image")({ui.picture: huge, ui.model: "tiny-sd-1_5"})[ui.image_size] is None
     assert time.monotonic() - started < HUGE_REFUSED_S
+
+
+def test_studio_events_decode_only_with_room_in_the_pixel_budget(demo, files, monkeypatch):
+    """The preview, a mask file's import and a new picture reserve their pixels before decoding, as a REST request
+    does: while the server decodes as much as it may, each says so and decodes nothing."""
+    ui, budget = demo.studio.ui, demo.studio.engine.decoding
+    monkeypatch.setattr(budget, "wait_s", 0.05)
+    image, mask = str(files / "image.png"), str(files / "mask.png")
+    values = mask_inputs(ui, picture=image, mask_upload=mask)
+    with budget.hold(budget.capacity):
+        shown = handler(demo, "show_mask")(values)
+        assert shown[ui.mask_preview] is None and "busy decoding other large images" in shown[ui.reason]
+        assert shown[ui.generate_btn]["interactive"] is False
+        with pytest.raises(gr.Error, match="busy decoding other large images"):
+            handler(demo, "import_mask")({ui.picture: image, ui.mask_upload: mask})
+        assert handler(demo, "follow_image")({ui.picture: image, ui.model: "opencv-telea"})[ui.image_size] is None
+    shown = handler(demo, "show_mask")(values)  # room again: the same change is drawn
+    assert shown[ui.mask_preview] is not None and shown[ui.image_size] == (SIZE, SIZE)
+
+
+def test_a_file_the_page_did_not_upload_is_refused_alike_whether_it_exists_or_not(demo, tmp_path):
+    ui = demo.studio.ui
+    secret = tmp_path / "secret.png"
+    photo(SIZE, SIZE).save(secret)
+    inside = uploads.upload_folder() / "x"
+    # Outside the upload folder, through a link, or back out of it with `..`: all the same refusal.
+    (tmp_path / "link").symlink_to(secret)
+    named = [str(secret), str(tmp_path / "missing.png"), f"{inside}/../../{secret}", str(tmp_path / "link")]
+    for path in named:
+        with pytest.raises(RequestError) as refused:
+            uploads.upload_bytes(path, field="image")
+        assert refused.value.message == "is not a file this page uploaded: upload it again", path
+        shown = handler(demo, "show_mask")(mask_inputs(ui, picture=path))
+        assert shown[ui.image_size] is None and shown[ui.reason] == "Picture: is not a file this page uploaded: " \
+                                                                   "upload it again"
 
 
 def test_what_decoding_the_picture_lost_is_said_once(demo):

@@ -126,7 +126,7 @@ def test_two_device_entries_run_two_jobs_at_once_with_the_results_of_one(engine,
 
 
 @pytest.mark.parametrize(("value", "expected"), [
-    ("cpu,cpu", "('cpu', 'cpu')"), (" cuda:0 , cuda:1 ", "('cuda:0', 'cuda:1')"), ("", "('cpu',)"),
+    ("cpu,cpu", "('cpu', 'cpu')"), (" CPU , cpu ", "('cpu', 'cpu')"), ("", "('cpu',)"),
 ])
 def test_inpaint_devices_lists_one_worker_per_entry(value, expected):
     done = subprocess.run([sys.executable, "-c", "from inpaint import settings; print(settings.DEVICES)"],
@@ -140,3 +140,14 @@ def test_a_bad_inpaint_devices_entry_stops_the_server_naming_it():
                           env={**os.environ, "INPAINT_DEVICES": "cpu,gpu1"}, capture_output=True, text=True,
                           timeout=60, check=False)
     assert done.returncode == 1 and "INPAINT_DEVICES" in done.stderr and "'gpu1'" in done.stderr
+
+
+@pytest.mark.parametrize("value", ["cuda:0", "cpu,cuda", "cuda:1"])
+def test_a_device_this_machine_lacks_stops_the_server_naming_it(value):
+    # No GPU is visible (CUDA_VISIBLE_DEVICES=""), whatever the machine has.
+    done = subprocess.run([sys.executable, "-c", "import inpaint.settings"],
+                          env={**os.environ, "INPAINT_DEVICES": value, "CUDA_VISIBLE_DEVICES": ""},
+                          capture_output=True, text=True, timeout=60, check=False)
+    named = value.split(",")[-1]
+    assert done.returncode == 1 and f"INPAINT_DEVICES names {named!r}" in done.stderr, done.stderr
+    assert "no GPU" in done.stderr

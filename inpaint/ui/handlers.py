@@ -8,6 +8,7 @@ import re
 import shutil
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from ..catalog import ModelEntry
 from ..errors import JobCanceled, RequestError
 from ..generate import Engine
 from ..jobs import JobQueue, QueueFull
+from ..limits import Busy
 from ..pipelines import ModelUnavailable
 from . import device
 from .examples import prune
@@ -107,6 +109,15 @@ def bad_input(studio: Studio, exc: RequestError) -> gr.Error:
     return gr.Error(plain(studio, exc), title="Please check")
 
 
+@contextmanager
+def decoding(studio: Studio, picture, sketch: str | None, upload):
+    """Room for decoding the studio's files in the engine's one pixel budget, reserved from their headers before
+    any of them is decoded, as a REST request's are: Busy (a RequestError) when the server is decoding as much
+    as it may at once. Every studio event that decodes a file does it inside this."""
+    with studio.engine.decoding.hold(declared_pixels(picture, sketch, upload)):
+        yield
+
+
 # ---- the mask and the Generate button ---------------------------------------------------------------
 
 def readiness(has_image: bool, has_mask: bool, busy: bool) -> str:
@@ -135,40 +146,57 @@ def show_mask(studio: Studio, values: dict, request: gr.Request | None = None) -
     generate outlined; small, since a stroke waits for it. Also the mask's download, what a run lacks, and
     Generate: live only when nothing is missing."""
     ui = studio.ui
-    upload, sides = values[ui.mask_upload], outpaint_sides(values, ui)
-    out = {ui.mask_preview: None, ui.mask_download: None}
-    background = mask = None
+    upload = values[ui.mask_upload]
+    sketch = values[ui.painter] if upload is None else None
+    out = {ui.mask_preview: None, ui.mask_download: None, ui.image_size: None}
+    note = ""
     try:
-        background = read_picture(values[ui.picture])
-        if background is not None:
-            sketch = read_sketch(values[ui.painter]) if upload is None else None
-            mask, _ = effective_mask(background, sketch, read_mask_upload(upload), invert=bool(values[ui.invert]),
-                                     grow=int(values[ui.grow] or 0), feather=int(values[ui.feather] or 0),
-                                     soft=values[ui.mask_mode] == "soft")
+        # Held until the preview is drawn: the picture and its masks are in memory until then.
+        with decoding(studio, values[ui.picture], sketch, upload):
+            out.update(mask_preview(studio, values, sketch, upload))
+    except Busy as exc:
+        note = exc.message  # said under Generate; the preview comes with the next change
+    except RequestError as exc:
+        if exc.field == "image":  # a picture the run would refuse: said now (nothing painted yet is no error)
+            note = plain(studio, exc)
+    running = busy(studio, values, request)
+    reason = note or readiness(out[ui.image_size] is not None, out[ui.mask_preview] is not None, running)
+    return {**out, ui.reason: reason, ui.generate_btn: gr.update(interactive=not reason)}
+
+
+def mask_preview(studio: Studio, values: dict, sketch: str | None, upload) -> dict:
+    """show_mask's pictures: the picture's size, and once something is painted the preview and the mask's
+    download. Raises RequestError for a picture the run would refuse."""
+    ui = studio.ui
+    background = read_picture(values[ui.picture])
+    if background is None:
+        return {}
+    out = {ui.image_size: background.size}
+    try:
+        mask, _ = effective_mask(background, read_sketch(sketch), read_mask_upload(upload),
+                                 invert=bool(values[ui.invert]), grow=int(values[ui.grow] or 0),
+                                 feather=int(values[ui.feather] or 0), soft=values[ui.mask_mode] == "soft")
     except RequestError:
-        pass  # a file the run would refuse, or nothing painted yet: the run says why
+        mask = None  # nothing painted yet, or a mask file the run would refuse: the run says why
     canvas, shown = background, mask
-    if background is not None and any(sides.values()):
+    sides = outpaint_sides(values, ui)
+    if any(sides.values()):
         try:
             canvas, shown = extended_preview(background, mask, sides)
         except RequestError:
-            canvas, shown = background, mask  # too large: the run names the rule
-    if shown is not None:
-        small = canvas.copy()
-        small.thumbnail((PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE), Image.Resampling.BILINEAR)
-        preview = mask_overlay(small, shown.resize(small.size, Image.Resampling.BILINEAR))
-        if values[ui.model] in studio.catalog:
-            boxes = [r.box for r in regions.plan(shown, studio.catalog.get(values[ui.model]).family)]
-            preview = draw_regions(preview, boxes, small.width / canvas.width)
-        out[ui.mask_preview] = preview
-        path = studio.files_dir / "masks" / f"mask-{new_id('m')}.png"
-        path.parent.mkdir(exist_ok=True)
-        shown.save(path)
-        out[ui.mask_download] = str(path)
-    running = busy(studio, values, request)
-    reason = readiness(background is not None, shown is not None, running)
-    return {**out, ui.image_size: background.size if background is not None else None, ui.reason: reason,
-            ui.generate_btn: gr.update(interactive=not reason)}
+            pass  # too large: the run names the rule
+    if shown is None:
+        return out
+    small = canvas.copy()
+    small.thumbnail((PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE), Image.Resampling.BILINEAR)
+    preview = mask_overlay(small, shown.resize(small.size, Image.Resampling.BILINEAR))
+    if values[ui.model] in studio.catalog:
+        boxes = [r.box for r in regions.plan(shown, studio.catalog.get(values[ui.model]).family)]
+        preview = draw_regions(preview, boxes, small.width / canvas.width)
+    path = studio.files_dir / "masks" / f"mask-{new_id('m')}.png"
+    path.parent.mkdir(exist_ok=True)
+    shown.save(path)
+    return {**out, ui.mask_preview: preview, ui.mask_download: str(path)}
 
 
 def extend(studio: Studio, values: dict, side: str) -> dict:
@@ -195,11 +223,12 @@ def import_mask(studio: Studio, values: dict) -> dict:
     """A mask file becomes the painted mask: one mask on the canvas, editable with the brush and the eraser."""
     ui = studio.ui
     try:
-        background = read_picture(values[ui.picture])
-        mask = read_mask_upload(values[ui.mask_upload])
-        if background is None or mask is None:
-            return {}
-        mask, _ = imageops.prepare_mask(mask, background.size, field="mask")
+        with decoding(studio, values[ui.picture], None, values[ui.mask_upload]):
+            background = read_picture(values[ui.picture])
+            mask = read_mask_upload(values[ui.mask_upload])
+            if background is None or mask is None:
+                return {}
+            mask, _ = imageops.prepare_mask(mask, background.size, field="mask")
     except RequestError as exc:
         raise bad_input(studio, exc) from None
     return {ui.painter: painted(mask), ui.mask_upload: None}
@@ -278,9 +307,10 @@ def follow_image(studio: Studio, values: dict) -> dict:
     """A new picture (uploaded, pasted or cleared): the sizes follow it, and it starts unpainted."""
     ui = studio.ui
     try:
-        background = read_picture(values[ui.picture])
+        with decoding(studio, values[ui.picture], None, None):
+            background = read_picture(values[ui.picture])
     except RequestError:
-        background = None  # the run will say what is wrong with the file
+        background = None  # the mask preview, next, or the run says what is wrong with the file
     size = background.size if background is not None else None
     w, h = fit_size(size, studio.entry(values[ui.model]))
     return {ui.width: w, ui.height: h, ui.image_size: size, ui.painter: ""}
@@ -373,7 +403,7 @@ def generate(studio: Studio, values: dict, state: dict | None, request: gr.Reque
     yield {ui.status: "**Preparing** · reading the picture and the mask…"}
     try:
         # The studio decodes its files itself (to draw the mask): under the engine's one pixel budget.
-        with engine.decoding.hold(declared_pixels(values.get("image"), values.get("sketch"), values.get("mask"))):
+        with decoding(studio, values.get("image"), values.get("sketch"), values.get("mask")):
             body, notes = request_body(studio, values, state)
         resolved = engine.prepare(body)
     except RequestError as exc:

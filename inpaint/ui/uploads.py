@@ -2,26 +2,45 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import gradio as gr
+from gradio import utils as gradio_utils
 from PIL import Image
 
 from .. import imageops
 from ..errors import RequestError
 
 
+def upload_folder() -> Path:
+    """Where this server's Gradio keeps what it received: the only folder a client may name a file in."""
+    return Path(gradio_utils.get_upload_folder()).resolve()
+
+
 def upload_bytes(value: str | Path | bytes, *, field: str) -> bytes:
-    """The bytes of a file as the studio's components hand it over (see deliver_files): a path in
-    Gradio's cache, or a data URL an API caller sent in place of a file (bytes: a test's own)."""
+    """The bytes of a file as the studio's components hand it over (see deliver_files): a path in this server's
+    upload folder, or a data URL an API caller sent in place of a file (bytes: a test's own).
+
+    The one place the studio opens a file a client named. Gradio checks a FileData path only when the dict
+    carries its `meta` marker (one without is handed over unchecked), so the check is made here, on the real
+    path: a link out of the folder or a `..` is followed first. A path outside the folder and a missing file
+    get the same answer, which names neither the file nor anything in it.
+    """
     if isinstance(value, (bytes, bytearray)):
         return bytes(value)
     if isinstance(value, str) and value.startswith("data:"):
         return imageops.decode_data_url(value, field=field)
+    not_received = RequestError(field, "is not a file this page uploaded: upload it again")
+    if not isinstance(value, (str, Path)) or "\0" in str(value):
+        raise not_received
+    path = Path(os.path.realpath(value))
+    if not path.is_relative_to(upload_folder()):
+        raise not_received
     try:
-        return Path(value).read_bytes()
-    except (OSError, TypeError) as exc:
-        raise RequestError(field, f"{field} could not be read ({type(exc).__name__})") from None
+        return path.read_bytes()
+    except OSError:
+        raise not_received from None
 
 
 def read_picture(value: str | Path | bytes | None) -> Image.Image | None:
