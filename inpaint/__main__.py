@@ -1,4 +1,4 @@
-"""Command line: `python -m inpaint generate REQUEST.json --out DIR` and `python -m inpaint models`."""
+"""Command line: `python -m inpaint generate REQUEST.json --out DIR` (or `--dry-run`) and `python -m inpaint models`."""
 
 from __future__ import annotations
 
@@ -46,6 +46,11 @@ def generate(args: argparse.Namespace) -> int:
 
     body = _with_flags(_read_body(args.request), args)
     engine = default_engine()
+    if args.dry_run:  # what the job would do, as POST /generate/inpaint?dryRun=true answers it
+        print(json.dumps({"plan": engine.plan(body).to_json()}, indent=2))
+        return 0
+    if args.out is None:
+        raise RequestError("--out", "is required: the folder the results are written to (or give --dry-run)")
     request = engine.prepare(body)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -93,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     gen = commands.add_parser("generate", help="run one inpaint request (the JSON body of POST /generate/inpaint)")
     gen.add_argument("request", help="path of the JSON request, or - for standard input")
-    gen.add_argument("--out", required=True, help="folder for the results, written as <assetId>.png")
+    gen.add_argument("--out", help="folder for the results, written as <assetId>.png")
+    gen.add_argument("--dry-run", action="store_true",
+                     help="print the plan (the request with its defaults, the regions, the seeds) and run nothing")
     gen.add_argument("--color-match", choices=("none", "mean-std", "histogram"),
                      help="sets the request's colorMatch: colour matching of the generated regions")
     gen.add_argument("--mask-mode", choices=("binary", "soft"),

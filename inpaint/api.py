@@ -43,6 +43,7 @@ from .responses import (
     JobOut,
     ModelList,
     ModelOut,
+    PlanEnvelope,
 )
 from .schema import InpaintRequest
 from .web_security import MAX_AUTH_FAILURES, AuthThrottle, BrowserGuard, KeyGuard, key_matches
@@ -361,9 +362,16 @@ async def generate_inpaint(request: Request, engine: EngineDep, jobs: JobsDep,
                                f"Seconds to wait for the job to end before answering (0..{LONG_POLL_MAX_S}): a quick "
                                "job, such as a classical model's, comes back finished with its results in one "
                                "exchange; one still running then is answered as it is, to follow with "
-                               "`GET /jobs/{jobId}?wait=`."))] = 0) -> dict:
+                               "`GET /jobs/{jobId}?wait=`."))] = 0,
+                           dry_run: Annotated[bool, Query(alias="dryRun", description=(
+                               "true: validate and plan only, and answer `{\"plan\": ...}`: the request with every "
+                               "default resolved and the regions the job would generate. Nothing is stored and no "
+                               "job starts."))] = False) -> dict:
     """Validate the request, store its inputs as assets and queue the job; answers the job at once, or once it
-    ended with `wait`."""
+    ended with `wait`. With `dryRun=true`, answers the plan instead, storing nothing."""
+    if dry_run:
+        plan = await run_in_threadpool(engine.plan, await _json_body(request))
+        return {"plan": plan.to_json()}
     # The body is read here, not declared: a full queue answers 429 before a 50 MB body is received.
     jobs.check_room()
     body = await _json_body(request)
@@ -482,7 +490,8 @@ def _errors(*statuses: int) -> dict:
 # 400/401/404/413 (409: still in use; 429: the queue is full; 503: busy decoding other images; 507: disk full).
 ROUTES = {
     "generate": [
-        ("POST", "/generate/inpaint", generate_inpaint, JobEnvelope, "Start an inpaint job", (429, 503, 507)),
+        ("POST", "/generate/inpaint", generate_inpaint, JobEnvelope | PlanEnvelope, "Start an inpaint job (or plan one)",
+         (429, 503, 507)),
     ],
     "jobs": [
         ("GET", "/jobs/{jobId}", get_job, JobEnvelope, "Follow a job", ()),

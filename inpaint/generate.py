@@ -15,12 +15,13 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
+from typing import NamedTuple
 
 import numpy as np
 from PIL import ExifTags, Image
 
-from . import imageops, regions, schema, seams, settings
+from . import imageops, regions, schema, seams, settings, zerogpu
 from .assets import Asset, AssetStore
 from .catalog import Catalog
 from .errors import JobCanceled, RequestError
@@ -254,17 +255,47 @@ class Engine:
 
     # -- validation: everything is checked before anything is stored --------------------------------
 
+    def plan(self, body: object) -> Plan:
+        """What preparing and running `body` would do, with nothing stored and nothing started (a dry run): the
+        request with every default filled in, and the regions its job will generate, planned as the job plans
+        them. Raises RequestError naming the field at fault, as `prepare` does."""
+        with self._checked(body) as checked:
+            family = self.catalog.get(checked.resolved.model_id).family
+            return Plan(checked.resolved, tuple(plan_regions(checked.resolved, family, checked.mask)))
+
     def prepare(self, body: object) -> ResolvedRequest:
         """Validate a request body and store its inputs; raises RequestError naming the field at fault."""
+        with self._checked(body) as checked:
+            # 5. Store the image if it came as a data URL (the file as received when it holds the very pixels
+            #    used), and the mask as prepared (binary, image-sized): `maskId` in the resolved request is
+            #    exactly the mask used, so a replay gives the same result. Both stay in memory for generate.
+            req, image, mask = checked.req, checked.image, checked.mask
+            (_, image_data), (_, mask_data) = checked.sources
+            image_asset_id = checked.resolved.image_asset_id
+            if not image_asset_id:
+                image_asset_id = self.store.put(image, kind="image", hidden=req.hide, parent_id=req.parent_id,
+                                                icc_profile=imageops.rgb_profile(image),
+                                                data=image_data if checked.image_as_sent else None).id
+            mask_file = mask_data if _mask_as_sent(mask_data, checked.raw_mask, mask) else None
+            mask_asset_id = self.store.put(mask, kind="mask", hidden=True, parent_id=image_asset_id,
+                                           data=mask_file).id
+            self.inputs.put(image_asset_id, image)
+            self.inputs.put(mask_asset_id, mask)
+        return dataclasses.replace(checked.resolved, image_asset_id=image_asset_id, mask_asset_id=mask_asset_id)
+
+    @contextmanager
+    def _checked(self, body: object) -> Iterator[_Checked]:
+        """The request validated and its inputs decoded and checked, nothing stored yet, held in the pixel budget
+        while the caller uses them."""
         # 1. Fields, types and bounds
         req = parse_request(body)
 
         # 2. Where the inputs come from; their decoding waits for room in the pixel budget (or is refused)
         # An outpaint repaints the new area: a mask is then optional.
         outpaint = schema.outpaint_sides(req)
-        sources = [self._input_source(req, "image"), self._input_source(req, "mask", optional=outpaint is not None)]
+        sources = (self._input_source(req, "image"), self._input_source(req, "mask", optional=outpaint is not None))
         with self.decoding.hold(sum(self._declared_pixels(source) for source in sources)):
-            # 3. Inputs decoded and checked, nothing stored yet. The mask covers the grown canvas of an outpaint.
+            # 3. Inputs decoded and checked. The mask covers the grown canvas of an outpaint.
             warnings: list[str] = []
             image, image_asset_id, as_sent = self._load_input(sources[0], "image", warnings)
             canvas_size = regions.outpaint_size(image.size, outpaint) if outpaint else image.size
@@ -281,20 +312,7 @@ class Engine:
                                region_size=(largest[2] - largest[0], largest[3] - largest[1]),
                                image_asset_id=image_asset_id or "", mask_asset_id="",
                                warnings=warnings)
-
-            # 5. Store the image if it came as a data URL (the file as received when it holds the very pixels
-            #    used), and the mask as prepared (binary, image-sized): `maskId` in the resolved request is
-            #    exactly the mask used, so a replay gives the same result. Both stay in memory for generate.
-            if image_asset_id is None:
-                image_asset_id = self.store.put(image, kind="image", hidden=req.hide, parent_id=req.parent_id,
-                                                icc_profile=imageops.rgb_profile(image),
-                                                data=sources[0][1] if as_sent else None).id
-            mask_file = sources[1][1] if _mask_as_sent(sources[1][1], raw_mask, mask) else None
-            mask_asset_id = self.store.put(mask, kind="mask", hidden=True, parent_id=image_asset_id,
-                                           data=mask_file).id
-            self.inputs.put(image_asset_id, image)
-            self.inputs.put(mask_asset_id, mask)
-        return dataclasses.replace(resolved, image_asset_id=image_asset_id, mask_asset_id=mask_asset_id)
+            yield _Checked(req, resolved, sources, image, as_sent, raw_mask, mask)
 
     def upload(self, data_url: str, *, hide: bool = False, parent_id: str | None = None) -> Asset:
         """Store an uploaded image as an asset. Alpha is kept: as a mask (`maskId`) it is what counts; as an
@@ -454,12 +472,11 @@ class Engine:
         # 2. What to generate: one crop per region of the mask (merge), or the whole image (resized). In merge
         #    mode each result is blended in by `alpha`: the feathered mask, or a soft mask's own grey levels.
         size = (request.width, request.height)
+        plan = plan_regions(request, entry.family, mask)
         if request.disable_merging:
-            plan = [regions.Region((0, 0, *image.size), size)]
             crops = [(imageops.resize(image, size), imageops.resize(repaint, size, mask=True))]
             alpha = None
         else:
-            plan = regions.plan(repaint, entry.family, size=size)
             crops = [(image.crop(region.box), repaint.crop(region.box)) for region in plan]
             alpha = np.asarray(mask if request.mask_mode == "soft" else imageops.feather(mask, entry.family.seam_px))
         if on_regions:
@@ -570,6 +587,44 @@ class Engine:
                     run.on_progress(made / request.num_samples)
                 if run.canceled() and pending:
                     raise JobCanceled()
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What a request will do (Engine.plan): `to_json()` is the answer of a dry run."""
+
+    request: ResolvedRequest
+    regions: tuple[regions.Region, ...]
+
+    def to_json(self) -> dict:
+        """The resolved request (as a job's `metadata.input`, without the asset ids that storing would give),
+        its regions as the job's `metadata.regions` will be, its seeds, its warnings, and the GPU seconds a
+        ZeroGPU Space asks for it."""
+        given = {name: value for name, value in self.request.to_json().items() if value != ""}
+        return {"input": given, "regions": [region.to_json() for region in self.regions],
+                "seeds": self.request.seeds, "warnings": list(self.request.warnings),
+                "gpuSeconds": zerogpu.gpu_duration(self.request)}
+
+
+class _Checked(NamedTuple):
+    """A request body validated, with its inputs decoded and checked (Engine._checked)."""
+
+    req: InpaintRequest
+    resolved: ResolvedRequest  # without asset ids for what was not stored yet
+    sources: tuple[tuple[str, bytes | str | None], tuple[str, bytes | str | None]]  # (field, data or id), image and mask
+    image: Image.Image
+    image_as_sent: bool  # the image's file may be stored as it came
+    raw_mask: Image.Image | None  # as decoded
+    mask: Image.Image  # as stored and used
+
+
+def plan_regions(request: ResolvedRequest, family, mask: Image.Image) -> list[regions.Region]:
+    """The crops a request generates from its mask as stored (on the grown canvas of an outpaint): one per region
+    of the mask, at the request's processing size (merge), or the whole image resized (disableMerging)."""
+    size = (request.width, request.height)
+    if request.disable_merging:
+        return [regions.Region((0, 0, *mask.size), size)]
+    return regions.plan(_repainted(mask, request.mask_mode), family, size=size)
 
 
 def _repainted(mask: Image.Image, mask_mode: str) -> Image.Image:

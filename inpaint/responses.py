@@ -104,6 +104,22 @@ class JobEnvelope(_CamelModel):
     job: JobOut
 
 
+class PlanOut(_CamelModel):
+    """What a request will do, as a dry run answers it: nothing is stored and no job is started."""
+
+    input: dict[str, Any] = Field(description="The request with every default resolved, as the job's "
+                                              "`metadata.input` will be (less the asset ids that storing gives).")
+    regions: list[dict[str, Any]] = Field(description="The regions that will be generated, as the job's "
+                                                      "`metadata.regions` will be: `box` and processing `size`.")
+    seeds: list[int] = Field(description="The seed of each sample: sample i uses seed + i.")
+    warnings: list[str]
+    gpu_seconds: int = Field(description="The GPU time a ZeroGPU Space asks for this request, in seconds.")
+
+
+class PlanEnvelope(_CamelModel):
+    plan: PlanOut
+
+
 class AssetDeleted(_CamelModel):
     deleted_asset_ids: list[str] = Field(description="The asset deleted, with its files.")
 

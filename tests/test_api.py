@@ -603,6 +603,25 @@ def test_long_poll_answers_when_the_job_changes_and_at_its_timeout(client):
     assert time.monotonic() - waited < 29
 
 
+def test_a_dry_run_answers_the_plan_and_stores_nothing(client, engine):
+    image = photo(320, 192)
+    mask = Image.new("L", image.size, 0)
+    mask.paste(255, (60, 60, 100, 100))
+    mask.paste(255, (178, 60, 218, 100))
+    planned = client.post("/generate/inpaint", json=body(image, mask, modelId="patchmatch", seed=9),
+                          params={"dryRun": "true"})
+    assert planned.status_code == 200, planned.text
+    plan = planned.json()["plan"]
+    assert plan["input"]["modelId"] == "patchmatch" and plan["seeds"] == [9, 10, 11, 12]
+    assert len(plan["regions"]) == 2 and plan["gpuSeconds"] >= 1
+    assert engine.store.list(include_hidden=True) == [] and client.get("/assets").json()["assets"] == []
+    # The job then generates the very regions planned.
+    job = wait(client, submit(client, body(image, mask, modelId="patchmatch", seed=9, numSamples=1))["jobId"])
+    assert job["metadata"]["regions"] == plan["regions"]
+    assert_error(client.post("/generate/inpaint", json=body(image, mask, strength=3), params={"dryRun": "true"}),
+                 400, "strength")
+
+
 @pytest.mark.torch
 def test_long_poll_times_out_on_a_job_that_does_not_change(engine):
     with TestClient(create_app(engine, api_key=None, with_ui=False)) as client:

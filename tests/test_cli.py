@@ -76,3 +76,19 @@ def test_an_unreachable_hub_model_fails_fast_with_what_it_needs(tmp_path):
     job = json.loads(done.stdout)
     assert job["status"] == "failure" and "Hugging Face Hub" in job["metadata"]["error"]
     assert "Traceback" not in done.stderr
+
+
+def test_a_dry_run_prints_the_plan_and_runs_nothing(tmp_path):
+    request = {"modelId": "tiny-sd-1_5", "prompt": "a cat", "image": data_url(photo(320, 192)),
+               "mask": data_url(rect_mask(320, 192, (60, 60, 100, 100))), "seed": 3, "numSamples": 2}
+    done = cli("generate", "-", "--dry-run", tmp_path=tmp_path, stdin=json.dumps(request))
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)["plan"]
+    # SD 1.5's defaults, its native 512x512 for the region, and the seeds of the two samples.
+    assert plan["input"]["numInferenceSteps"] == 30 and plan["input"]["guidance"] == 7.5
+    assert [region["size"] for region in plan["regions"]] == [[512, 512]] and plan["seeds"] == [3, 4]
+    assert "image" not in plan["input"] and "maskId" not in plan["input"]  # nothing was stored to name
+    assert not list((tmp_path / "data").rglob("*.png"))
+    request["mask"] = data_url(Image.new("L", (320, 192), 0))
+    refused = cli("generate", "-", "--dry-run", tmp_path=tmp_path, stdin=json.dumps(request))
+    assert refused.returncode == 2 and refused.stderr.startswith("error: mask:")

@@ -10,11 +10,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 from inpaint.assets import AssetStore
 from inpaint.catalog import Catalog
 from inpaint.errors import JobCanceled, RequestError
+from inpaint.events import Regions
 from inpaint.families.diffusion import Diffusers
 from inpaint.generate import Engine
 from inpaint.jobs import Job, record, run_job
@@ -399,3 +400,50 @@ def test_a_classical_result_is_opencvs_own_output_on_the_mask_as_drawn(engine, m
     bgr_np = cv2.cvtColor(np.asarray(image), cv2.COLOR_RGB2BGR)
     expected_np = cv2.cvtColor(cv2.inpaint(bgr_np, as_drawn_np, 3, getattr(cv2, flag)), cv2.COLOR_BGR2RGB)
     assert np.array_equal(pixels(engine, result), expected_np)
+
+
+# -- the plan (a dry run) is what the job does ---------------------------------------------------------------
+
+def two_marks(width: int, height: int) -> Image.Image:
+    """Two 40 px marks 78 px apart: separate as drawn, one region once a diffusion family grows the mask."""
+    mask = Image.new("L", (width, height), 0)
+    mask.paste(255, (60, 60, 100, 100))
+    mask.paste(255, (178, 60, 218, 100))
+    return mask
+
+
+def one_model_per_family() -> list[str]:
+    ids = {}
+    for entry in CATALOG.entries():  # derived from the catalog: a new family is covered once it has an entry offline
+        if entry.availability() == "offline" and not entry.epochs:
+            ids.setdefault(entry.family.name, entry.id)
+    return sorted(ids.values())
+
+
+@pytest.mark.parametrize("model_id", one_model_per_family())
+@pytest.mark.parametrize("case", ["binary", "soft", "outpaint", "whole image"])
+def test_the_plan_is_what_the_job_generates_and_stores_nothing(tmp_path, pipeline_cache, model_id, case):
+    engine = Engine(CATALOG, AssetStore(tmp_path / "data"), pipeline_cache)  # the session's loaded models
+    image = photo(320, 192)
+    mask = two_marks(*image.size)
+    fields = {"binary": {}, "soft": {"maskMode": "soft"}, "outpaint": {"outpaint": {"left": 0, "right": 64, "top": 0, "bottom": 0}},
+              "whole image": {"disableMerging": True}}[case]
+    if case == "soft":
+        mask = mask.filter(ImageFilter.GaussianBlur(6))
+    entry = CATALOG.get(model_id)
+    # Diffusion at the smallest size its family takes (the regions are planned for any size alike); the others
+    # at the size they choose themselves.
+    small = max(64, entry.size_range.low)
+    sizes = {"width": small, "height": small} if entry.family.denoises else {}
+    request_body = body(image, mask, modelId=model_id, numSamples=2, numInferenceSteps=2, seed=5, **sizes, **fields)
+    plan = engine.plan(request_body)
+    assert engine.store.list(include_hidden=True) == []  # nothing stored
+
+    request = engine.prepare(request_body)
+    events = engine.run(request)
+    reported = next(event.regions for event in events if isinstance(event, Regions))  # before the first sample
+    events.close()  # the regions are all this compares: the run stops within a step
+    assert [region.to_json() for region in plan.regions] == list(reported)
+    planned = plan.to_json()
+    assert planned["input"] == {k: v for k, v in request.to_json().items() if k not in ("image", "maskId")}
+    assert planned["seeds"] == request.seeds and planned["seeds"][0] == 5 and planned["gpuSeconds"] >= 1

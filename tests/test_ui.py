@@ -416,9 +416,31 @@ def test_bad_input_is_a_gr_error_in_plain_words_and_the_status_says_it(demo):
 def mask_inputs(ui, **given) -> dict:
     """What the mask preview reads from the page, by component; nothing painted, no extension."""
     values = {ui.picture: None, ui.painter: "", ui.mask_upload: None, ui.invert: False, ui.grow: 0, ui.feather: 0, ui.mask_mode: None,
-              ui.model: "opencv-telea", ui.busy: False}
+              ui.model: "opencv-telea", ui.busy: False, ui.auto_size: True, ui.width: None, ui.height: None}
     values.update({ui[f"outpaint_{side}"]: 0 for side in fields.OUTPAINT_SIDES})
     return values | {ui[name]: value for name, value in given.items()}
+
+
+def test_the_preview_outlines_the_regions_the_job_generates(demo, files, monkeypatch):
+    """Two marks 78 px apart: separate as drawn, one crop once the diffusion family grows the mask (as the job
+    does), two for a classical model, which takes the mask as drawn."""
+    ui, engine = demo.studio.ui, demo.studio.engine
+    picture_file, marks_file = files / "wide.png", files / "two-marks.png"
+    photo(320, 192).save(picture_file)
+    marks = Image.new("L", (320, 192), 0)
+    marks.paste(255, (60, 60, 100, 100))
+    marks.paste(255, (178, 60, 218, 100))
+    marks.save(marks_file)
+    outlined = []
+    monkeypatch.setattr(handlers, "draw_regions", lambda preview, boxes, scale: outlined.append(boxes) or preview)
+    for model_id in ("tiny-sd-1_5", "opencv-telea"):
+        outlined.clear()
+        handler(demo, "show_mask")(mask_inputs(ui, picture=str(picture_file), mask_upload=str(marks_file),
+                                               model=model_id))
+        body = {"modelId": model_id, "prompt": "fill", "image": as_url(picture_file.read_bytes()),
+                "mask": as_url(marks_file.read_bytes())}
+        assert outlined == [[region.box for region in engine.plan(body).regions]]
+        assert len(outlined[0]) == (1 if model_id == "tiny-sd-1_5" else 2)
 
 
 def test_the_mask_preview_is_small_and_says_what_a_run_lacks(demo):

@@ -191,8 +191,11 @@ def mask_preview(studio: Studio, values: dict, sketch: str | None, upload) -> di
     small.thumbnail((PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE), Image.Resampling.BILINEAR)
     preview = mask_overlay(small, shown.resize(small.size, Image.Resampling.BILINEAR))
     if values[ui.model] in studio.catalog:
-        boxes = [r.box for r in regions.plan(shown, studio.catalog.get(values[ui.model]).family)]
-        preview = draw_regions(preview, boxes, small.width / canvas.width)
+        # Planned as the engine plans the job: on the mask grown by the family's seam band, at the run's size.
+        size = None if values[ui.auto_size] else (int(values[ui.width] or 0), int(values[ui.height] or 0))
+        plan = regions.plan_drawn(shown, studio.catalog.get(values[ui.model]).family, size=size,
+                                  soft=values[ui.mask_mode] == "soft")
+        preview = draw_regions(preview, [region.box for region in plan], small.width / canvas.width)
     path = studio.files_dir / "masks" / f"mask-{new_id('m')}.png"
     path.parent.mkdir(exist_ok=True)
     shown.save(path)
