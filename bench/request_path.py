@@ -197,7 +197,7 @@ def classical_request_vs_limit(profile, work_dir: Path) -> Metric:
                 image_png = _png(_photo(side))
                 for kind in ("small", "large"):
                     if (model_id, side, kind) == ("patchmatch", 2048, "large"):
-                        continue  # its region is the whole 2048 px image: tens of seconds a round, the work's own
+                        continue  # the limit calls the library on the whole 2048 px region: over a minute a round
                     mask = _mask(side, kind)
                     body, mask_np = _body(image_png, mask, model_id), np.asarray(mask)
                     variants = {"rest": lambda: round_trip(client, body),

@@ -173,6 +173,25 @@ def test_a_large_region_is_filled_small_and_brought_up_with_the_photos_own_textu
     assert detail(fills[0]) > 0.6 * detail(wall_np) > detail(enlarged)
 
 
+def test_a_large_region_with_no_wholly_known_patch_is_still_filled(monkeypatch):
+    """A hole leaving only a thin frame has no source patch at the working size: the small fill is enlarged."""
+    from inpaint.families import coarse_fine
+
+    monkeypatch.setattr(coarse_fine, "DIRECT_PIXELS", 64 * 64)
+    monkeypatch.setattr(coarse_fine, "WORK_PIXELS", 32 * 32)
+    image_np = np.asarray(chelsea(128, 128))
+    hole_np = np.full((128, 128), 255, np.uint8)
+    hole_np[:2], hole_np[-2:], hole_np[:, :2], hole_np[:, -2:] = 0, 0, 0, 0
+
+    def fill_small(small_np, small_hole_np):
+        patchmatch.set_random_seed(3)
+        return patchmatch.inpaint(small_np, small_hole_np, patch_size=3)
+
+    filled_np = coarse_fine.fill(image_np, hole_np, fill_small, seed=3)
+    assert filled_np.shape == image_np.shape
+    assert np.array_equal(filled_np[hole_np == 0], image_np[hole_np == 0])
+
+
 def test_a_family_this_machine_cannot_run_is_refused_before_anything_is_stored(engine, monkeypatch):
     monkeypatch.setattr(PatchMatch, "unavailable", lambda self, entry: "it needs the PatchMatch library")
     image = chelsea(128, 96)

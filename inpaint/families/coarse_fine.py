@@ -51,8 +51,14 @@ def fill(image_np: np.ndarray, hole_np: np.ndarray, fill_small: Fill, seed: int)
         images.append(_halve(images[-1]))
         holes.append(_halve_hole(holes[-1]))
     rng = np.random.default_rng(seed)
+    small = fill_small(images[-1], holes[-1].astype(np.uint8) * 255)
     octave = _Octave(images[-1], holes[-1], SEARCH_RADIUS)
-    sources = octave.search(fill_small(images[-1], holes[-1].astype(np.uint8) * 255), rng)
+    if not len(octave.source_y):
+        # No patch of the small copy is wholly known (a thin frame around a hole, an outpaint of a small photo):
+        # there is nothing to copy from, and the fill is enlarged as it is.
+        enlarged = cv2.resize(small, (image_np.shape[1], image_np.shape[0]), interpolation=cv2.INTER_LINEAR)
+        return np.where(holes[0][..., None], enlarged, image_np)
+    sources = octave.search(small, rng)
     # What the field itself makes of the small picture: the light each octave up keeps (see _pinned).
     filled = octave.vote(sources)
     for image, hole in zip(reversed(images[:-1]), reversed(holes[:-1])):
