@@ -4,8 +4,8 @@ full resolution (its fine texture) rather than enlarged from the small fill (a b
 
 The library fills the small copy and keeps its field to itself; the field is found again here (a PatchMatch
 search against the small fill, where each hole patch has a copy to find), then each octave up doubles it,
-refines it within a pixel and lets the patches vote. Only the hole and a band of a patch around it are worked
-on, and a source is looked for only in the region the family was given. Numpy and OpenCV only, vectorised over
+refines it within a pixel and lets the patches vote, keeping the light of the octave below. Only the hole and a
+band of a patch around it are worked on, and a source is looked for only in the region the family was given. Numpy and OpenCV only, vectorised over
 the hole's pixels, seeded by the fill's seed.
 """
 
@@ -222,7 +222,7 @@ class _Octave:
             for dx in range(-VOTE_RADIUS, VOTE_RADIUS + 1):
                 y, x = hy - dy, hx - dx  # a patch centred here covers the hole pixel: a target, if in the picture
                 inside = (y >= 0) & (y < self.height) & (x >= 0) & (x < self.width)
-                centre = self.index[np.where(inside, y, 0), np.where(inside, x, 0)]
+                centre = self.index[np.where(inside, y, hy), np.where(inside, x, hx)]  # (outside: not counted)
                 total += inside[:, None] * _bytes(self.image[flat + offsets[centre]])
                 count += inside[:, None]
         out = self.image_np.copy()
@@ -231,5 +231,6 @@ class _Octave:
 
 
 def _bytes(words: np.ndarray) -> np.ndarray:
-    """Packed pixels (uint32) as their bytes, the last axis four times as long."""
-    return words.view(np.uint8).reshape(*words.shape[:-1], -1) if words.ndim > 1 else words.view(np.uint8).reshape(-1, 4)
+    """Packed pixels (uint32) as bytes: one pixel's four a row (1-D), or a patch's all a row (2-D)."""
+    as_bytes = words.view(np.uint8)
+    return as_bytes.reshape(-1, 4) if words.ndim == 1 else as_bytes
