@@ -3,7 +3,8 @@ process (decode the input, the library call, encode one PNG), at several sizes a
 
 OpenCV's Telea works on the hole and its border only, so its limit calls it on the whole image. PatchMatch
 searches the whole image it is given, so its limit gives it the region the engine gives it (the mask's box
-plus context): the same work, not a harder one."""
+plus context): the same work, not a harder one, up to 512x512; past that the engine fills the region coarse to
+fine (inpaint/families/coarse_fine.py), less work than the limit's library call on it."""
 
 from __future__ import annotations
 
