@@ -17,13 +17,14 @@ import time
 import traceback
 from pathlib import Path
 
-ORDER = ("startup", "classical_request_vs_limit", "classical_throughput_2048", "classical_quality",
+ORDER = ("startup", "classical_request_vs_limit", "classical_throughput_2048", "patchmatch_large_vs_telea",
+         "memory_rise_2048", "classical_quality",
          "cli_classical_overhead", "patchmatch_engine_overhead", "engine_overhead", "rest_overhead",
          "image_size_scaling", "preview_overhead", "preview_vs_vae", "warm_cache", "memory_128", "outside_mask_drift",
          "region_resolution", "seam_delta_e", "multi_region_cost", "outside_mask_drift_modes", "gpu", "gpu_time_estimate_error", "workers_throughput", "ray_overhead")
 SCALE = ("workers_throughput", "ray_overhead")
-CLASSICAL = ("classical_request_vs_limit", "classical_throughput_2048", "classical_quality", "cli_classical_overhead",
-             "patchmatch_engine_overhead")
+CLASSICAL = ("classical_request_vs_limit", "classical_throughput_2048", "patchmatch_large_vs_telea", "memory_rise_2048",
+             "classical_quality", "cli_classical_overhead", "patchmatch_engine_overhead")
 # Regions, colour matching and seams: the shipped tiny and classical models, not the timed benchmark model.
 SEAMS = ("region_resolution", "seam_delta_e", "multi_region_cost", "outside_mask_drift_modes")
 

@@ -3,7 +3,8 @@ process (decode the input, the library call, encode one PNG), at several sizes a
 
 OpenCV's Telea works on the hole and its border only, so its limit calls it on the whole image. PatchMatch
 searches the whole image it is given, so its limit gives it the region the engine gives it (the mask's box
-plus context): the same work, not a harder one."""
+plus context): the same work, not a harder one, up to 512x512; past that the engine fills the region coarse to
+fine (inpaint/families/coarse_fine.py), less work than the limit's library call on it."""
 
 from __future__ import annotations
 
@@ -60,6 +61,10 @@ MODELS = ("opencv-telea", "patchmatch")
 LONG_POLL_S = 30
 MEASURED_S, MAX_ROUNDS = 1.5, 25
 SIZES = {"quick": (512, 1024), "full": (512, 1024, 2048)}
+# PatchMatch against Telea on a large hole: its fill is made at a bounded size, Telea's work grows with the hole.
+LARGE_HOLE_SIDES = (1024, 2048)
+LARGE_HOLE_ROUNDS = {"quick": 2, "full": 5}
+MEMORY_ROUNDS = {"quick": 3, "full": 5}
 THROUGHPUT_CLIENTS = 4
 THROUGHPUT_REQUESTS = {"quick": 8, "full": 16}
 
@@ -124,7 +129,14 @@ def _rounds(profile, variants: dict) -> int:
 
 @contextmanager
 def rest_server(work_dir: Path, script: str = SERVER, *args: str, ready: str = "/models"):
-    """The server in its own process, as `python app.py` runs it (or `script`, answering `ready` once up)."""
+    """The server's URL, in its own process, as `python app.py` runs it (or `script`, answering `ready` once up)."""
+    with rest_process(work_dir, script, *args, ready=ready) as (url, _):
+        yield url
+
+
+@contextmanager
+def rest_process(work_dir: Path, script: str = SERVER, *args: str, ready: str = "/models"):
+    """rest_server's URL and its process."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -143,7 +155,7 @@ def rest_server(work_dir: Path, script: str = SERVER, *args: str, ready: str = "
                 if server.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("the REST server did not start") from None
                 time.sleep(0.1)
-        yield url
+        yield url, server
     finally:
         server.terminate()
         server.wait(timeout=60)
@@ -186,7 +198,7 @@ def classical_request_vs_limit(profile, work_dir: Path) -> Metric:
                 image_png = _png(_photo(side))
                 for kind in ("small", "large"):
                     if (model_id, side, kind) == ("patchmatch", 2048, "large"):
-                        continue  # its region is the whole 2048 px image: tens of seconds a round, the work's own
+                        continue  # the limit calls the library on the whole 2048 px region: over a minute a round
                     mask = _mask(side, kind)
                     body, mask_np = _body(image_png, mask, model_id), np.asarray(mask)
                     variants = {"rest": lambda: round_trip(client, body),
@@ -270,3 +282,65 @@ def classical_throughput_2048(profile, work_dir: Path) -> Metric:
     detail = (f"{THROUGHPUT_CLIENTS} concurrent clients, {requests} round trips of opencv-telea at {side}x{side} with "
               f"a 64 px mask: {ours:.2f} requests/s; the limit's work in 2 processes: {limit:.2f} requests/s")
     return Metric("classical_throughput_2048", round(ours / limit, 3), ">= 0.7", "ratio", detail)
+
+
+def patchmatch_large_vs_telea(profile, work_dir: Path) -> Metric:
+    rows = []
+    with rest_server(work_dir) as url, httpx.Client(base_url=url, timeout=600) as client:
+        for side in LARGE_HOLE_SIDES:
+            image_png, mask = _png(_photo(side)), _mask(side, "large")
+            bodies = {model_id: _body(image_png, mask, model_id) for model_id in ("patchmatch", "opencv-telea")}
+            times = interleaved({model_id: lambda body=body: round_trip(client, body)
+                                 for model_id, body in bodies.items()}, LARGE_HOLE_ROUNDS[profile.name], warmup=1)
+            rows.append((side, statistics.median(a / b for a, b in zip(times["patchmatch"], times["opencv-telea"])),
+                         statistics.median(times["patchmatch"]), statistics.median(times["opencv-telea"])))
+            log.info("  %d px: %.2f", side, rows[-1][1])
+    worst = max(rows, key=lambda row: row[1])
+    detail = ("the same REST round trip (POST /generate/inpaint?wait, GET the result's original PNG, the server in its "
+              "own process) with patchmatch / with opencv-telea, on a real photograph enlarged to each size with a "
+              "hole of the middle half of each side (25% of the picture; the region around it is the whole picture); "
+              "medians of interleaved rounds of per-round ratios; "
+              + "; ".join(f"{side} px {ratio:.2f} ({pm:.2f} s vs {telea:.2f} s)" for side, ratio, pm, telea in rows)
+              + f"; worst: {worst[0]} px")
+    return Metric("patchmatch_large_vs_telea", round(worst[1], 3), "<= 5", "ratio", detail)
+
+
+def memory_rise_2048(profile, work_dir: Path) -> Metric:
+    side = 2048
+    image_png, mask = _png(_photo(side)), _mask(side, "large")
+    body = _body(image_png, mask)
+    picture_mb = side * side * 3 / 1e6
+    rises = []
+    with rest_process(work_dir) as (url, server), httpx.Client(base_url=url, timeout=600) as client:
+        round_trip(client, body)  # the first request imports and builds what every later one shares
+        for _ in range(MEMORY_ROUNDS[profile.name]):
+            idle_mb = _server_mb(server.pid, "VmRSS")
+            if not _reset_peak(server.pid):
+                raise RuntimeError("the server's peak RSS cannot be reset here (/proc/PID/clear_refs)")
+            round_trip(client, body)
+            rises.append(_server_mb(server.pid, "VmHWM") - idle_mb)
+            log.info("  rise %.0f MB above %.0f MB", rises[-1], idle_mb)
+    rise = statistics.median(rises)
+    detail = (f"the server's peak RSS during one opencv-telea REST round trip at {side}x{side} (a real photograph, "
+              f"the middle half of each side masked, PNG data URLs in, the result's original PNG fetched), above its "
+              f"RSS just before it (after a first request), over the decoded picture's {picture_mb:.1f} MB; median "
+              f"of {len(rises)} requests: {rise:.0f} MB ({', '.join(f'{r:.0f}' for r in rises)})")
+    return Metric("memory_rise_2048", round(rise / picture_mb, 2), "<= 5", "ratio", detail)
+
+
+def _server_mb(pid: int, field: str) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024 * 1.048576  # kB -> MB, as the picture's size is counted
+    raise RuntimeError(f"/proc/{pid}/status has no {field}")
+
+
+def _reset_peak(pid: int) -> bool:
+    """Restarts the process's high-water mark (VmHWM) at its current RSS (Linux: 5 into clear_refs)."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+        return True
+    except OSError:
+        return False

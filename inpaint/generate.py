@@ -462,7 +462,7 @@ class Engine:
         mask = self.inputs.take(request.mask_asset_id)
         if mask is None:
             mask = self.store.open_image(request.mask_asset_id)
-        mask = mask.convert("L")
+        mask = mask if mask.mode == "L" else mask.convert("L")
         if request.outpaint:
             # The grown canvas; a model that denoises starts the new area from a fill of it, not from grey.
             image = regions.outpaint_canvas(image, request.outpaint, prefill=entry.family.denoises,
@@ -477,7 +477,7 @@ class Engine:
             crops = [(imageops.resize(image, size), imageops.resize(repaint, size, mask=True))]
             alpha = None
         else:
-            crops = [(image.crop(region.box), repaint.crop(region.box)) for region in plan]
+            crops = [(_crop(image, region.box), _crop(repaint, region.box)) for region in plan]
             alpha = np.asarray(mask if request.mask_mode == "soft" else imageops.feather(mask, entry.family.seam_px))
         if on_regions:
             on_regions([region.to_json() for region in plan])
@@ -498,15 +498,21 @@ class Engine:
                     output = imageops.resize(output, size)
                 output = seams.match_colors(output, *crops[0], request.color_match)
             else:
-                # Region by region on a copy of the picture: a small mark on a large photo costs what it covers.
-                output = image.copy()
-                for region, (crop, crop_mask), generated in zip(plan, crops, outputs):
+                # Region by region into one copy of the picture, each output let go as soon as it is an array
+                # (before the copy is made, for the first): a large picture is held as few times as the work needs.
+                output_np = None
+                for i, (region, (crop, crop_mask)) in enumerate(zip(plan, crops)):
                     left, top, right, bottom = region.box
-                    generated = seams.match_colors(imageops.resize(generated, crop.size), crop, crop_mask,
-                                                   request.color_match)
-                    merged_np = np.array(output.crop(region.box))  # with any earlier region that overlaps it
-                    imageops.blend_into(merged_np, generated, (0, 0, *crop.size), alpha[top:bottom, left:right])
-                    output.paste(Image.fromarray(merged_np, "RGB"), region.box[:2])
+                    generated = outputs[i] if outputs[i].size == crop.size else imageops.resize(outputs[i], crop.size)
+                    outputs[i] = None
+                    generated_np = np.asarray(seams.match_colors(generated, crop, crop_mask, request.color_match))
+                    del generated
+                    if output_np is None:
+                        output_np = np.array(image)
+                    imageops.blend_into(output_np, generated_np, region.box, alpha[top:bottom, left:right])
+                    del generated_np
+                output = Image.fromarray(output_np, "RGB")
+                del output_np
             # Measured (only for a caller who asks) on another core while the result is encoded and stored.
             report = (_MEASURING.submit(seams.report, output, seam_reference.result())
                       if seam_reference is not None else None)
@@ -582,6 +588,7 @@ class Engine:
                 # 5. Merged back and stored on the writer thread, in order, while the next micro-batch generates
                 for i, seed in enumerate(seeds):
                     writer.submit(functools.partial(finish, seed, outputs[i * len(crops):(i + 1) * len(crops)]))
+                del outputs  # the writer holds them now, and lets each go once it is merged
                 made += len(seeds)
                 if run.on_progress:
                     run.on_progress(made / request.num_samples)
@@ -625,6 +632,11 @@ def plan_regions(request: ResolvedRequest, family, mask: Image.Image) -> list[re
     if request.disable_merging:
         return [regions.Region((0, 0, *mask.size), size)]
     return regions.plan(_repainted(mask, request.mask_mode), family, size=size)
+
+
+def _crop(image: Image.Image, box: regions.Box) -> Image.Image:
+    """The box of `image`; the image itself (not a copy of it) when the box is all of it."""
+    return image if box == (0, 0, *image.size) else image.crop(box)
 
 
 def _repainted(mask: Image.Image, mask_mode: str) -> Image.Image:

@@ -316,13 +316,14 @@ def paste_back(original: Image.Image, generated: Image.Image, box: tuple[int, in
     return Image.fromarray(out_np, "RGB")
 
 
-def blend_into(out_np: np.ndarray, generated: Image.Image, box: tuple[int, int, int, int],
+def blend_into(out_np: np.ndarray, generated: Image.Image | np.ndarray, box: tuple[int, int, int, int],
                alpha_np: np.ndarray) -> None:
-    """Blends `generated` into `box` of the RGB array `out_np` in place, by `alpha_np` (the box's size, 0..255):
-    pixels at alpha 0 are not written."""
+    """Blends `generated` (an image, or its RGB array) into `box` of the RGB array `out_np` in place, by
+    `alpha_np` (the box's size, 0..255): pixels at alpha 0 are not written."""
     left, top, right, bottom = box
     region_np = out_np[top:bottom, left:right]
-    generated_np = np.asarray(generated.convert("RGB"))
+    generated_np = (generated if isinstance(generated, np.ndarray)
+                    else np.asarray(generated if generated.mode == "RGB" else generated.convert("RGB")))
     # Only the partly covered pixels (a feathered band) need the float blend; a mask as drawn has none.
     full, band = alpha_np == 255, (alpha_np > 0) & (alpha_np < 255)
     # OpenCV's masked copy: numpy's boolean indexing costs 100x more on a large hole. Written back, as OpenCV

@@ -37,14 +37,12 @@ def encodable(image: Image.Image) -> bool:
 
 def encode(image: Image.Image, *, icc_profile: bytes | None = None, level: int = LEVEL) -> bytes:
     """`image` (L, RGB or RGBA) as a PNG file, with `icc_profile` embedded when given."""
-    pixels = np.asarray(image)
     height, width = image.height, image.width
-    rows = pixels.reshape(height, -1)  # one row of bytes per pixel row
-    strips = max(1, min(os.cpu_count() or 1, rows.size // STRIP_BYTES))
+    strips = max(1, min(os.cpu_count() or 1, height * width * len(image.getbands()) // STRIP_BYTES))
     bounds = np.linspace(0, height, strips + 1).astype(int)
     parts = [(bounds[i], bounds[i + 1], level, i == strips - 1) for i in range(strips)]
-    done = ([_deflate_strip(rows, *parts[0])] if strips == 1
-            else list(_STRIPS.map(lambda part: _deflate_strip(rows, *part), parts)))
+    done = ([_deflate_strip(image, *parts[0])] if strips == 1
+            else list(_STRIPS.map(lambda part: _deflate_strip(image, *part), parts)))
     adler = 1
     for _, strip_adler, length in done:
         adler = _adler32_combine(adler, strip_adler, length)
@@ -57,16 +55,17 @@ def encode(image: Image.Image, *, icc_profile: bytes | None = None, level: int =
     return b"\x89PNG\r\n\x1a\n" + b"".join(chunks)
 
 
-def _deflate_strip(rows: np.ndarray, top: int, bottom: int, level: int, last: bool) -> tuple[bytes, int, int]:
+def _deflate_strip(image: Image.Image, top: int, bottom: int, level: int, last: bool) -> tuple[bytes, int, int]:
     """Rows top..bottom filtered (each prefixed with its filter type) and deflated: the raw deflate data, the
     Adler-32 of the filtered bytes and their length."""
+    # The strip's rows and the one above them, read here: the picture is never copied whole into an array.
+    above = max(top - 1, 0)
+    rows = np.asarray(image.crop((0, above, image.width, bottom))).reshape(bottom - above, -1)
     filtered = np.empty((bottom - top, rows.shape[1] + 1), np.uint8)
     filtered[:, 0] = 2  # Up
-    first = top
     if top == 0:  # the first row has none above: it is its own difference
         filtered[0, 1:] = rows[0]
-        first = 1
-    np.subtract(rows[first:bottom], rows[first - 1:bottom - 1], out=filtered[first - top:, 1:])  # modulo 256
+    np.subtract(rows[1:], rows[:-1], out=filtered[1 if top == 0 else 0:, 1:])  # modulo 256
     data = memoryview(filtered).cast("B")
     compressor = isal_zlib.compressobj(level, isal_zlib.DEFLATED, -isal_zlib.MAX_WBITS)
     deflated = compressor.compress(data) + compressor.flush(isal_zlib.Z_FINISH if last else isal_zlib.Z_SYNC_FLUSH)

@@ -17,6 +17,7 @@ MIN_RING_PIXELS = 64  # fewer known pixels than this (a mask over the whole crop
 STD_RATIO = (0.5, 2.0)  # a ring of flat colour has a tiny std: the gain it asks for would amplify noise
 SEAM_BAND_PX = 4  # width of the bands compared on each side of the mask's edge
 SEAM_WINDOW_SIGMA = 6.0  # local means over about this many pixels: texture averages out, a colour step stays
+DIFF_STRIP_ROWS = 256  # rows compared at a time by the outside-the-mask check
 Box = tuple[int, int, int, int]  # left, top, right, bottom
 
 
@@ -49,10 +50,16 @@ def match_colors(generated: Image.Image, original: Image.Image, mask: Image.Imag
         return generated
     if method not in COLOR_MATCHES:
         raise ValueError(f"match_colors: method {method!r} must be one of {', '.join(COLOR_MATCHES)}")
-    if outside_mask_max_diff(generated, original, mask) == 0:
-        return generated  # a fill that kept every known pixel drifted nowhere: one comparison, no distance transform
+    mask_np = _grey(mask)
+    # A fill that kept every known pixel of the ring drifted nowhere: one comparison within the ring's box (not
+    # the whole crop: on a large picture that would be copies of it), no distance transform.
+    x, y, width, height = cv2.boundingRect(mask_np)
+    box = (max(0, x - RING_PX), max(0, y - RING_PX), min(mask.width, x + width + RING_PX),
+           min(mask.height, y + height + RING_PX))
+    if _outside_mask_max_diff(generated, original, mask_np[box[1]:box[3], box[0]:box[2]], box) == 0:
+        return generated
     generated_np, original_np = np.asarray(generated.convert("RGB")), np.asarray(original.convert("RGB"))
-    known_np = ring(np.asarray(mask.convert("L")))
+    known_np = ring(mask_np)
     if known_np.sum() < MIN_RING_PIXELS or np.array_equal(generated_np[known_np], original_np[known_np]):
         return generated
     lab_np = to_lab(generated_np)
@@ -118,6 +125,10 @@ def seam_delta_e(result: Image.Image, original: Image.Image, mask: Image.Image, 
     return _Edge.of(_rgb(original), np.asarray(mask.convert("L")) > 0, inset).delta_e(_rgb(result))
 
 
+def _grey(image: Image.Image) -> np.ndarray:
+    return np.asarray(image if image.mode == "L" else image.convert("L"))
+
+
 def _rgb(image: Image.Image) -> np.ndarray:
     return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
 
@@ -138,15 +149,14 @@ class _Edge:
         outer_np = ~mask_np & (outside_d <= SEAM_BAND_PX)
         if not inner_np.any() or not outer_np.any():
             return cls(inner_np, (np.empty(0, np.intp),) * 2, np.empty((0, 3), np.float32))
-        outer_sums = _local_sums(original_np, outer_np)
         # Compared where both sides are near: the inner band's pixels that see the outer band in their window.
-        compared = np.nonzero(inner_np & (outer_sums[..., 3] > 1e-3))
-        return cls(inner_np, compared, _means(outer_sums[compared]))
+        compared = np.nonzero(inner_np & (_blur(outer_np.astype(np.float32)) > 1e-3))
+        return cls(inner_np, compared, _means(_local_sums(original_np, outer_np, compared)))
 
     def delta_e(self, result_np: np.ndarray) -> float:
         if not self.compared[0].size:
             return 0.0
-        inner_means = _means(_local_sums(result_np, self.inner_np)[self.compared])
+        inner_means = _means(_local_sums(result_np, self.inner_np, self.compared))
         return float(ciede2000(inner_means, self.outer_means).mean())
 
 
@@ -154,27 +164,42 @@ def _means(sums: np.ndarray) -> np.ndarray:
     return sums[:, :3] / np.maximum(sums[:, 3:], 1e-6)
 
 
-def _local_sums(rgb_np: np.ndarray, where_np: np.ndarray) -> np.ndarray:
-    """Per pixel, the Gaussian-weighted sums of the Lab colours (channels 0-2) and of the weights (channel 3) of
-    the pixels of `where_np` around it: their local mean is the first over the second. Only those pixels are
-    converted to Lab (a band is a thin ring of a large crop), and one blur takes all four channels."""
+def _blur(plane_np: np.ndarray) -> np.ndarray:
+    return cv2.GaussianBlur(plane_np, (0, 0), SEAM_WINDOW_SIGMA)
+
+
+def _local_sums(rgb_np: np.ndarray, where_np: np.ndarray, at: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """At the pixels `at` (rows, columns), the Gaussian-weighted sums of the Lab colours (columns 0-2) and of the
+    weights (column 3) of the pixels of `where_np` around them: their local mean is the first over the second.
+    Only those pixels are converted to Lab (a band is a thin ring of a large crop), and the channels are blurred
+    one at a time: four at once would be a float copy of the box four times over."""
     ys, xs = np.nonzero(where_np)  # once: each use of the boolean array as an index would search it again
-    weighted_np = np.zeros((*where_np.shape, 4), np.float32)
-    weighted_np[ys, xs, :3] = to_lab(rgb_np[ys, xs][None])[0]
-    weighted_np[ys, xs, 3] = 1
-    return cv2.GaussianBlur(weighted_np, (0, 0), SEAM_WINDOW_SIGMA)
+    lab_np = to_lab(rgb_np[ys, xs][None])[0]
+    sums_np = np.empty((len(at[0]), 4), np.float32)
+    plane_np = np.zeros(where_np.shape, np.float32)
+    for channel in range(4):
+        plane_np[ys, xs] = lab_np[:, channel] if channel < 3 else 1
+        sums_np[:, channel] = _blur(plane_np)[at]
+    return sums_np
 
 
 def outside_mask_max_diff(result: Image.Image, original: Image.Image, mask: Image.Image) -> int:
     """The largest change of any channel of any pixel outside the mask (mask 0), 0..255."""
-    return _outside_mask_max_diff(_rgb(result), _rgb(original), np.asarray(mask.convert("L")))
+    return _outside_mask_max_diff(result, original, _grey(mask), (0, 0, *mask.size))
 
 
-def _outside_mask_max_diff(result_np: np.ndarray, original_np: np.ndarray, mask_np: np.ndarray) -> int:
-    # In 8 bits and with OpenCV's vector code: on a 2048 px result, a fraction of the PNG encode it precedes.
-    outside_np = cv2.compare(mask_np, 0, cv2.CMP_EQ)
-    difference_np = cv2.absdiff(result_np, original_np)
-    return int(cv2.bitwise_and(difference_np, difference_np, mask=outside_np).max())
+def _outside_mask_max_diff(result: Image.Image, original: Image.Image, mask_np: np.ndarray, box: Box) -> int:
+    """outside_mask_max_diff within `box` of two images (`mask_np` is the box's), read by strips of rows: the
+    arrays it makes are a strip's, not copies of a large picture."""
+    # In 8 bits and with OpenCV's vector code: on a 2048 px result, a fraction of the PNG encode it runs beside.
+    left, top, right, bottom = box
+    largest = 0
+    for row in range(top, bottom, DIFF_STRIP_ROWS):
+        strip = (left, row, right, min(row + DIFF_STRIP_ROWS, bottom))
+        difference_np = cv2.absdiff(_pixels(result, strip), _pixels(original, strip))
+        outside_np = cv2.compare(mask_np[row - top:strip[3] - top], 0, cv2.CMP_EQ)
+        largest = max(largest, int(cv2.bitwise_and(difference_np, difference_np, mask=outside_np).max()))
+    return largest
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,7 +207,10 @@ class Reference:
     """What a seam report reads of the original and its mask, taken before the result exists: a generation
     measures it while its model runs, so that once a result is made only the result's side is left."""
 
-    boxes: list[tuple[Box, np.ndarray, np.ndarray]]  # where a result may differ: the original's and mask's pixels
+    # The original itself, read when the result is: it is kept for the merge anyway, and an array of it would be
+    # one more copy of a large picture.
+    original: Image.Image
+    boxes: list[tuple[Box, np.ndarray]]  # where a result may differ, with the mask's pixels there
     edge_box: Box | None  # the mask edge's surroundings; None where nothing is masked
     edge: _Edge | None
 
@@ -193,29 +221,27 @@ def reference(original: Image.Image, mask: Image.Image, *, inset: int = 0, boxes
     `boxes`, when given, are the only places where a result may differ from `original` (the regions merged back:
     elsewhere it holds the original's pixels by construction), and only they are read: a small mark on a 40 MP
     photo costs what the mark costs."""
-    known = [(box, _pixels(original, box), np.asarray(_crop(mask, box).convert("L")))
-             for box in boxes or [(0, 0, *mask.size)]]
+    known = [(box, _grey(_crop(mask, box))) for box in boxes or [(0, 0, *mask.size)]]
     bbox = None
-    for (left, top, _, _), _, mask_np in known:
+    for (left, top, _, _), mask_np in known:
         x, y, width, height = cv2.boundingRect(mask_np)  # of the box's masked pixels; 0 wide if none
         if width:
             inner = (left + x, top + y, left + x + width, top + y + height)
             bbox = inner if bbox is None else (*map(min, bbox[:2], inner[:2]), *map(max, bbox[2:], inner[2:]))
     if bbox is None:
-        return Reference(known, None, None)
+        return Reference(original, known, None, None)
     # The edge's surroundings only.
     margin = SEAM_BAND_PX + round(4 * SEAM_WINDOW_SIGMA)
     edge_box = (max(0, bbox[0] - margin), max(0, bbox[1] - margin),
                 min(mask.width, bbox[2] + margin), min(mask.height, bbox[3] + margin))
-    edge_mask_np = np.asarray(_crop(mask, edge_box).convert("L")) > 0
-    return Reference(known, edge_box, _Edge.of(_pixels(original, edge_box), edge_mask_np, inset))
+    edge_mask_np = _grey(_crop(mask, edge_box)) > 0
+    return Reference(original, known, edge_box, _Edge.of(_pixels(original, edge_box), edge_mask_np, inset))
 
 
 def report(result: Image.Image, known: Reference) -> dict:
     """The seam report of a result against the image it was made from (`known`, that image's reference), as the
     job's metadata carries it."""
-    outside = max(_outside_mask_max_diff(_pixels(result, box), original_np, mask_np)
-                  for box, original_np, mask_np in known.boxes)
+    outside = max(_outside_mask_max_diff(result, known.original, mask_np, box) for box, mask_np in known.boxes)
     seam = known.edge.delta_e(_pixels(result, known.edge_box)) if known.edge is not None else 0.0
     return {"outsideMaskMaxDiff": outside, "seamDeltaE": round(seam, 3)}
 

@@ -136,6 +136,62 @@ def test_patchmatch_result_is_the_librarys_own_fill_of_the_region(engine):
     assert np.array_equal(pixels(engine, result), expected)
 
 
+def test_a_large_region_is_filled_small_and_brought_up_with_the_photos_own_texture(engine, monkeypatch):
+    """Past DIRECT_PIXELS the library fills a halved copy at most WORK_PIXELS large; the fill is brought back to
+    full resolution by copying the photo's own pixels, so it keeps the fine detail an enlarged fill loses, stays
+    seeded per sample, and leaves every known pixel as it was."""
+    from inpaint.families import coarse_fine
+
+    monkeypatch.setattr(coarse_fine, "DIRECT_PIXELS", 128 * 128)  # a 256 px region is "large" here: fast
+    monkeypatch.setattr(coarse_fine, "WORK_PIXELS", 64 * 64)
+    given = []
+    library_inpaint = patchmatch.inpaint
+    monkeypatch.setattr(patchmatch, "inpaint", lambda image, mask, **kw: given.append(image.shape) or
+                        library_inpaint(image, mask, **kw))
+    wall = Image.fromarray(photos.brick()).convert("RGB").crop((96, 96, 352, 352))
+    hole = ellipse_mask(wall.size, (60, 70, 190, 180))  # about a fifth of the region
+    inside, wall_np = np.asarray(hole) >= 128, np.asarray(wall)
+    _, assets = run(engine, request(wall, hole, modelId="patchmatch", seed=5, numSamples=2))
+    # Once per sample, on the region (256 px wide) halved twice.
+    assert len(given) == 2 and all(height * width <= 64 * 64 and width == 64 for height, width, _ in given)
+    fills = [pixels(engine, asset) for asset in assets]
+    assert not np.array_equal(fills[0][inside], fills[1][inside])
+    _, [again] = run(engine, request(wall, hole, modelId="patchmatch", seed=6, numSamples=1))
+    assert np.array_equal(pixels(engine, again), fills[1])
+    for fill in fills:
+        assert np.array_equal(fill[~inside], wall_np[~inside])
+
+    def detail(image_np: np.ndarray) -> float:  # mean |Laplacian| of the grey image inside the hole
+        grey = np.asarray(Image.fromarray(image_np).convert("L"), dtype=float)
+        laplacian = 4 * grey[1:-1, 1:-1] - grey[:-2, 1:-1] - grey[2:, 1:-1] - grey[1:-1, :-2] - grey[1:-1, 2:]
+        return float(np.abs(laplacian)[inside[1:-1, 1:-1]].mean())
+
+    # What filling the small copy and enlarging it would give: a blur of the wall.
+    small_fill = library_inpaint(np.asarray(wall.resize((64, 64), Image.Resampling.BOX)),
+                                 np.asarray(hole.resize((64, 64), Image.Resampling.BOX)), patch_size=3)
+    enlarged = np.asarray(Image.fromarray(small_fill).resize(wall.size, Image.Resampling.BICUBIC))
+    assert detail(fills[0]) > 0.6 * detail(wall_np) > detail(enlarged)
+
+
+def test_a_large_region_with_no_wholly_known_patch_is_still_filled(monkeypatch):
+    """A hole leaving only a thin frame has no source patch at the working size: the small fill is enlarged."""
+    from inpaint.families import coarse_fine
+
+    monkeypatch.setattr(coarse_fine, "DIRECT_PIXELS", 64 * 64)
+    monkeypatch.setattr(coarse_fine, "WORK_PIXELS", 32 * 32)
+    image_np = np.asarray(chelsea(128, 128))
+    hole_np = np.full((128, 128), 255, np.uint8)
+    hole_np[:2], hole_np[-2:], hole_np[:, :2], hole_np[:, -2:] = 0, 0, 0, 0
+
+    def fill_small(small_np, small_hole_np):
+        patchmatch.set_random_seed(3)
+        return patchmatch.inpaint(small_np, small_hole_np, patch_size=3)
+
+    filled_np = coarse_fine.fill(image_np, hole_np, fill_small, seed=3)
+    assert filled_np.shape == image_np.shape
+    assert np.array_equal(filled_np[hole_np == 0], image_np[hole_np == 0])
+
+
 def test_a_family_this_machine_cannot_run_is_refused_before_anything_is_stored(engine, monkeypatch):
     monkeypatch.setattr(PatchMatch, "unavailable", lambda self, entry: "it needs the PatchMatch library")
     image = chelsea(128, 96)
