@@ -1,0 +1,176 @@
+"""Many requests from the command line (folder batches, grids of settings): one request's outcome, running it in
+this process, the results file that makes a run resumable, and the progress bar."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Protocol
+
+from tqdm import tqdm
+
+from .errors import RequestError
+from .schema import parse_request
+
+RESULTS_FILE = "results.jsonl"
+Target = Callable[[int], Path]  # where the result of a seed is written
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What one request gave: a line of results.jsonl (with what names its input or cell)."""
+
+    status: str  # "success", "failure" (a refused request too) or "canceled"
+    seconds: float
+    files: list[str] = dataclasses.field(default_factory=list)  # in the output folder, one per seed
+    seeds: list[int] = dataclasses.field(default_factory=list)
+    seam_reports: list[dict | None] = dataclasses.field(default_factory=list)
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    input: dict | None = None  # the request with every default resolved, as the job's metadata.input
+    error: str | None = None  # as the API words it: "field: rule" for a refused request
+    field: str | None = None  # the field at fault, for a refused request
+
+    @classmethod
+    def refused(cls, exc: RequestError, seconds: float) -> Outcome:
+        return cls("failure", seconds, error=f"{exc.field}: {exc.message}", field=exc.field)
+
+    @classmethod
+    def of_job(cls, job: dict, files: list[str], seconds: float) -> Outcome:
+        """From a job as the API answers it (inpaint.responses.JobRecord)."""
+        meta = job["metadata"]
+        return cls(job["status"], seconds, files, list(meta["seeds"]), list(meta.get("seamReports", [])),
+                   list(meta["warnings"]), meta["input"], meta["error"])
+
+    def to_json(self) -> dict:
+        return {"status": self.status, "seconds": round(self.seconds, 3), "files": self.files, "seeds": self.seeds,
+                "seamReports": self.seam_reports, "warnings": self.warnings, "input": self.input,
+                "error": self.error, "field": self.field}
+
+
+class Runner(Protocol):
+    """Where requests run: this process (Local) or a server (inpaint.client.Remote)."""
+
+    def model_ids(self) -> set[str]: ...
+
+    def upload(self, data_url: str) -> str:
+        """Stores an image once for many requests; its asset id."""
+
+    def run(self, body: dict, target: Target) -> Outcome:
+        """Runs one request to its end, writing each result to `target(seed)`. A refused request is an
+        Outcome, not an error."""
+
+
+class Local:
+    """Requests run by this process's engine, as `python -m inpaint generate` runs one."""
+
+    def __init__(self, engine=None):
+        from .generate import default_engine  # the engine's imports are paid only by a local run
+
+        self.engine = engine if engine is not None else default_engine()
+
+    def model_ids(self) -> set[str]:
+        return {entry.id for entry in self.engine.catalog.entries()}
+
+    def upload(self, data_url: str) -> str:
+        return self.engine.upload(data_url).id
+
+    def run(self, body: dict, target: Target) -> Outcome:
+        from .jobs import Job, record, run_job
+
+        start = time.perf_counter()
+        try:
+            request = self.engine.prepare(body)
+        except RequestError as exc:
+            return Outcome.refused(exc, time.perf_counter() - start)
+        files: list[str] = []
+
+        def copy_result(job: Job, durable: bool) -> None:
+            # Each result lands as it is made: an interrupted run keeps what it made.
+            for asset_id, seed in list(zip(job.asset_ids, job.seeds))[len(files):]:
+                path = target(seed)
+                shutil.copyfile(self.engine.store.file_path(asset_id, original=True), path)
+                files.append(path.name)
+            if durable:
+                self.engine.store.save_job(record(job))
+
+        job = run_job(self.engine, Job(request), on_change=copy_result)
+        return Outcome.of_job(record(job), files, time.perf_counter() - start)
+
+
+def check_base(body: object, runner: Runner, *, inputs_given: bool) -> dict:
+    """The base request of a run, checked before anything runs: its fields and types by the schema, its model
+    by the catalog where it runs. With `inputs_given` the run sets the image and mask itself."""
+    if not isinstance(body, dict):
+        parse_request(body)  # raises, naming the body
+    if inputs_given:
+        for field in ("image", "imageId", "mask", "maskId"):
+            if field in body:
+                raise RequestError(field, "is set by --images and --masks for each picture; leave it out of "
+                                          "the request")
+        # Any string passes the schema here: the pictures are checked one by one as they run.
+        parse_request({**body, "image": "picture", "mask": "data:"})
+    else:
+        parse_request(body)
+    check_model(body.get("modelId"), runner, field="modelId")
+    return body
+
+
+def check_model(model_id: object, runner: Runner, *, field: str) -> None:
+    known = runner.model_ids()
+    if isinstance(model_id, str) and model_id not in known:
+        raise RequestError(field, f"unknown model {model_id!r}; valid ids: {', '.join(sorted(known))}")
+
+
+class Results:
+    """results.jsonl in the output folder: one line per input (or cell), written as each ends, so an
+    interrupted run keeps what it did. A new run keeps the lines of the keys it skips and rewrites the others."""
+
+    def __init__(self, folder: Path, key: Callable[[dict], str]):
+        self.path = folder / RESULTS_FILE
+        self.key = key
+        self.lines: dict[str, dict] = {}
+        if self.path.exists():
+            for text in self.path.read_text().splitlines():
+                try:
+                    line = json.loads(text)
+                except json.JSONDecodeError:  # the last line of a run killed while writing it
+                    continue
+                self.lines[key(line)] = line
+
+    def done(self, key: str) -> bool:
+        """Whether `key` succeeded in an earlier run and its files are all still there."""
+        line = self.lines.get(key)
+        return (line is not None and line.get("status") == "success"
+                and all((self.path.parent / name).is_file() for name in line.get("files", [])))
+
+    def start(self, keys: Iterable[str], *, force: bool) -> set[str]:
+        """The keys to run; the file keeps only the lines of the others (of this run's keys, done before)."""
+        keys = list(keys)
+        kept = {key: self.lines[key] for key in keys if not force and self.done(key)}
+        self.lines = kept
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text("".join(json.dumps(line) + "\n" for line in kept.values()))
+        os.replace(temporary, self.path)
+        return {key for key in keys if key not in kept}
+
+    def add(self, line: dict) -> None:
+        self.lines[self.key(line)] = line
+        with self.path.open("a") as file:
+            file.write(json.dumps(line) + "\n")
+
+
+def progress(total: int, unit: str) -> tqdm:
+    """The bar on stderr: done / total, rate and time left. Left out where stderr is not a terminal (a log
+    file would fill with its redraws); failures are printed with `tqdm.write` either way."""
+    return tqdm(total=total, unit=unit, file=sys.stderr, disable=None, dynamic_ncols=True)
+
+
+def say(message: str) -> None:
+    """A line on stderr that the bar redraws under."""
+    tqdm.write(message, file=sys.stderr)
