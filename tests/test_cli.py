@@ -76,3 +76,18 @@ def test_an_unreachable_hub_model_fails_fast_with_what_it_needs(tmp_path):
     job = json.loads(done.stdout)
     assert job["status"] == "failure" and "Hugging Face Hub" in job["metadata"]["error"]
     assert "Traceback" not in done.stderr
+
+
+def test_every_request_field_is_a_flag_that_wins_over_the_file(tmp_path):
+    request = {"modelId": "opencv-telea", "image": data_url(photo(128, 96)),
+               "mask": data_url(rect_mask(128, 96, (40, 30, 80, 60))), "seed": 1, "colorMatch": "none"}
+    done = cli("generate", "-", "--out", str(tmp_path / "out"), "--model", "patchmatch", "--seed", "9",
+               "--samples", "2", "--color-match", "histogram", "--disable-merging", tmp_path=tmp_path,
+               stdin=json.dumps(request))
+    assert done.returncode == 0, done.stderr
+    given = json.loads(done.stdout)["metadata"]["input"]
+    assert (given["modelId"], given["seed"], given["numSamples"], given["colorMatch"], given["disableMerging"]) == \
+        ("patchmatch", 9, 2, "histogram", True)
+    wrong = cli("generate", "-", "--out", str(tmp_path / "out"), "--strength", "much", tmp_path=tmp_path,
+                stdin=json.dumps(request))
+    assert wrong.returncode == 2 and wrong.stderr.startswith("error: strength: Input should be a valid number")
