@@ -76,7 +76,8 @@ def add_request_flags(parser: argparse.ArgumentParser) -> None:
     for field, info in fields().items():
         if field in INPUT_FIELDS:
             continue
-        names = [f"--{''.join('-' + c.lower() if c.isupper() else c for c in field)}"]
+        words = "".join("-" + c.lower() if c.isupper() else c for c in field)
+        names = [f"--{words}"]
         if field in SHORT_NAMES:
             names.insert(0, SHORT_NAMES[field])
         options: dict = {"dest": field, "default": None, "help": info.description}
@@ -85,7 +86,8 @@ def add_request_flags(parser: argparse.ArgumentParser) -> None:
         else:
             options["type"] = _flag_type(field)
             options["choices"] = _choices(info.annotation)
-            options["metavar"] = "LEFT,RIGHT,TOP,BOTTOM" if field == "outpaint" else field.upper()
+            if options["choices"] is None:  # else argparse shows them
+                options["metavar"] = "LEFT,RIGHT,TOP,BOTTOM" if field == "outpaint" else words.replace("-", "_").upper()
         group.add_argument(*names, **options)
 
 
