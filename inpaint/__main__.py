@@ -52,10 +52,14 @@ def generate(args: argparse.Namespace) -> int:
 
 def _runner(args: argparse.Namespace):
     """Where a batch or a grid runs: on the server of --server, else in this process."""
+    if args.parallel < 1:
+        raise RequestError("--parallel", f"{args.parallel} must be at least 1")
     if args.server:
         from .client import Remote
 
         return Remote(args.server, args.key)
+    if args.parallel > 1:
+        raise RequestError("--parallel", "needs --server: this process runs one request at a time")
     from .runs import Local
 
     return Local()
@@ -114,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
                       help="send the requests to a running server's REST API instead of running them here")
     many.add_argument("--key", default=os.environ.get("INPAINT_API_KEY") or None,
                       help="the server's API key (default: $INPAINT_API_KEY)")
+    many.add_argument("--parallel", type=int, default=1, metavar="N",
+                      help="with --server, requests sent at once (as many as its workers, to keep them all busy)")
     bat = commands.add_parser("batch", parents=[many], help="one request per picture of a folder, masks matched by name")
     bat.add_argument("--images", required=True, metavar="DIR", help="folder of pictures (png, jpg, jpeg, webp)")
     bat.add_argument("--masks", metavar="DIR",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from . import imageops
 from .errors import RequestError
-from .runs import Outcome, Results, Runner, check_base, progress, say
+from .runs import Outcome, Results, Runner, check_base, run_each, say
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 MASK_SUFFIX = "_mask"  # cat.png's mask may be named cat_mask.png, beside it or in the masks folder
@@ -53,32 +53,24 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted(path for path in folder.iterdir() if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file())
 
 
-def run(found: list[Picture], masks: Path, base: dict, runner: Runner, out: Path, *,
-        force: bool = False) -> list[dict]:
-    """Runs the pictures not done in an earlier run (all with `force`), one request each with `base`'s fields;
-    the lines of this run's results.jsonl (those kept from earlier runs too)."""
+def run(found: list[Picture], masks: Path, base: dict, runner: Runner, out: Path, *, force: bool = False,
+        parallel: int = 1) -> list[dict]:
+    """Runs the pictures not done in an earlier run (all with `force`), one request each with `base`'s fields,
+    `parallel` at once; the lines of this run's results.jsonl (those kept from earlier runs too)."""
     out.mkdir(parents=True, exist_ok=True)
     results = Results(out, key=lambda line: line["picture"])
-    to_run = results.start([picture.path.name for picture in found], force=force)
-    if len(to_run) < len(found):
-        say(f"{len(found) - len(to_run)} of {len(found)} pictures were done by an earlier run into {out}: "
-            "skipped (--force runs them again)")
-    with progress(len(to_run), "picture") as bar:
-        for picture in found:
-            if picture.path.name not in to_run:
-                continue
-            line = {"picture": picture.path.name, "mask": picture.mask.name if picture.mask else None}
-            if picture.mask is None:
-                stem = picture.path.stem
-                outcome = Outcome("no-mask", 0.0, error=f"mask: none named {stem}.* or {stem}{MASK_SUFFIX}.* in "
-                                                        f"{masks}: skipped", field="mask")
-            else:
-                outcome = _one(picture, base, runner, out)
-            line |= outcome.to_json()
-            if line["status"] != "success":
-                say(f"{picture.path.name}: {line['status']}: {line['error']}")
-            results.add(line)
-            bar.update()
+    to_run = results.start([picture.path.name for picture in found], force=force, unit="picture")
+
+    def work(picture: Picture) -> dict:
+        line = {"picture": picture.path.name, "mask": picture.mask.name if picture.mask else None}
+        if picture.mask is None:
+            stem = picture.path.stem
+            return line | Outcome("no-mask", 0.0, error=f"mask: none named {stem}.* or {stem}{MASK_SUFFIX}.* in "
+                                                        f"{masks}: skipped", field="mask").to_json()
+        return line | _one(picture, base, runner, out).to_json()
+
+    run_each(work, [picture for picture in found if picture.path.name in to_run], results, unit="picture",
+             runner=runner, parallel=parallel)
     return list(results.lines.values())
 
 
@@ -96,7 +88,7 @@ def command(args: argparse.Namespace, base: dict, runner: Runner) -> int:
     masks = Path(args.masks or args.images)
     found = pictures(Path(args.images), masks)
     lines = run(found, masks, check_base(base, runner, inputs_given=True), runner, Path(args.out),
-                force=args.force)
+                force=args.force, parallel=args.parallel)
     counts = {status: sum(line["status"] == status for line in lines) for status in {l["status"] for l in lines}}
     say(", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
         + f": {Path(args.out) / 'results.jsonl'}")

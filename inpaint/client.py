@@ -4,6 +4,7 @@ followed by long-poll, its result files downloaded. The server's workers (device
 from __future__ import annotations
 
 import json
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -22,6 +23,8 @@ class Remote:
         self.url = url.rstrip("/")
         self.key = key
         self._models: set[str] | None = None
+        self._running: set[str] = set()  # job ids, of the requests of every thread
+        self._lock = threading.Lock()
 
     def model_ids(self) -> set[str]:
         # Also the first call of a run: an unreachable server or a wrong key is said before anything runs.
@@ -35,9 +38,16 @@ class Remote:
     def run(self, body: dict, target: Target) -> Outcome:
         start = time.perf_counter()
         try:
-            job = self._call("POST", f"/generate/inpaint?wait={LONG_POLL_MAX_S}", body)["job"]
-            while job["status"] not in FINAL_STATES:
-                job = self._call("GET", f"/jobs/{job['jobId']}?wait={LONG_POLL_MAX_S}")["job"]
+            # Answered at once, not once the job ended: until then the job could not be canceled.
+            job = self._call("POST", "/generate/inpaint", body)["job"]
+            with self._lock:
+                self._running.add(job["jobId"])
+            try:
+                while job["status"] not in FINAL_STATES:
+                    job = self._call("GET", f"/jobs/{job['jobId']}?wait={LONG_POLL_MAX_S}")["job"]
+            finally:
+                with self._lock:
+                    self._running.discard(job["jobId"])
         except RequestError as exc:
             if exc.field.startswith("--"):  # the server or the key, not this request: the run stops
                 raise
@@ -48,6 +58,15 @@ class Remote:
             self._download(f"/assets/{asset_id}/file?original=true", path)
             files.append(path.name)
         return Outcome.of_job(job, files, time.perf_counter() - start)
+
+    def cancel(self) -> None:
+        with self._lock:
+            running = list(self._running)
+        for job_id in running:
+            try:
+                self._call("POST", f"/jobs/{job_id}/cancel")
+            except RequestError:  # ended meanwhile, or the server is gone: nothing left to stop
+                pass
 
     def _download(self, path: str, target: Path) -> None:
         with self._open("GET", path) as answer, target.open("wb") as file:

@@ -15,7 +15,7 @@ from pathlib import Path
 from . import sheet
 from .errors import RequestError
 from .flags import INPUT_FIELDS, fields, value_of
-from .runs import Results, Runner, check_base, check_model, progress, say
+from .runs import Results, Runner, check_base, check_model, run_each, say
 from .schema import SEED_MAX, parse_request
 
 MAX_FIELDS = 3  # columns, rows, and blocks of rows
@@ -106,29 +106,23 @@ def _fixed_seed(base: dict, axes: list[Axis], results: Results) -> dict:
 
 
 def run(base: dict, axes: list[Axis], grid: list[Cell], runner: Runner, out: Path, *, force: bool = False,
-        crop: bool = False) -> list[dict]:
-    """Runs the cells not done in an earlier run (all with `force`), then draws grid.png and index.html from
-    every cell's line; the lines of results.jsonl, in the grid's order."""
+        crop: bool = False, parallel: int = 1) -> list[dict]:
+    """Runs the cells not done in an earlier run (all with `force`), `parallel` at once, then draws grid.png and
+    index.html from every cell's line; the lines of results.jsonl, in the grid's order."""
     out.mkdir(parents=True, exist_ok=True)
     results = Results(out, key=lambda line: json.dumps(line["cell"]))
     shared = _fixed_seed(base, axes, results)
-    to_run = results.start([cell.key for cell in grid], force=force)
-    if len(to_run) < len(grid):
-        say(f"{len(grid) - len(to_run)} of {len(grid)} cells were done by an earlier run into {out}: "
-            "skipped (--force runs them again)")
+    to_run = results.start([cell.key for cell in grid], force=force, unit="cell")
     body = dict(base)
     if to_run and isinstance(body.get("image"), str) and body["image"].startswith("data:"):
         body["image"] = runner.upload(body["image"])  # sent and stored once, not once per cell
-    with progress(len(to_run), "cell") as bar:
-        for cell in grid:
-            if cell.key not in to_run:
-                continue
-            outcome = runner.run({**body, **shared, **cell.values}, lambda seed: out / f"cell-{cell.index:03d}-{seed}.png")
-            line = {"cell": dict(cell.settings), **outcome.to_json()}
-            if outcome.status != "success":
-                say(f"{cell.key}: {outcome.status}: {outcome.error}")
-            results.add(line)
-            bar.update()
+
+    def work(cell: Cell) -> dict:
+        outcome = runner.run({**body, **shared, **cell.values}, lambda seed: out / f"cell-{cell.index:03d}-{seed}.png")
+        return {"cell": dict(cell.settings), **outcome.to_json()}
+
+    run_each(work, [cell for cell in grid if cell.key in to_run], results, unit="cell", runner=runner,
+             parallel=parallel)
     lines = [results.lines[cell.key] for cell in grid]
     crop_box = sheet.mask_box(base) if crop else None
     sheet.contact_sheet(axes, lines, out, crop_box=crop_box).save(out / "grid.png")
@@ -142,7 +136,7 @@ def command(args: argparse.Namespace, base: dict, runner: Runner) -> int:
     if args.crop and not (isinstance(base, dict) and str(base.get("mask", "")).startswith("data:")):
         raise RequestError("--crop", "needs the request's mask as a data URL (`mask`): its box is the crop")
     grid = cells(base, axes, runner, allow_many=args.yes)
-    lines = run(base, axes, grid, runner, Path(args.out), force=args.force, crop=args.crop)
+    lines = run(base, axes, grid, runner, Path(args.out), force=args.force, crop=args.crop, parallel=args.parallel)
     failed = sum(line["status"] != "success" for line in lines)
     say(f"{len(lines) - failed} of {len(lines)} cells succeeded: {Path(args.out) / 'grid.png'}, "
         f"{Path(args.out) / 'index.html'}")

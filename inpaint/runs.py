@@ -10,8 +10,9 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from tqdm import tqdm
 
@@ -20,6 +21,7 @@ from .schema import parse_request
 
 RESULTS_FILE = "results.jsonl"
 Target = Callable[[int], Path]  # where the result of a seed is written
+T = TypeVar("T")
 
 
 @dataclasses.dataclass
@@ -65,6 +67,9 @@ class Runner(Protocol):
         """Runs one request to its end, writing each result to `target(seed)`. A refused request is an
         Outcome, not an error."""
 
+    def cancel(self) -> None:
+        """Cancels the requests running on other threads."""
+
 
 class Local:
     """Requests run by this process's engine, as `python -m inpaint generate` runs one."""
@@ -79,6 +84,9 @@ class Local:
 
     def upload(self, data_url: str) -> str:
         return self.engine.upload(data_url).id
+
+    def cancel(self) -> None:
+        pass  # one request at a time, on the caller's thread: an interrupt there closes its stream
 
     def run(self, body: dict, target: Target) -> Outcome:
         from .jobs import Job, record, run_job
@@ -149,14 +157,18 @@ class Results:
         return (line is not None and line.get("status") == "success"
                 and all((self.path.parent / name).is_file() for name in line.get("files", [])))
 
-    def start(self, keys: Iterable[str], *, force: bool) -> set[str]:
-        """The keys to run; the file keeps only the lines of the others (of this run's keys, done before)."""
+    def start(self, keys: Iterable[str], *, force: bool, unit: str) -> set[str]:
+        """The keys to run (says how many are skipped); the file keeps only the lines of the others (of this
+        run's keys, done before)."""
         keys = list(keys)
         kept = {key: self.lines[key] for key in keys if not force and self.done(key)}
         self.lines = kept
         temporary = self.path.with_suffix(".tmp")
         temporary.write_text("".join(json.dumps(line) + "\n" for line in kept.values()))
         os.replace(temporary, self.path)
+        if kept:
+            say(f"{len(kept)} of {len(keys)} {unit}s were done by an earlier run into {self.path.parent}: skipped "
+                "(--force runs them again)")
         return {key for key in keys if key not in kept}
 
     def add(self, line: dict) -> None:
@@ -165,10 +177,33 @@ class Results:
             file.write(json.dumps(line) + "\n")
 
 
-def progress(total: int, unit: str) -> tqdm:
-    """The bar on stderr: done / total, rate and time left. Left out where stderr is not a terminal (a log
-    file would fill with its redraws); failures are printed with `tqdm.write` either way."""
-    return tqdm(total=total, unit=unit, file=sys.stderr, disable=None, dynamic_ncols=True)
+def run_each(work: Callable[[T], dict], items: list[T], results: Results, *, unit: str, runner: Runner,
+             parallel: int = 1) -> None:
+    """`work(item)` (one request) for each item, up to `parallel` at once, each line added to `results` as it
+    ends, under a progress bar on stderr (done / total, rate, time left); failures are said as they come. When
+    interrupted, the requests running are canceled."""
+    with tqdm(total=len(items), unit=unit, file=sys.stderr, dynamic_ncols=True,
+              disable=None) as bar:  # None: no bar where stderr is not a terminal (a log file fills with redraws)
+        def finished(line: dict) -> None:
+            if line["status"] != "success":
+                say(f"{results.key(line)}: {line['status']}: {line['error']}")
+            results.add(line)
+            bar.update()
+
+        if parallel == 1:
+            for item in items:
+                finished(work(item))
+            return
+        with ThreadPoolExecutor(parallel, thread_name_prefix="inpaint-requests") as pool:
+            futures = [pool.submit(work, item) for item in items]
+            try:
+                for future in as_completed(futures):
+                    finished(future.result())
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                runner.cancel()  # the threads still waiting on a request return once it ends
+                raise
 
 
 def say(message: str) -> None:

@@ -151,7 +151,9 @@ def test_a_server_does_the_same_work_over_the_rest_api(tmp_path, folders, engine
     args = ("batch", "--images", str(pictures), "--masks", str(masks), "--model", "opencv-telea", "--seed", "3")
     here = cli(*args, "--out", str(local), data=tmp_path / "data")
     with serve(create_app(engine, api_key=KEY, with_ui=False)) as url:
-        there = cli(*args, "--out", str(remote), "--server", url, "--key", KEY, data=tmp_path / "unused")
+        # Three requests at once: the server queues them for its worker.
+        there = cli(*args, "--out", str(remote), "--server", url, "--key", KEY, "--parallel", "3",
+                    data=tmp_path / "unused")
         refused = cli(*args, "--out", str(tmp_path / "refused"), "--server", url, "--key", "wrong",
                       data=tmp_path / "unused")
     assert here.returncode == there.returncode == 1, there.stderr
@@ -170,3 +172,5 @@ def test_a_server_does_the_same_work_over_the_rest_api(tmp_path, folders, engine
     assert not (tmp_path / "refused").exists()
     unreachable = cli(*args, "--out", str(tmp_path / "refused"), "--server", url, data=tmp_path / "unused")
     assert unreachable.returncode == 2 and unreachable.stderr.startswith(f"error: --server: cannot reach {url}")
+    alone = cli(*args, "--out", str(tmp_path / "refused"), "--parallel", "2", data=tmp_path / "unused")
+    assert alone.returncode == 2 and alone.stderr.startswith("error: --parallel: needs --server")
