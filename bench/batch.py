@@ -12,8 +12,8 @@ import numpy as np
 from PIL import Image
 
 from inpaint import batch, imageops
-from inpaint.jobs import Job, record, run_job
-from inpaint.runs import Local
+from inpaint.jobs import Job
+from inpaint.runs import Local, run_into
 
 from . import photos
 from .classical import classical_engine
@@ -44,17 +44,8 @@ def _one_by_one(engine, pictures: list[batch.Picture], base: dict, out: Path) ->
     for picture in pictures:
         body = {**base, "image": imageops.bytes_data_url(picture.path.read_bytes()),
                 "mask": imageops.bytes_data_url(picture.mask.read_bytes())}
-        job = Job(engine.prepare(body))
-
-        def copy_result(job: Job, durable: bool, stem: str = picture.path.stem) -> None:
-            for asset_id, seed in zip(job.asset_ids, job.seeds):
-                target = out / f"{stem}-{seed}.png"
-                if not target.exists():
-                    shutil.copyfile(engine.store.file_path(asset_id, original=True), target)
-            if durable:
-                engine.store.save_job(record(job))
-
-        run_job(engine, job, on_change=copy_result)
+        run_into(engine, Job(engine.prepare(body)), lambda asset_id, seed, stem=picture.path.stem:
+                 out / f"{stem}-{seed}.png")
 
 
 def batch_overhead(profile, work_dir: Path) -> Metric:
@@ -93,7 +84,7 @@ def batch_overhead(profile, work_dir: Path) -> Metric:
     detail = (f"`batch.run` (what `python -m inpaint batch --images DIR --masks DIR` runs in process: pairing, "
               f"data URLs, results.jsonl, progress) over {count} photographs of {side}x{side} with object-sized "
               f"holes, {MODEL_ID}, numSamples 1, into an empty folder, against the same {count} requests one after the other "
-              f"as `generate` makes one into an empty folder (prepare, run_job, copy each result, save the job) on the same engine; "
+              f"as `generate` makes one into an empty folder (prepare, then `runs.run_into`: the job run, each result copied out, the job saved) on the same engine; "
               f"identical result files checked; medians of {rounds} interleaved rounds of per-round ratios; "
               f"{summary(times)}")
     return Metric("batch_overhead", round(ratio, 3), "<= 1.05", "ratio", detail)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -18,26 +17,17 @@ EXIT_BAD_INPUT = 2
 
 def generate(args: argparse.Namespace) -> int:
     from .generate import default_engine
-    from .jobs import Job, record, run_job
+    from .jobs import Job, record
+    from .runs import run_into
 
     body = with_flags(read_body(args.request), args)
     engine = default_engine()
     request = engine.prepare(body)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-
-    def copy_result(job: Job, durable: bool) -> None:
-        # Results land in DIR one by one, as they are made: an interrupted run keeps what it made.
-        for asset_id in job.asset_ids:
-            target = out_dir / f"{asset_id}.png"
-            if not target.exists():
-                shutil.copyfile(engine.store.file_path(asset_id, original=True), target)
-        if durable:
-            engine.store.save_job(record(job))
-
     job = Job(request)
     try:
-        run_job(engine, job, on_change=copy_result)
+        run_into(engine, job, lambda asset_id, seed: out_dir / f"{asset_id}.png")
     except KeyboardInterrupt:
         job.cancel.set()
         return 130

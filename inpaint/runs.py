@@ -14,8 +14,6 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from tqdm import tqdm
-
 from .errors import RequestError
 from .schema import parse_request
 
@@ -89,26 +87,35 @@ class Local:
         pass  # one request at a time, on the caller's thread: an interrupt there closes its stream
 
     def run(self, body: dict, target: Target) -> Outcome:
-        from .jobs import Job, record, run_job
+        from .jobs import Job, record
 
         start = time.perf_counter()
         try:
             request = self.engine.prepare(body)
         except RequestError as exc:
             return Outcome.refused(exc, time.perf_counter() - start)
-        files: list[str] = []
+        job = Job(request)
+        files = run_into(self.engine, job, lambda asset_id, seed: target(seed))
+        return Outcome.of_job(record(job), [path.name for path in files], time.perf_counter() - start)
 
-        def copy_result(job: Job, durable: bool) -> None:
-            # Each result lands as it is made: an interrupted run keeps what it made.
-            for asset_id, seed in list(zip(job.asset_ids, job.seeds))[len(files):]:
-                path = target(seed)
-                shutil.copyfile(self.engine.store.file_path(asset_id, original=True), path)
-                files.append(path.name)
-            if durable:
-                self.engine.store.save_job(record(job))
 
-        job = run_job(self.engine, Job(request), on_change=copy_result)
-        return Outcome.of_job(record(job), files, time.perf_counter() - start)
+def run_into(engine, job, target: Callable[[str, int], Path]) -> list[Path]:
+    """Runs a job of a prepared request on `engine` (saved in its store, as the server saves its jobs), each
+    result copied to `target(asset_id, seed)` as soon as it is made: an interrupted run keeps what it made.
+    The files written, in seed order."""
+    from .jobs import record, run_job
+
+    files: list[Path] = []
+
+    def copy_result(job, durable: bool) -> None:
+        for asset_id, seed in list(zip(job.asset_ids, job.seeds))[len(files):]:
+            files.append(target(asset_id, seed))
+            shutil.copyfile(engine.store.file_path(asset_id, original=True), files[-1])
+        if durable:
+            engine.store.save_job(record(job))
+
+    run_job(engine, job, on_change=copy_result)
+    return files
 
 
 def check_base(body: object, runner: Runner, *, inputs_given: bool) -> dict:
@@ -182,6 +189,8 @@ def run_each(work: Callable[[T], dict], items: list[T], results: Results, *, uni
     """`work(item)` (one request) for each item, up to `parallel` at once, each line added to `results` as it
     ends, under a progress bar on stderr (done / total, rate, time left); failures are said as they come. When
     interrupted, the requests running are canceled."""
+    from tqdm import tqdm  # imported by the runs that draw a bar, not by `generate`
+
     with tqdm(total=len(items), unit=unit, file=sys.stderr, dynamic_ncols=True,
               disable=None) as bar:  # None: no bar where stderr is not a terminal (a log file fills with redraws)
         def finished(line: dict) -> None:
@@ -208,4 +217,6 @@ def run_each(work: Callable[[T], dict], items: list[T], results: Results, *, uni
 
 def say(message: str) -> None:
     """A line on stderr that the bar redraws under."""
+    from tqdm import tqdm
+
     tqdm.write(message, file=sys.stderr)
