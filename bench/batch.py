@@ -83,8 +83,8 @@ def batch_overhead(profile, work_dir: Path) -> Metric:
         shutil.rmtree(folder, ignore_errors=True)
     detail = (f"`batch.run` (what `python -m inpaint batch --images DIR --masks DIR` runs in process: pairing, "
               f"data URLs, results.jsonl, progress) over {count} photographs of {side}x{side} with object-sized "
-              f"holes, {MODEL_ID}, numSamples 1, into an empty folder, against the same {count} requests one after the other "
-              f"as `generate` makes one into an empty folder (prepare, then `runs.run_into`: the job run, each result copied out, the job saved) on the same engine; "
-              f"identical result files checked; medians of {rounds} interleaved rounds of per-round ratios; "
-              f"{summary(times)}")
+              f"holes, {MODEL_ID}, numSamples 1, into an empty folder, against the same {count} requests one after "
+              "the other as `generate` makes one into an empty folder (prepare, then `runs.run_into`: the job run, "
+              "each result copied out, the job saved) on the same engine; identical result files checked; "
+              f"medians of {rounds} interleaved rounds of per-round ratios; {summary(times)}")
     return Metric("batch_overhead", round(ratio, 3), "<= 1.05", "ratio", detail)

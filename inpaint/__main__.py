@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                       help="the server's API key (default: $INPAINT_API_KEY)")
     many.add_argument("--parallel", type=int, default=1, metavar="N",
                       help="with --server, requests sent at once (as many as its workers, to keep them all busy)")
-    bat = commands.add_parser("batch", parents=[many], help="one request per picture of a folder, masks matched by name")
+    bat = commands.add_parser("batch", parents=[many],
+                              help="one request per picture of a folder, masks matched by name")
     bat.add_argument("--images", required=True, metavar="DIR", help="folder of pictures (png, jpg, jpeg, webp)")
     bat.add_argument("--masks", metavar="DIR",
                      help="folder of masks: cat.png's is cat.* or cat_mask.* (default: --images, cat_mask.*)")

@@ -9,6 +9,7 @@ import csv
 import dataclasses
 import itertools
 import json
+import math
 import random
 from pathlib import Path
 
@@ -44,11 +45,11 @@ def axis(text: str) -> Axis:
     """`FIELD=V1,V2,...` (values comma-separated, a value with a comma in double quotes, as in CSV)."""
     field, equals, listed = text.partition("=")
     field = field.strip()
-    known = fields()
-    if not equals or field not in known:
+    if not equals:
+        raise RequestError("--vary", f"{text!r} must be FIELD=V1,V2,... (e.g. strength=0.5,0.7,0.9)")
+    if field not in fields():
         raise RequestError("--vary", f"{field!r} is not a field of the inpaint request; fields: "
-                                     f"{', '.join(name for name in known if name not in INPUT_FIELDS)}"
-                           if equals else f"{text!r} must be FIELD=V1,V2,... (e.g. strength=0.5,0.7,0.9)")
+                                     f"{', '.join(name for name in fields() if name not in INPUT_FIELDS)}")
     if field in INPUT_FIELDS:
         raise RequestError("--vary", f"{field} is an input, not a setting: `batch` runs one request per picture")
     texts = tuple(value.strip() for value in next(csv.reader([listed], skipinitialspace=True), []))
@@ -83,9 +84,7 @@ def cells(base: dict, axes: list[Axis], runner: Runner, *, allow_many: bool) -> 
             except RequestError as exc:
                 rule = exc.message if exc.field == one.field else f"{exc.field}: {exc.message}"
                 raise RequestError(f"--vary {one.field}", f"{text!r}: {rule}") from None
-    count = 1
-    for one in axes:
-        count *= len(one.values)
+    count = math.prod(len(one.values) for one in axes)
     if count > MAX_CELLS and not allow_many:
         raise RequestError("--vary", f"{count} cells is more than {MAX_CELLS}: pass --yes to run them all")
     return [Cell(index, tuple((a.field, text) for a, (text, _) in zip(axes, combination)),

@@ -116,7 +116,8 @@ def test_bad_input_exits_2_naming_it_before_anything_runs(tmp_path, folders):
         (("--images", str(tmp_path / "nowhere"), "--model", "opencv-telea"), "error: --images:", "is not a folder"),
         (("--images", str(pictures), "--masks", str(masks), "--model", "opencv-telea", "--strength", "3"),
          "error: strength:", "less than or equal to 1"),
-        (("--images", str(pictures), "--masks", str(masks), "--model", "nope"), "error: modelId:", "unknown model 'nope'"),
+        (("--images", str(pictures), "--masks", str(masks), "--model", "nope"), "error: modelId:",
+         "unknown model 'nope'"),
     ]
     for extra, start, words in cases:
         done = cli("batch", *extra, "--out", str(out), data=tmp_path / "data")
