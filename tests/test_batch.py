@@ -13,7 +13,9 @@ import pytest
 from PIL import Image, ImageDraw
 from skimage import data as photos
 
+from inpaint import batch
 from inpaint.api import create_app
+from inpaint.runs import Local
 from tests.test_api import KEY, engine, serve  # noqa: F401 (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -175,3 +177,22 @@ def test_a_server_does_the_same_work_over_the_rest_api(tmp_path, folders, engine
     assert unreachable.returncode == 2 and unreachable.stderr.startswith(f"error: --server: cannot reach {url}")
     alone = cli(*args, "--out", str(tmp_path / "refused"), "--parallel", "2", data=tmp_path / "unused")
     assert alone.returncode == 2 and alone.stderr.startswith("error: --parallel: needs --server")
+
+
+def test_a_result_deleted_or_a_line_cut_short_is_run_again(tmp_path, folders, engine):
+    pictures, masks = folders
+    out = tmp_path / "out"
+    base = {"modelId": "opencv-ns", "seed": 2, "numSamples": 1}
+    found = [picture for picture in batch.pictures(pictures, masks) if picture.mask and picture.path.stem != "broken"]
+    first = {line["picture"]: line for line in batch.run(found, masks, base, Local(engine), out)}
+    assert all(line["status"] == "success" for line in first.values())
+    (out / "cup-2.png").unlink()
+    with (out / "results.jsonl").open("a") as file:
+        file.write('{"picture": "wall.webp", "sta')  # a run killed while writing its line
+    assets = len(engine.store.list(include_hidden=True, limit=1000))
+    again = {line["picture"]: line for line in batch.run(found, masks, base, Local(engine), out)}
+    assert again["cat.png"] == first["cat.png"] and again["wall.webp"] == first["wall.webp"]
+    assert again["cup.jpg"]["status"] == "success" and (out / "cup-2.png").is_file()
+    assert len(engine.store.list(include_hidden=True, limit=1000)) == assets + 3  # cup's image, mask and result
+    assert [json.loads(text)["picture"] for text in (out / "results.jsonl").read_text().splitlines()] == \
+        ["cat.png", "wall.webp", "cup.jpg"]
