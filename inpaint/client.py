@@ -7,7 +7,6 @@ import json
 import threading
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -19,6 +18,8 @@ BUSY_RETRIES = 20  # a full queue (429) or decoding budget (503) is waited out t
 
 
 class Remote:
+    """A server's REST API as a runner of batch and grid requests; safe to use from several threads."""
+
     def __init__(self, url: str, key: str | None = None):
         self.url = url.rstrip("/")
         self.key = key
