@@ -58,7 +58,7 @@ def run(found: list[Picture], masks: Path, base: dict, runner: Runner, out: Path
     """Runs the pictures not done in an earlier run (all with `force`), one request each with `base`'s fields,
     `parallel` at once; the lines of this run's results.jsonl (those kept from earlier runs too)."""
     out.mkdir(parents=True, exist_ok=True)
-    results = Results(out, key=lambda line: line["picture"])
+    results = Results(out, key=lambda line: line["picture"], request=base)
     to_run = results.start([picture.path.name for picture in found], force=force, unit="picture")
 
     def work(picture: Picture) -> dict:

@@ -109,7 +109,7 @@ def run(base: dict, axes: list[Axis], grid: list[Cell], runner: Runner, out: Pat
     """Runs the cells not done in an earlier run (all with `force`), `parallel` at once, then draws grid.png and
     index.html from every cell's line; the lines of results.jsonl, in the grid's order."""
     out.mkdir(parents=True, exist_ok=True)
-    results = Results(out, key=lambda line: json.dumps(line["cell"]))
+    results = Results(out, key=lambda line: json.dumps(line["cell"]), request=base)
     shared = _fixed_seed(base, axes, results)
     to_run = results.start([cell.key for cell in grid], force=force, unit="cell")
     body = dict(base)

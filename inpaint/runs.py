@@ -4,6 +4,7 @@ this process, the results file that makes a run resumable, and the progress bar.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -144,11 +145,13 @@ def check_model(model_id: object, runner: Runner, *, field: str) -> None:
 
 class Results:
     """results.jsonl in the output folder: one line per input (or cell), written as each ends, so an
-    interrupted run keeps what it did. A new run keeps the lines of the keys it skips and rewrites the others."""
+    interrupted run keeps what it did. A new run keeps the lines of the keys it skips and rewrites the others.
+    Each line carries a digest of the request every line shares: a key done with another one is run again."""
 
-    def __init__(self, folder: Path, key: Callable[[dict], str]):
+    def __init__(self, folder: Path, key: Callable[[dict], str], request: dict):
         self.path = folder / RESULTS_FILE
         self.key = key
+        self.digest = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()[:16]
         self.lines: dict[str, dict] = {}
         if self.path.exists():
             for text in self.path.read_text().splitlines():
@@ -159,9 +162,9 @@ class Results:
                 self.lines[key(line)] = line
 
     def done(self, key: str) -> bool:
-        """Whether `key` succeeded in an earlier run and its files are all still there."""
+        """Whether `key` succeeded in an earlier run with this request, and its files are all still there."""
         line = self.lines.get(key)
-        return (line is not None and line.get("status") == "success"
+        return (line is not None and line.get("status") == "success" and line.get("requestDigest") == self.digest
                 and all((self.path.parent / name).is_file() for name in line.get("files", [])))
 
     def start(self, keys: Iterable[str], *, force: bool, unit: str) -> set[str]:
@@ -169,6 +172,7 @@ class Results:
         run's keys, done before)."""
         keys = list(keys)
         kept = {key: self.lines[key] for key in keys if not force and self.done(key)}
+        changed = sum(self.lines.get(key, {}).get("requestDigest") not in (None, self.digest) for key in keys)
         self.lines = kept
         temporary = self.path.with_suffix(".tmp")
         temporary.write_text("".join(json.dumps(line) + "\n" for line in kept.values()))
@@ -176,9 +180,12 @@ class Results:
         if kept:
             say(f"{len(kept)} of {len(keys)} {unit}s were done by an earlier run into {self.path.parent}: skipped "
                 "(--force runs them again)")
+        if changed and not force:
+            say(f"{changed} {unit}s were done with another request: run again")
         return {key for key in keys if key not in kept}
 
     def add(self, line: dict) -> None:
+        line = {**line, "requestDigest": self.digest}
         self.lines[self.key(line)] = line
         with self.path.open("a") as file:
             file.write(json.dumps(line) + "\n")

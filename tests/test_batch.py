@@ -196,3 +196,8 @@ def test_a_result_deleted_or_a_line_cut_short_is_run_again(tmp_path, folders, en
     assert len(engine.store.list(include_hidden=True, limit=1000)) == assets + 3  # cup's image, mask and result
     assert [json.loads(text)["picture"] for text in (out / "results.jsonl").read_text().splitlines()] == \
         ["cat.png", "wall.webp", "cup.jpg"]
+
+    # Another request (here another seed) into the same folder: everything runs again, with it.
+    other = {line["picture"]: line for line in batch.run(found, masks, {**base, "seed": 3}, Local(engine), out)}
+    assert [line["files"] for line in other.values()] == [["cat-3.png"], ["cup-3.png"], ["wall-3.png"]]
+    assert len({line["requestDigest"] for line in other.values()} | {first["cat.png"]["requestDigest"]}) == 2
