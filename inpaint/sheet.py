@@ -157,7 +157,7 @@ def report(axes: list[Axis], lines: list[dict], base: dict) -> str:
     """index.html: the sheet, then a row per cell with its settings, time, seam report and pictures. Relative
     links to the files beside it only, no scripts: it opens offline, from the folder or an archive of it."""
     e = html.escape
-    shared = {field: (f"data URL, {len(value) * 3 // 4 // 1024} KB" if str(value).startswith("data:") else value)
+    shared = {field: (f"data URL, {len(value) * 3 // 4:,} bytes" if str(value).startswith("data:") else value)
               for field, value in base.items()}
     title = " × ".join(axis.field for axis in axes)
     rows = []
