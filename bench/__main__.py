@@ -17,9 +17,14 @@ import time
 import traceback
 from pathlib import Path
 
+<<<<<<< HEAD
 ORDER = ("startup", "classical_request_vs_limit", "classical_throughput_2048", "patchmatch_large_vs_telea",
          "memory_rise_2048", "classical_quality",
          "cli_classical_overhead", "patchmatch_engine_overhead", "engine_overhead", "rest_overhead",
+=======
+ORDER = ("startup", "classical_request_vs_limit", "classical_throughput_2048", "classical_quality",
+         "cli_classical_overhead", "patchmatch_engine_overhead", "batch_overhead", "engine_overhead", "rest_overhead",
+>>>>>>> issue-31
          "image_size_scaling", "preview_overhead", "preview_vs_vae", "warm_cache", "memory_128", "outside_mask_drift",
          "region_resolution", "seam_delta_e", "multi_region_cost", "outside_mask_drift_modes", "gpu", "gpu_time_estimate_error", "workers_throughput", "ray_overhead")
 SCALE = ("workers_throughput", "ray_overhead")
@@ -88,13 +93,17 @@ def _run(quick: bool, selected: list[str], results: Path | None, *, full_table: 
 
                 module = request_path if hasattr(request_path, name) else classical
                 record(name, lambda measure=getattr(module, name): measure(profile, work_dir))
+        if "batch_overhead" in selected:
+            from . import batch
+
+            record("batch_overhead", lambda: batch.batch_overhead(profile, work_dir))
         for name in SEAMS:
             if name in selected:
                 from . import seams
 
                 record(name, lambda measure=getattr(seams, name): measure(profile, work_dir))
         # The other metrics time the loaded model; without them, nothing waits for it.
-        without_model = {"startup", *CLASSICAL, *SEAMS, "gpu_time_estimate_error", *SCALE}
+        without_model = {"startup", *CLASSICAL, "batch_overhead", *SEAMS, "gpu_time_estimate_error", *SCALE}
         bench = metrics.Bench(profile, work_dir) if set(selected) - without_model else None
         if bench is not None:
             log.info("%s run; model %s loaded in %.1f s, ready after %.1f s", profile.name, models.MID_MODEL_ID,

@@ -40,6 +40,8 @@ METHOD = f"""\
   one process.
 - `classical_quality`, `cli_classical_overhead`, `patchmatch_engine_overhead`: the classical families on real
   photographs that scikit-image ships (holes with known ground truth; see `bench/classical.py`).
+- `batch_overhead`: `python -m inpaint batch`'s code over a folder of those photographs against the same requests
+  made one by one, in one process on one engine (`bench/batch.py`).
 - `gpu_time_estimate_error`: the ZeroGPU duration model calibrated on this machine with the tiny models, then
   its prediction against the measured time of other requests.
 - `region_resolution`, `seam_delta_e`, `multi_region_cost`, `outside_mask_drift_modes`: the shipped tiny and

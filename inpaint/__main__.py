@@ -1,50 +1,26 @@
-"""Command line: `python -m inpaint generate REQUEST.json --out DIR` (or `--dry-run`) and `python -m inpaint models`."""
+"""Command line: `python -m inpaint generate REQUEST.json --out DIR` (or `--dry-run`), `batch` over folders, `grid`
+of settings, and `models`."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
+import os
 import sys
 from pathlib import Path
 
 from .errors import RequestError
+from .flags import add_request_flags, read_body, with_flags
 
 EXIT_BAD_INPUT = 2
 
 
-def _read_body(source: str) -> object:
-    try:
-        text = sys.stdin.read() if source == "-" else Path(source).read_text()
-    except OSError as exc:
-        raise RequestError("REQUEST", f"cannot read {source!r}: {exc.strerror}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise RequestError("REQUEST", f"is not valid JSON: {exc}") from None
-
-
-def _with_flags(body: object, args: argparse.Namespace) -> object:
-    """The body with the fields given as flags set (a flag wins over the file)."""
-    if not isinstance(body, dict):
-        return body  # refused by the schema, naming the body
-    flags = {"colorMatch": args.color_match, "maskMode": args.mask_mode, "outpaint": args.outpaint}
-    return {**body, **{name: value for name, value in flags.items() if value is not None}}
-
-
-def _outpaint(text: str) -> dict[str, int]:
-    """`LEFT,RIGHT,TOP,BOTTOM` in pixels; the schema checks the bounds."""
-    parts = text.split(",")
-    if len(parts) != 4 or not all(part.strip().isdigit() for part in parts):
-        raise argparse.ArgumentTypeError(f"{text!r} must be LEFT,RIGHT,TOP,BOTTOM in pixels, e.g. 256,256,0,0")
-    return dict(zip(("left", "right", "top", "bottom"), (int(part) for part in parts)))
-
-
 def generate(args: argparse.Namespace) -> int:
     from .generate import default_engine
-    from .jobs import Job, record, run_job
+    from .jobs import Job, record
+    from .runs import run_into
 
-    body = _with_flags(_read_body(args.request), args)
+    body = with_flags(read_body(args.request), args)
     engine = default_engine()
     if args.dry_run:  # what the job would do, as POST /generate/inpaint?dryRun=true answers it
         print(json.dumps({"plan": engine.plan(body).to_json()}, indent=2))
@@ -54,19 +30,9 @@ def generate(args: argparse.Namespace) -> int:
     request = engine.prepare(body)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-
-    def copy_result(job: Job, durable: bool) -> None:
-        # Results land in DIR one by one, as they are made: an interrupted run keeps what it made.
-        for asset_id in job.asset_ids:
-            target = out_dir / f"{asset_id}.png"
-            if not target.exists():
-                shutil.copyfile(engine.store.file_path(asset_id, original=True), target)
-        if durable:
-            engine.store.save_job(record(job))
-
     job = Job(request)
     try:
-        run_job(engine, job, on_change=copy_result)
+        run_into(engine, job, lambda asset_id, seed: out_dir / f"{asset_id}.png")
     except KeyboardInterrupt:
         job.cancel.set()
         return 130
@@ -77,6 +43,44 @@ def generate(args: argparse.Namespace) -> int:
         print(f"error: {job.error or job.status}", file=sys.stderr)
         return 1
     return 0
+
+
+def _runner(args: argparse.Namespace):
+    """Where a batch or a grid runs: on the server of --server, else in this process."""
+    if args.parallel < 1:
+        raise RequestError("--parallel", f"{args.parallel} must be at least 1")
+    if args.server:
+        from .client import Remote
+
+        return Remote(args.server, args.key)
+    if args.parallel > 1:
+        raise RequestError("--parallel", "needs --server: this process runs one request at a time")
+    from .runs import Local
+
+    return Local()
+
+
+def batch(args: argparse.Namespace) -> int:
+    from . import batch as folder_batch
+
+    base = with_flags(read_body(args.request) if args.request else {}, args)
+    return _interruptible(lambda: folder_batch.command(args, base, _runner(args)))
+
+
+def grid(args: argparse.Namespace) -> int:
+    from . import grid as settings_grid
+
+    base = with_flags(read_body(args.request), args)
+    return _interruptible(lambda: settings_grid.command(args, base, _runner(args)))
+
+
+def _interruptible(run) -> int:
+    # Ctrl-C stops the request running (its stream is closed on the way out); what was done is kept.
+    try:
+        return run()
+    except KeyboardInterrupt:
+        print("interrupted: run it again to go on where it stopped", file=sys.stderr)
+        return 130
 
 
 def models(args: argparse.Namespace) -> int:
@@ -101,13 +105,35 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--out", help="folder for the results, written as <assetId>.png")
     gen.add_argument("--dry-run", action="store_true",
                      help="print the plan (the request with its defaults, the regions, the seeds) and run nothing")
-    gen.add_argument("--color-match", choices=("none", "mean-std", "histogram"),
-                     help="sets the request's colorMatch: colour matching of the generated regions")
-    gen.add_argument("--mask-mode", choices=("binary", "soft"),
-                     help="sets the request's maskMode: soft keeps the mask's grey levels as opacity")
-    gen.add_argument("--outpaint", type=_outpaint, metavar="LEFT,RIGHT,TOP,BOTTOM",
-                     help="sets the request's outpaint: pixels added per side (the mask becomes optional)")
+    add_request_flags(gen)
     gen.set_defaults(handler=generate)
+    many = argparse.ArgumentParser(add_help=False)  # what batch and grid share
+    many.add_argument("--out", required=True, help="folder for the results, results.jsonl and (grid) the sheet")
+    many.add_argument("--force", action="store_true",
+                      help="run again what an earlier run into --out did (by default it is skipped)")
+    many.add_argument("--server", metavar="URL",
+                      help="send the requests to a running server's REST API instead of running them here")
+    many.add_argument("--key", default=os.environ.get("INPAINT_API_KEY") or None,
+                      help="the server's API key (default: $INPAINT_API_KEY)")
+    many.add_argument("--parallel", type=int, default=1, metavar="N",
+                      help="with --server, requests sent at once (as many as its workers, to keep them all busy)")
+    bat = commands.add_parser("batch", parents=[many],
+                              help="one request per picture of a folder, masks matched by name")
+    bat.add_argument("--images", required=True, metavar="DIR", help="folder of pictures (png, jpg, jpeg, webp)")
+    bat.add_argument("--masks", metavar="DIR",
+                     help="folder of masks: cat.png's is cat.* or cat_mask.* (default: --images, cat_mask.*)")
+    bat.add_argument("--request", metavar="BASE.json", help="a request body whose fields every picture's request takes")
+    add_request_flags(bat)
+    bat.set_defaults(handler=batch)
+    gri = commands.add_parser("grid", parents=[many], help="one request per combination of settings, as a contact "
+                                                           "sheet and a report")
+    gri.add_argument("request", help="path of the JSON request (with its image and mask), or - for standard input")
+    gri.add_argument("--vary", action="append", default=[], metavar="FIELD=V1,V2,...",
+                     help="a request field and its values (up to three --vary: columns, rows, blocks)")
+    gri.add_argument("--crop", action="store_true", help="show the region around the mask in the sheet")
+    gri.add_argument("--yes", action="store_true", help="run a grid of more than 256 cells")
+    add_request_flags(gri)
+    gri.set_defaults(handler=grid)
     mod = commands.add_parser("models", help="list the model catalog")
     mod.add_argument("--json", action="store_true", help="print the catalog as JSON, as GET /models does")
     mod.set_defaults(handler=models)

@@ -92,3 +92,18 @@ def test_a_dry_run_prints_the_plan_and_runs_nothing(tmp_path):
     request["mask"] = data_url(Image.new("L", (320, 192), 0))
     refused = cli("generate", "-", "--dry-run", tmp_path=tmp_path, stdin=json.dumps(request))
     assert refused.returncode == 2 and refused.stderr.startswith("error: mask:")
+
+
+def test_every_request_field_is_a_flag_that_wins_over_the_file(tmp_path):
+    request = {"modelId": "opencv-telea", "image": data_url(photo(128, 96)),
+               "mask": data_url(rect_mask(128, 96, (40, 30, 80, 60))), "seed": 1, "colorMatch": "none"}
+    done = cli("generate", "-", "--out", str(tmp_path / "out"), "--model", "patchmatch", "--seed", "9",
+               "--samples", "2", "--color-match", "histogram", "--disable-merging", tmp_path=tmp_path,
+               stdin=json.dumps(request))
+    assert done.returncode == 0, done.stderr
+    given = json.loads(done.stdout)["metadata"]["input"]
+    assert (given["modelId"], given["seed"], given["numSamples"], given["colorMatch"], given["disableMerging"]) == \
+        ("patchmatch", 9, 2, "histogram", True)
+    wrong = cli("generate", "-", "--out", str(tmp_path / "out"), "--strength", "much", tmp_path=tmp_path,
+                stdin=json.dumps(request))
+    assert wrong.returncode == 2 and wrong.stderr.startswith("error: strength: Input should be a valid number")

@@ -1,8 +1,11 @@
-"""The README's commands, run as written: the curl round trip against a real server, on a 2 MB photograph."""
+"""The README's commands, run as written: the curl round trip against a real server, on a 2 MB photograph; the batch
+and grid commands on scikit-image's photographs."""
 
+import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import gradio
@@ -17,6 +20,7 @@ from tests.test_api import engine, serve  # noqa: F401 (fixture)
 README = Path(__file__).resolve().parent.parent / "README.md"
 # A real photograph shipped with a runtime dependency (no download), enlarged with grain to a 2 MB PNG.
 PHOTO = Path(gradio.__file__).parent / "media_assets" / "images" / "tower.jpg"
+SHEET = README.parent / "tests" / "screenshots" / "grid-coffee.png"
 
 
 def round_trip_script() -> str:
@@ -44,3 +48,25 @@ def test_the_readme_round_trip_works_on_a_2_mb_photo(tmp_path, engine):
     result_np, photo_np = np.asarray(Image.open(result).convert("RGB")), np.asarray(photo)
     assert result_np.shape == photo_np.shape
     assert np.array_equal(result_np[:800], photo_np[:800])  # far from the mask: the photo itself
+
+
+def batch_and_grid_script() -> str:
+    text = README.read_text()
+    section = text[text.index("## Batches over folders and grids of settings"):text.index("## Models")]
+    return "\n".join(line[4:] for line in section.splitlines() if line.startswith("    "))
+
+
+def test_the_readme_batch_and_grid_commands_make_its_contact_sheet(tmp_path):
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "PYTHONPATH": str(README.parent),
+           "INPAINT_DATA_DIR": str(tmp_path / "data"), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(["bash", "-e", "-c", batch_and_grid_script()], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(text) for text in (tmp_path / "results" / "results.jsonl").read_text().splitlines()]
+    assert sorted(line["picture"] for line in lines) == ["brick.png", "chelsea.png", "coffee.png"]
+    assert all(line["status"] == "success" and len(line["files"]) == 2 for line in lines)
+    assert len(list((tmp_path / "results").glob("*.png"))) == 6
+    cells = [json.loads(text) for text in (tmp_path / "grid" / "results.jsonl").read_text().splitlines()]
+    assert len(cells) == 6 and all(cell["status"] == "success" for cell in cells)
+    # The README's picture is this sheet (its times aside): the same layout.
+    assert Image.open(tmp_path / "grid" / "grid.png").size == Image.open(SHEET).size
