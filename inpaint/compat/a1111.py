@@ -349,7 +349,8 @@ def progress(backend: BackendDep, skip_current_image: Annotated[bool, Query()] =
         return {"progress": 0.0, "eta_relative": 0.0, "state": state, "current_image": None, "textinfo": None}
     elapsed = time.monotonic() - current.started
     eta = elapsed / current.progress - elapsed if current.progress > 0 else 0.0
-    image = None if skip_current_image or current.preview is None else _preview(current.preview)
+    image = (None if skip_current_image or current.preview is None
+             else _preview(runs.at_generation_size(current.preview, current.request)))
     return {"progress": current.progress, "eta_relative": eta, "state": state, "current_image": image,
             "textinfo": None}
 

@@ -27,10 +27,11 @@ from ..events import Preview, Result
 from ..generate import Engine
 from . import runs
 
-# The form fields of an edit this server reads; `seed` is its own (the SDK sends it with extra_body).
+# The form fields of an edit this server reads; `seed` and `num_inference_steps` are its own (the SDK sends them
+# with extra_body).
 FIELDS = {"image", "image[]", "mask", "prompt", "model", "n", "size", "response_format", "output_format",
           "output_compression", "background", "quality", "input_fidelity", "stream", "partial_images", "user",
-          "safety_identifier", "seed"}
+          "safety_identifier", "seed", "num_inference_steps"}
 # Accepted and without effect here: how OpenAI's own models are tuned, and who the end user is.
 UNUSED = ("quality", "input_fidelity")
 MAX_IMAGES = 16  # OpenAI takes up to 16 images; the first is the picture, the others only references
@@ -38,7 +39,7 @@ MAX_PARTIAL_IMAGES = 3
 OUTPUT_FORMATS = {"png": "PNG", "webp": "WEBP", "jpeg": "JPEG"}
 # The request fields of ours that OpenAI names otherwise.
 PARAMS = {"imageId": "image", "maskId": "mask", "modelId": "model", "numSamples": "n", "width": "size",
-          "height": "size"}
+          "height": "size", "numInferenceSteps": "num_inference_steps", "body": None, "server": None}
 CODES = {401: "invalid_api_key", 429: "rate_limit_exceeded"}
 NO_USAGE = {"input_tokens": 0, "input_tokens_details": {"image_tokens": 0, "text_tokens": 0}, "output_tokens": 0,
             "total_tokens": 0}
@@ -57,8 +58,7 @@ def _error(status: int, param: str | None, message: str, headers: dict | None) -
 
 
 def _param(field: str) -> str | None:
-    name = PARAMS.get(field, field)
-    return name if name in FIELDS else None
+    return PARAMS.get(field, field)
 
 
 router = APIRouter(route_class=runs.shaped_errors(_error, _param))
@@ -187,6 +187,8 @@ async def _edit(request: Request, engine: Engine) -> Edit:
     body = {"modelId": model, "prompt": prompt, "image": imageops.bytes_data_url(picture),
             "mask": await run_in_threadpool(_edited_area, engine, mask or picture, "mask" if mask else "image"),
             "numSamples": _number(form, "n", 1, 1, 128), **({"seed": seed} if seed is not None else {})}
+    if (steps := _number(form, "num_inference_steps", None, 1, 150)) is not None:
+        body["numInferenceSteps"] = steps
     if stream and partial_images:  # previews cost a little at each step: made only when they are sent
         body["intermediateImages"] = True
     if size != "auto":
@@ -242,9 +244,10 @@ def _events(request: Request, engine: Engine, edit: Edit, outcome: runs.Outcome,
             match event:
                 case Preview(images=images, step=step, steps=steps) if sent < edit.partial_images and \
                         step * (edit.partial_images + 1) >= (sent + 1) * steps:
+                    preview = runs.at_generation_size(images[0], outcome.request)
                     yield _sse("image_edit.partial_image", {
-                        "b64_json": _encoded(images[0], edit), "partial_image_index": sent,
-                        "created_at": int(time.time()), "size": f"{images[0].width}x{images[0].height}",
+                        "b64_json": _encoded(preview, edit), "partial_image_index": sent,
+                        "created_at": int(time.time()), "size": f"{preview.width}x{preview.height}",
                         "quality": "auto", "background": edit.background, "output_format": edit.output_format})
                     sent += 1
                 case Result(asset=asset):

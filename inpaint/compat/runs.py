@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.routing import Match
 
+from .. import imageops
 from ..api import RETRY_AFTER_S, _refuse_gpu_models_on_zerogpu
 from ..assets import Asset
 from ..errors import RequestError
@@ -61,6 +62,11 @@ class Running:
     step: int = 0
     steps: int = 0
     preview: object = None  # the latest preview image of the batch's first sample
+
+
+def at_generation_size(preview, request: ResolvedRequest):
+    """A preview image as large as the region is generated: a latent preview has one pixel per 8x8 of it."""
+    return imageops.resize(preview, (request.width, request.height))
 
 
 def follow(outcome: Outcome, events: Iterator[Event], *, running: Running | None = None) -> Iterator[Event]:
