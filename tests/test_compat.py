@@ -5,6 +5,7 @@ import base64
 import io
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -270,3 +271,33 @@ def test_without_a_key_a_cross_site_form_post_stays_refused(tmp_path, pipeline_c
             assert huge.status_code == 413
     finally:
         engine.store.close()
+
+
+# -- the README's examples, as written --------------------------------------------------------------------------
+
+def readme_example(title: str) -> str:
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = text[text.index(f"### {title}"):]
+    return section[section.index("```python\n") + 10:section.index("```\n", section.index("```python"))]
+
+
+@pytest.mark.parametrize("title", ["Use it from the OpenAI SDK", "Use it as an AUTOMATIC1111 backend"])
+def test_the_readme_examples_run_as_written(title, tmp_path, monkeypatch, capsys, tmp_path_factory, pipeline_cache):
+    image = photo(128, 96, seed=8)
+    image.save(tmp_path / "photo.png")
+    rect_mask(128, 96, BOX).save(tmp_path / "mask.png")
+    (tmp_path / "hole.png").write_bytes(with_hole(Image.new("RGB", (128, 96))))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("INPAINT_API_KEY", KEY)
+    engine = make_engine(tmp_path_factory.mktemp("readme") / "data", pipeline_cache)
+    try:
+        with serve(create_app(engine, api_key=KEY, with_ui=False)) as url:
+            port = url.rsplit(":", 1)[1]
+            script = readme_example(title).replace("127.0.0.1:7860", f"127.0.0.1:{port}").replace("7860", port)
+            exec(compile(script, title, "exec"), {})
+    finally:
+        engine.store.close()
+    printed = capsys.readouterr().out
+    result = Image.open(tmp_path / ("edited.png" if "OpenAI" in title else "inpainted.png"))
+    assert_kept(result, image)
+    assert "1234" in printed
