@@ -43,7 +43,8 @@ def compat_overhead(profile, work_dir: Path) -> Metric:
                             profile.rounds * ROUNDS_PER_PROFILE_ROUND, warmup=1)
     ratios = {name: median_ratio(times, name, "rest") for name in ("openai", "a1111")}
     detail = (f"{MODEL_ID}, a {side}x{side} photo with its middle half masked, one result: POST /v1/images/edits "
-              f"(multipart: the picture and an RGBA mask; the PNG back as b64_json) {ratios['openai']:.3f} and POST /sdapi/v1/img2img (JSON with "
-              f"base64, the PNG back in it) {ratios['a1111']:.3f} / POST /generate/inpaint?wait= and GET the result's "
-              f"PNG, on one server in its own process on loopback; the worse of the two; {summary(times)}")
+              f"(multipart: the picture and an RGBA mask; the PNG back as b64_json) {ratios['openai']:.3f} and "
+              f"POST /sdapi/v1/img2img (JSON with base64, the PNG back in it) {ratios['a1111']:.3f} / POST "
+              f"/generate/inpaint?wait= and GET the result's PNG, on one server in its own process on loopback; the "
+              f"worse of the two; {summary(times)}")
     return Metric("compat_overhead", round(max(ratios.values()), 3), "<= 1.05", "ratio", detail)

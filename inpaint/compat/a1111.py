@@ -121,7 +121,8 @@ def _field(ours: str) -> str:
     return FIELDS.get(ours, ours)
 
 
-router = APIRouter(route_class=runs.shaped_errors(_error, _field, _validation_error))
+# Outside this server's OpenAPI schema: the host API documents these routes.
+router = APIRouter(route_class=runs.shaped_errors(_error, _field, _validation_error), include_in_schema=False)
 
 
 async def _backend(request: Request) -> Backend:
@@ -251,7 +252,7 @@ def _images(engine, assets) -> list[str]:
     return [base64.b64encode(engine.store.file_path(asset.id).read_bytes()).decode("ascii") for asset in assets]
 
 
-@router.post("/sdapi/v1/img2img", dependencies=[Depends(_json_body_declared)], summary="Inpaint (A1111's img2img)")
+@router.post("/sdapi/v1/img2img", dependencies=[Depends(_json_body_declared)])
 async def img2img(request: Request, engine: EngineDep, jobs: JobsDep, backend: BackendDep) -> dict:
     """A1111's img2img with a mask, on the checkpoint of `override_settings.sd_model_checkpoint` (a model id of
     this server) or of /options. Image i has seed + i, as in A1111."""
@@ -287,30 +288,30 @@ async def img2img(request: Request, engine: EngineDep, jobs: JobsDep, backend: B
 
 # ---- models, samplers, options, progress ----------------------------------------------------------------------
 
-@router.get("/sdapi/v1/sd-models", summary="List the checkpoints (the model catalog)")
+@router.get("/sdapi/v1/sd-models")
 def sd_models(engine: EngineDep) -> list[dict]:
     return [{"title": entry.id, "model_name": entry.id, "hash": None, "sha256": None, "filename": entry.id,
              "config": None} for entry in engine.catalog.entries()]
 
 
-@router.get("/sdapi/v1/samplers", summary="List the samplers")
+@router.get("/sdapi/v1/samplers")
 def samplers() -> list[dict]:
     return [{"name": name, "aliases": [scheduler], "options": {}} for name, scheduler in SAMPLERS.items()]
 
 
-@router.get("/sdapi/v1/schedulers", summary="List the sigma spacings")
+@router.get("/sdapi/v1/schedulers")
 def schedulers() -> list[dict]:
     # The samplers' own spacing only: a request naming another is run with it, and its info says so.
     return [{"name": "automatic", "label": "Automatic", "aliases": None, "default_rho": -1,
              "need_inner_model": False}]
 
 
-@router.get("/sdapi/v1/scripts", summary="List the scripts (none)")
+@router.get("/sdapi/v1/scripts")
 def scripts() -> dict:
     return {"txt2img": [], "img2img": []}
 
 
-@router.get("/sdapi/v1/options", summary="The options A1111 clients read")
+@router.get("/sdapi/v1/options")
 def get_options(backend: BackendDep) -> dict:
     return {"sd_model_checkpoint": backend.checkpoint, "live_previews_enable": True, "samples_format": "png"}
 
@@ -321,7 +322,7 @@ class Options(BaseModel):
     sd_model_checkpoint: str | None = None
 
 
-@router.post("/sdapi/v1/options", dependencies=[Depends(_json_body_declared)], summary="Set the checkpoint")
+@router.post("/sdapi/v1/options", dependencies=[Depends(_json_body_declared)])
 async def set_options(request: Request, engine: EngineDep, backend: BackendDep) -> None:
     """Sets `sd_model_checkpoint` (a model id) for the img2img requests that do not override it; other options are
     accepted and change nothing."""
@@ -338,7 +339,7 @@ def _preview(image) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-@router.get("/sdapi/v1/progress", summary="The running img2img's progress and latest preview")
+@router.get("/sdapi/v1/progress")
 def progress(backend: BackendDep, skip_current_image: Annotated[bool, Query()] = False) -> dict:
     current = backend.running[0] if backend.running else None
     state = {"skipped": False, "interrupted": bool(current and current.cancel.is_set()), "stopping_generation": False,
@@ -355,7 +356,7 @@ def progress(backend: BackendDep, skip_current_image: Annotated[bool, Query()] =
             "textinfo": None}
 
 
-@router.post("/sdapi/v1/interrupt", summary="Stop the running img2img requests")
+@router.post("/sdapi/v1/interrupt")
 def interrupt(backend: BackendDep) -> dict:
     """Each running img2img stops within a step and answers the images it made."""
     for running in backend.running:

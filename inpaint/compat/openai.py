@@ -62,7 +62,8 @@ def _param(field: str) -> str | None:
     return PARAMS.get(field, field)
 
 
-router = APIRouter(route_class=runs.shaped_errors(_error, _param))
+# Outside this server's OpenAPI schema: the host API documents these routes.
+router = APIRouter(route_class=runs.shaped_errors(_error, _param), include_in_schema=False)
 
 
 # ---- the form ------------------------------------------------------------------------------------------------
@@ -151,7 +152,12 @@ async def _edit(request: Request, engine: Engine) -> Edit:
         raise RequestError("authorization", "a form posted here needs an Authorization header (the API key as a "
                                             "Bearer token; any value when the server has none) or this server's "
                                             "Origin: a page of another site may post forms anywhere", status=403)
-    form = await request.form(max_files=MAX_IMAGES + 1, max_fields=len(FIELDS) + MAX_IMAGES)
+    # Closed on the way out: an uploaded file over 1 MB is spooled to disk.
+    async with request.form(max_files=MAX_IMAGES + 1, max_fields=len(FIELDS) + MAX_IMAGES) as form:
+        return await _form_edit(form, engine)
+
+
+async def _form_edit(form, engine: Engine) -> Edit:
     unknown = sorted(set(form.keys()) - FIELDS)
     if unknown:
         raise RequestError(unknown[0], f"Unrecognized request argument supplied: {unknown[0][:40]}")
@@ -264,7 +270,7 @@ def _events(request: Request, engine: Engine, edit: Edit, outcome: runs.Outcome,
         yield _sse("error", {"error": error})
 
 
-@router.post("/v1/images/edits", summary="Edit an image (OpenAI's images.edit)")
+@router.post("/v1/images/edits")
 async def edit_image(request: Request, engine: EngineDep, jobs: JobsDep):
     """OpenAI's image edit: the picture's fully transparent pixels (or the mask's) are repainted by `model`, one of
     this server's model ids. Answers OpenAI's ImagesResponse, or its Server-Sent Events with `stream=true`."""
@@ -284,13 +290,13 @@ def _model(entry) -> dict:
     return {"id": entry.id, "object": "model", "created": 0, "owned_by": "inpaint"}
 
 
-@router.get("/v1/models", summary="List the models (OpenAI's models.list)")
+@router.get("/v1/models")
 def list_models(engine: EngineDep) -> dict:
     """The catalog's model ids, as OpenAI lists models: any of them is an edit's `model`."""
     return {"object": "list", "data": [_model(entry) for entry in engine.catalog.entries()]}
 
 
-@router.get("/v1/models/{model}", summary="Get a model (OpenAI's models.retrieve)")
+@router.get("/v1/models/{model}")
 def get_model(engine: EngineDep, model: Annotated[str, Path(description="A model id of the catalog.")]) -> dict:
     if model not in engine.catalog:
         raise RequestError("model", f"The model {model[:80]!r} does not exist", status=404)

@@ -15,8 +15,8 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.routing import Match
 
-from .. import imageops
-from ..api import RETRY_AFTER_S, _refuse_gpu_models_on_zerogpu
+from .. import imageops, limits
+from ..api import FIELD_BY_STATUS, RETRY_AFTER_S, _refuse_gpu_models_on_zerogpu
 from ..assets import Asset
 from ..errors import RequestError
 from ..events import Event, Failed, Preview, Progress, Result, Warned
@@ -24,8 +24,6 @@ from ..generate import Engine
 from ..jobs import JobQueue
 from ..schema import ResolvedRequest
 
-# The field named by an error that no request field caused, by status (as the REST API names them).
-FIELD_BY_STATUS = {401: "authorization", 404: "path", 405: "method", 413: "body", 415: "body", 429: "job"}
 # Render one error in a host API's shape: status, the host's name of the field at fault (None: no field),
 # message, headers.
 Render = Callable[[int, str | None, str, dict | None], Response]
@@ -113,8 +111,10 @@ def shaped_errors(render: Render, fields: Callable[[str], str | None],
                 try:
                     return await handle(request)
                 except RequestError as exc:
-                    retry = {"Retry-After": RETRY_AFTER_S} if exc.status == 429 else None
-                    return render(exc.status, fields(exc.field), exc.message, retry)
+                    # As the REST API says: a full queue drains in about a job's time, a busy decoding budget in
+                    # about a preparation's.
+                    retry = {429: RETRY_AFTER_S, 503: str(limits.RETRY_AFTER_S)}.get(exc.status)
+                    return render(exc.status, fields(exc.field), exc.message, {"Retry-After": retry} if retry else None)
                 except HTTPException as exc:
                     return render(exc.status_code, FIELD_BY_STATUS.get(exc.status_code), str(exc.detail),
                                   exc.headers)
@@ -146,5 +146,5 @@ def add_fallback(router: APIRouter, root: str) -> None:
                                 headers={"Allow": methods})
         raise HTTPException(404, f"no route {request.method} {request.url.path}")
 
-    router.add_api_route(f"{root}/{{rest:path}}", no_such_route, include_in_schema=False,
+    router.add_api_route(f"{root}/{{rest:path}}", no_such_route,
                          methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"])
