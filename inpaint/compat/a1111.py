@@ -17,14 +17,15 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from .. import __version__, imageops, settings
+from .. import __version__, imageops, png, settings
 from ..api import EngineDep, JobsDep, _json_body, _json_body_declared
 from ..catalog import Catalog
 from ..errors import RequestError
 from . import runs
 
 # A1111's sampler names and what drives our models like them ("Karras" and the other sigma spacings are A1111's
-# `scheduler`, or a suffix of the sampler's name in its older versions).
+# `scheduler`, or a suffix of the sampler's name in its older versions). A model none of them can drive (Flux's
+# flow matching) runs with its own default, and `info` says so.
 SAMPLERS = {
     "Euler a": "EulerAncestralDiscreteScheduler",
     "Euler": "EulerDiscreteScheduler",
@@ -40,7 +41,6 @@ SAMPLERS = {
     "UniPC": "UniPCMultistepScheduler",
     "DEIS": "DEISMultistepScheduler",
     "LCM": "LCMScheduler",
-    "Euler (flow)": "FlowMatchEulerDiscreteScheduler",
 }
 SPACINGS = (" Karras", " Exponential", " SGM Uniform", " Automatic")
 FILLS = {0: "fill", 1: "original", 2: "latent noise", 3: "latent nothing"}
@@ -170,7 +170,7 @@ def _inverted(engine, mask_url: str) -> str:
     data = imageops.decode_data_url(mask_url, field="mask")
     with engine.decoding.hold(imageops.declared_pixels(data)):
         mask = imageops.read_mask(imageops.open_image(data, field="mask", min_side=1))[0]
-        return imageops.to_data_url(mask.point(lambda value: 255 - value))
+        return imageops.bytes_data_url(png.encode(mask.point(lambda value: 255 - value)))
 
 
 def _checkpoint(name: str) -> str:
