@@ -13,11 +13,12 @@ import numpy as np
 import openai
 import pytest
 import webuiapi
+from fastapi.testclient import TestClient
 from PIL import Image
 
 from inpaint.api import create_app
-from tests.images import encoded, photo, rect_mask
-from tests.test_api import KEY, make_engine, serve
+from tests.images import data_url, encoded, photo, rect_mask
+from tests.test_api import KEY, body, engine, make_engine, serve  # noqa: F401 (fixture)
 
 BOX = (40, 30, 80, 60)  # the hole, in a 128x96 photo
 SEAM = 8  # a diffusion model's seam band: the mask grows by it before the merge
@@ -246,6 +247,21 @@ def test_a1111_errors_take_its_shapes_and_name_the_field(server):
     assert missing.status_code == 404 and missing.json()["error"] == "HTTPException"
     options = httpx.post(f"{server}/sdapi/v1/options", auth=auth, json={"sd_model_checkpoint": "nope"})
     assert options.status_code == 422 and options.json()["detail"][0]["loc"] == ["body", "sd_model_checkpoint"]
+
+
+def test_a_full_queue_is_a_429_in_each_hosts_shape(engine):
+    # No lifespan: the worker never starts, so the queued jobs stay queued.
+    client = TestClient(create_app(engine, api_key=None, max_queue=1, with_ui=False))
+    picture = ("photo.png", with_hole(photo(128, 96)), "image/png")
+    queued = client.post("/generate/inpaint", json=body()).json()["job"]
+    assert queued["status"] == "queued"
+    edit = client.post("/v1/images/edits", files={"image": picture}, data={"prompt": "x", "model": "opencv-telea"},
+                       headers={"Authorization": "Bearer x"})
+    assert edit.status_code == 429 and edit.headers["Retry-After"]
+    assert edit.json()["error"]["code"] == "rate_limit_exceeded" and "queue is full" in edit.json()["error"]["message"]
+    img2img = client.post("/sdapi/v1/img2img", json={"init_images": [data_url(photo(128, 96))],
+                                                     "mask": data_url(rect_mask(128, 96, BOX))})
+    assert img2img.status_code == 429 and img2img.json()["error"] == "HTTPException"
 
 
 # -- the guards of the bodies, without a key ------------------------------------------------------------------
