@@ -17,19 +17,14 @@ import time
 import traceback
 from pathlib import Path
 
-<<<<<<< HEAD
 ORDER = ("startup", "classical_request_vs_limit", "classical_throughput_2048", "patchmatch_large_vs_telea",
-         "memory_rise_2048", "classical_quality",
-         "cli_classical_overhead", "patchmatch_engine_overhead", "engine_overhead", "rest_overhead",
-=======
-ORDER = ("startup", "classical_request_vs_limit", "classical_throughput_2048", "classical_quality",
-         "cli_classical_overhead", "patchmatch_engine_overhead", "batch_overhead", "engine_overhead", "rest_overhead",
->>>>>>> issue-31
+         "memory_rise_2048", "classical_quality", "cli_classical_overhead", "patchmatch_engine_overhead",
+         "batch_overhead", "compat_overhead", "engine_overhead", "rest_overhead",
          "image_size_scaling", "preview_overhead", "preview_vs_vae", "warm_cache", "memory_128", "outside_mask_drift",
          "region_resolution", "seam_delta_e", "multi_region_cost", "outside_mask_drift_modes", "gpu", "gpu_time_estimate_error", "workers_throughput", "ray_overhead")
 SCALE = ("workers_throughput", "ray_overhead")
 CLASSICAL = ("classical_request_vs_limit", "classical_throughput_2048", "patchmatch_large_vs_telea", "memory_rise_2048",
-             "classical_quality", "cli_classical_overhead", "patchmatch_engine_overhead")
+             "classical_quality", "cli_classical_overhead", "patchmatch_engine_overhead", "compat_overhead")
 # Regions, colour matching and seams: the shipped tiny and classical models, not the timed benchmark model.
 SEAMS = ("region_resolution", "seam_delta_e", "multi_region_cost", "outside_mask_drift_modes")
 
@@ -89,9 +84,9 @@ def _run(quick: bool, selected: list[str], results: Path | None, *, full_table: 
             record("startup", lambda: startup.run(profile.rounds))
         for name in CLASSICAL:  # classical models: no diffusion model either
             if name in selected:
-                from . import classical, request_path
+                from . import classical, compat, request_path
 
-                module = request_path if hasattr(request_path, name) else classical
+                module = next(module for module in (request_path, compat, classical) if hasattr(module, name))
                 record(name, lambda measure=getattr(module, name): measure(profile, work_dir))
         if "batch_overhead" in selected:
             from . import batch

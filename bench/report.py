@@ -38,6 +38,8 @@ METHOD = f"""\
 - `classical_request_vs_limit` and `classical_throughput_2048` need no model: `opencv-telea` (and `patchmatch`)
   through the REST server in its own process against the same work (decode, the library call, one PNG) done in
   one process.
+- `compat_overhead` (`bench/compat.py`): one `opencv-telea` request through OpenAI's image edits (multipart)
+  and AUTOMATIC1111's img2img (JSON), each against our own round trip, on the REST server in its own process.
 - `classical_quality`, `cli_classical_overhead`, `patchmatch_engine_overhead`: the classical families on real
   photographs that scikit-image ships (holes with known ground truth; see `bench/classical.py`).
 - `batch_overhead`: `python -m inpaint batch`'s code over a folder of those photographs against the same requests

@@ -544,6 +544,10 @@ def _api_router(api_key: str | None) -> tuple[APIRouter, list]:
     routers = [_resource_router(routes, common_errors) for routes in ROUTES.values()]
     for router in routers:
         api.include_router(router)
+    from .compat import a1111, openai  # they read bodies with this module's rules: imported once it is complete
+
+    api.include_router(openai.router)  # OpenAI's image edits, under /v1
+    api.include_router(a1111.router)  # AUTOMATIC1111's API, under /sdapi/v1
     for root in API_ROOTS:
         rest = "{rest:asset_id}{tail:path}" if root == "/assets" else "{rest:path}"
         for path in (root, f"{root}/{rest}"):
