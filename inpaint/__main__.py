@@ -100,7 +100,7 @@ def segment(args: argparse.Namespace) -> int:
         raise RequestError("IMAGE", f"cannot read {args.image!r}: {exc.strerror}") from None
     points = [{"x": point[0], "y": point[1], "label": int(point[2]) if len(point) == 3 else 1}
               for point in args.point]
-    body = {"image": imageops.bytes_data_url(data), "modelId": args.model, "points": points,
+    body = {"image": imageops.bytes_data_url(data), "modelId": args.model, "points": points, "grow": args.grow,
             **({"box": args.box} if args.box else {}), **({"text": args.text} if args.text is not None else {})}
     engine = default_engine()
     selected = select(engine, body)
@@ -149,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     seg.add_argument("--box", type=_numbers((4,), "X0,Y0,X1,Y1"), metavar="X0,Y0,X1,Y1",
                      help="a box around the object, in pixels")
     seg.add_argument("--text", help="what to select, in words, for models that read text")
+    seg.add_argument("--grow", type=int, default=0, metavar="PX",
+                     help="pixels to grow the selection by (0..64), so an eraser takes the object's halo too")
     seg.add_argument("--model", required=True, help="a model that selects (python -m inpaint models: grabcut, ...)")
     seg.add_argument("--out", required=True, type=Path, help="where to write the mask (PNG)")
     seg.set_defaults(handler=segment)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
+from . import imageops
 from .errors import RequestError
 from .families import Prompt
 from .pipelines import ModelUnavailable
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from .generate import Engine
 
 MAX_POINTS = 64  # a person clicks a handful of times; the decoder's cost grows with each
+MAX_GROW_PX = 64  # beyond, "grow" is no longer the object's outline but a region around it
 TEXT_MAX_CHARS = 200  # a noun phrase ("the cat", "all cups")
 
 
@@ -45,6 +47,9 @@ class SegmentRequest(BaseModel):
                                      description="[left, top, right, bottom] in pixels around the object.")
     text: str | None = Field(None, min_length=1, max_length=TEXT_MAX_CHARS,
                              description="What to select, in words (\"the cat\"): models with the text capability.")
+    grow: StrictInt = Field(0, ge=0, le=MAX_GROW_PX, description=(
+        "Pixels to grow the selection by: an object removed with the halo of its outline, which a selection "
+        "follows too closely for an eraser."))
     multimask: StrictBool = Field(False, description="Let the model weigh several candidate masks and answer its "
                                                      "best-scored one; helps with a single ambiguous click.")
     hide: StrictBool = Field(True, description="Hide the stored picture and mask from `GET /assets`.")
@@ -116,6 +121,7 @@ def segment(engine: Engine, body: object) -> Segmented:
     else:
         selection = family.select(family.load(entry), image, prompt)
 
-    # 4. The mask, stored under the picture
-    mask_id = engine.store.put(selection.mask, kind="mask", hidden=req.hide, parent_id=image_id, model_id=entry.id).id
-    return Segmented(selection.mask, mask_id, image_id, selection.score, entry.id)
+    # 4. The mask, grown as asked and stored under the picture
+    mask = imageops.prepare_mask(selection.mask, image.size, grow=req.grow, allow_empty=True)[0]
+    mask_id = engine.store.put(mask, kind="mask", hidden=req.hide, parent_id=image_id, model_id=entry.id).id
+    return Segmented(mask, mask_id, image_id, selection.score, entry.id)

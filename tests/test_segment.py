@@ -5,6 +5,7 @@ models refused clearly with downloads off."""
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -303,3 +304,29 @@ def test_cli_flags_that_do_not_parse_exit_2_naming_the_flag(capsys):
         with pytest.raises(SystemExit) as exited:
             main(["segment", "picture.png", flag, value, "--model", "grabcut", "--out", "mask.png"])
         assert exited.value.code == 2 and f"{flag}: {words}" in capsys.readouterr().err
+
+
+# -- the README's commands, as written -----------------------------------------------------------------------------
+
+def readme_commands() -> str:
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("From the command line, a box and two clicks"):text.index("`--point X,Y[,0]` repeats")]
+    return "\n".join(line[4:] for line in section.splitlines() if line.startswith("    "))
+
+
+@pytest.mark.skipif(not shutil.which("jq"), reason="the README's commands use jq")
+def test_the_readme_selects_the_rocket_and_removes_it(tmp_path):
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "INPAINT_DATA_DIR": str(tmp_path / "data"),
+           "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(["bash", "-e", "-c", readme_commands()], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "job.json").read_text())["status"] == "success"
+    mask_np = np.asarray(Image.open(tmp_path / "rocket-mask.png")) > 0
+    assert 0.01 < mask_np.mean() < 0.05  # the rocket, not the sky: about 2% of the photo
+    assert mask_np[140, 320] and mask_np[250, 320] and not mask_np[100, 200]
+    rocket_np = np.asarray(Image.open(tmp_path / "rocket.jpg").convert("RGB")).astype(int)
+    [result] = (tmp_path / "removed").glob("*.png")
+    result_np = np.asarray(Image.open(result).convert("RGB")).astype(int)
+    assert np.abs(result_np - rocket_np)[mask_np].mean() > 40  # the white rocket is gone
+    assert np.abs(result_np - rocket_np)[~mask_np].max() <= 2  # the rest is the photo (one JPEG decode apart)
