@@ -233,16 +233,19 @@ class PipelineCache:
         return pipe
 
     def load_transformers(self, entry: ModelEntry, class_name: str):
-        """A transformers model of `class_name` from the Hub, a tiny model's folder or a local folder, in eval mode."""
+        """A transformers model (in eval mode) or tokenizer of `class_name` from the Hub, a tiny model's folder or a
+        local folder."""
+        import torch
         import transformers
 
         cls = getattr(transformers, class_name)
-        dtype = self.dtype_for(entry.family)
+        weights = issubclass(cls, torch.nn.Module)
+        kwargs = {"dtype": self.dtype_for(entry.family)} if weights else {}
         if entry.source_kind == "hub":
-            model = _load_from_hub(entry.id, cls, entry.source.split(":", 1)[1], entry.family.hub_marker, dtype=dtype)
+            loaded = _load_from_hub(entry.id, cls, entry.source.split(":", 1)[1], entry.family.hub_marker, **kwargs)
         else:
-            model = _from_pretrained(cls, self._local_folder(entry), dtype=dtype)
-        return model.eval()
+            loaded = _from_pretrained(cls, self._local_folder(entry), **kwargs)
+        return loaded.eval() if weights else loaded
 
     def _local_folder(self, entry: ModelEntry) -> Path:
         """The folder of a tiny model (built on first use) or of a user's local model."""

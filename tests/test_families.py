@@ -63,7 +63,7 @@ def pixels(engine: Engine, asset) -> np.ndarray:
 
 def test_every_model_type_is_a_family_or_its_lora_variant():
     assert set(families.FAMILIES) == {"opencv", "patchmatch", "lama", "mi-gan", "sd-1_5", "sd-xl", "flux.1",
-                                      "grabcut", "sam2"}
+                                      "grabcut", "sam2", "sam3"}
     for name, model_type in MODEL_TYPES.items():
         assert model_type.family is families.get(name.removesuffix("-lora"))
         assert model_type.is_lora == name.endswith("-lora")

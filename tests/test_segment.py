@@ -24,7 +24,7 @@ from inpaint.errors import RequestError
 from inpaint.families import Prompt
 from inpaint.generate import Engine
 from inpaint.pipelines import ModelUnavailable, PipelineCache
-from inpaint.sam import SamPredictor
+from inpaint.sam import Sam2Predictor
 from inpaint.segment import segment
 from tests.images import bomb_png, data_url, encoded, photo
 
@@ -60,7 +60,7 @@ def iou(mask: Image.Image, truth_np: np.ndarray) -> float:
 @pytest.fixture(scope="module")
 def sam_cache(tmp_path_factory) -> PipelineCache:
     # Its own cache: the session's keeps the tiny diffusion pipelines it holds for the other tests.
-    return PipelineCache(CATALOG, tmp_path_factory.mktemp("segment-models"), max_pipelines=1, device="cpu")
+    return PipelineCache(CATALOG, tmp_path_factory.mktemp("segment-models"), max_pipelines=2, device="cpu")
 
 
 @pytest.fixture
@@ -110,6 +110,7 @@ def test_grabcut_keeps_only_the_part_under_the_click_and_a_negative_click_remove
 
 # -- the tiny SAM 2.1 through the engine; one embedding per picture -------------------------------------------------
 
+@pytest.mark.torch
 def test_tiny_sam2_selects_through_the_engine_and_encodes_each_picture_once(engine):
     picture = photo(320, 240, seed=3)
     first = segment(engine, {"image": data_url(picture), "modelId": "tiny-sam2", "points": [{"x": 100, "y": 80}]})
@@ -132,9 +133,10 @@ def test_tiny_sam2_selects_through_the_engine_and_encodes_each_picture_once(engi
     assert stored.kind == "mask" and stored.parent_id == first.image_id and stored.model_id == "tiny-sam2"
 
 
+@pytest.mark.torch
 def test_a_cached_embedding_gives_what_encoding_again_gives_and_the_cache_is_bounded(sam_cache):
     model = sam_cache.get("tiny-sam2").pipe.model
-    cached, fresh = SamPredictor(model, pictures=2), SamPredictor(model, pictures=2)
+    cached, fresh = Sam2Predictor(model, pictures=2), Sam2Predictor(model, pictures=2)
     pictures = [photo(200, 150, seed=seed) for seed in range(3)]
     prompt = Prompt(points=((50.0, 60.0, 1),), box=(10.0, 10.0, 150.0, 120.0))
     first = cached.select(pictures[0], prompt)
@@ -149,6 +151,24 @@ def test_a_cached_embedding_gives_what_encoding_again_gives_and_the_cache_is_bou
     assert cached.encoded == 4
     cached.select(pictures[2], prompt)
     assert cached.encoded == 4
+
+
+@pytest.mark.torch
+def test_tiny_sam3_selects_every_instance_a_text_names_and_encodes_each_picture_once(engine, monkeypatch):
+    from inpaint import sam
+
+    picture = photo(200, 150, seed=5)
+    nothing = segment(engine, {"image": data_url(picture), "modelId": "tiny-sam3", "text": "the cat"})
+    # The random detector's scores sit under the threshold: an empty selection, and how close it came.
+    assert not np.asarray(nothing.mask).any() and 0 < nothing.score < sam.SAM3_SCORE
+    predictor = engine.pipelines.get("tiny-sam3").pipe
+    encoded = predictor.encoded
+    monkeypatch.setattr(sam, "SAM3_SCORE", 0.0)  # every detection counts: the selection is their union
+    every = segment(engine, {"image": nothing.image_id, "modelId": "tiny-sam3", "text": "all cups"})
+    assert predictor.encoded == encoded
+    assert every.mask.size == picture.size and set(np.unique(np.asarray(every.mask))) <= {0, 255}
+    assert np.asarray(every.mask).any()
+    assert engine.store.get(every.mask_id).parent_id == nothing.image_id
 
 
 # -- REST ---------------------------------------------------------------------------------------------------------
@@ -187,6 +207,7 @@ def test_segment_answers_the_mask_and_its_asset_which_inpaints(client):
     assert np.array_equal(result_np[~truth_np], np.asarray(picture)[~truth_np])
 
 
+@pytest.mark.torch
 def test_segment_with_the_tiny_sam2_and_the_models_capabilities(client):
     picture = photo(160, 120)
     body = client.post("/segment", json={"image": data_url(picture), "modelId": "tiny-sam2",
@@ -194,9 +215,11 @@ def test_segment_with_the_tiny_sam2_and_the_models_capabilities(client):
     assert decoded(body["mask"]).size == (160, 120) and isinstance(body["score"], float)
     models = {m["id"]: m for m in client.get("/models").json()["models"]}
     picks = {model_id: {k: models[model_id]["capabilities"][k] for k in ("points", "box", "text")}
-             for model_id in ("grabcut", "tiny-sam2", "sam2.1-hiera-tiny", "sam2.1-hiera-small", "opencv-telea")}
+             for model_id in ("grabcut", "tiny-sam2", "sam2.1-hiera-tiny", "sam2.1-hiera-small", "tiny-sam3", "sam3",
+                              "opencv-telea")}
     assert picks["grabcut"] == picks["tiny-sam2"] == picks["sam2.1-hiera-small"] == \
         {"points": True, "box": True, "text": False}
+    assert picks["tiny-sam3"] == picks["sam3"] == {"points": False, "box": False, "text": True}
     assert picks["opencv-telea"] == {"points": False, "box": False, "text": False}
     assert models["grabcut"]["availability"] == models["tiny-sam2"]["availability"] == "offline"
 
@@ -214,6 +237,11 @@ BAD = {
     "nothing": ({}, "points", "nothing to select by"),
     "label": ({"points": [{"x": 5, "y": 10, "label": 2}]}, "points.0.label", "0 or 1"),
     "text": ({"text": "the cat", "box": [1, 1, 20, 20]}, "text", "does not read text"),
+    "points to a text model": ({"modelId": "tiny-sam3", "points": [{"x": 5, "y": 5}]}, "points",
+                               "'tiny-sam3' does not read points; it reads text"),
+    "box to a text model": ({"modelId": "tiny-sam3", "box": [1, 1, 20, 20], "text": "a cat"}, "box",
+                            "does not read box"),
+    "empty text": ({"modelId": "tiny-sam3", "text": ""}, "text", "at least 1 character"),
     "unknown model": ({"modelId": "no-such-model", "box": [1, 1, 20, 20]}, "modelId", "unknown model id"),
     "inpainter": ({"modelId": "opencv-telea", "box": [1, 1, 20, 20]}, "modelId", "selects nothing"),
     "box order": ({"box": [40, 1, 20, 20]}, "box", "left < right"),
@@ -252,13 +280,15 @@ def test_a_selecting_model_cannot_inpaint(engine):
 
 # -- the real weights: in the catalog, refused at once without downloads -------------------------------------------
 
-@pytest.mark.parametrize("model_id", ["sam2.1-hiera-tiny", "sam2.1-hiera-small"])
+@pytest.mark.torch
+@pytest.mark.parametrize("model_id", ["sam2.1-hiera-tiny", "sam2.1-hiera-small", "sam3"])
 def test_real_sam_without_downloads_is_refused_at_once_saying_what_it_needs(engine, monkeypatch, model_id):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     entry = CATALOG.get(model_id)
     assert entry.source == f"hub:facebook/{model_id}" and entry.availability() == "needs download"
     with pytest.raises(RequestError) as refused:
-        segment(engine, {"image": data_url(photo(96, 96)), "modelId": model_id, "points": [{"x": 5, "y": 5}]})
+        segment(engine, {"image": data_url(photo(96, 96)), "modelId": model_id,
+                         **({"text": "a cat"} if model_id == "sam3" else {"points": [{"x": 5, "y": 5}]})})
     assert refused.value.field == "modelId"
     assert f"facebook/{model_id}" in refused.value.message and "HF_HUB_OFFLINE" in refused.value.message
     assert engine.store.list(include_hidden=True) == []  # refused before the picture was stored
@@ -275,6 +305,7 @@ def cli(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.torch
 def test_cli_writes_the_mask_of_a_click_and_exits_2_on_bad_input(tmp_path):
     picture, truth_np = composite(seed=5)
     (tmp_path / "picture.jpg").write_bytes(encoded(picture, "JPEG", quality=95))

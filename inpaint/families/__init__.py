@@ -9,13 +9,13 @@ from .base import Family, GpuCost, OnStep, Prompt, Range, Selection
 from .classical import OpenCV, PatchMatch
 from .diffusion import FLUX, SD15, SDXL
 from .erasers import LAMA, MI_GAN
-from .selectors import GRABCUT, SAM2
+from .selectors import GRABCUT, SAM2, SAM3
 
 OPENCV = OpenCV("opencv", "OpenCV")
 PATCHMATCH = PatchMatch("patchmatch", "PatchMatch", seeded=True)
 
 FAMILIES: dict[str, Family] = {family.name: family for family in (
-    OPENCV, PATCHMATCH, LAMA, MI_GAN, SD15, SDXL, FLUX, GRABCUT, SAM2,
+    OPENCV, PATCHMATCH, LAMA, MI_GAN, SD15, SDXL, FLUX, GRABCUT, SAM2, SAM3,
 )}
 
 

@@ -1,5 +1,5 @@
 """Segmentation families: they select an object from clicks, a box or a text, they do not inpaint. GrabCut
-(OpenCV, no weights) and SAM 2.1 (transformers, weights from the Hub)."""
+(OpenCV, no weights), SAM 2.1 and SAM 3 (transformers, weights from the Hub)."""
 
 from __future__ import annotations
 
@@ -88,9 +88,11 @@ class GrabCut(Family):
 
 
 @dataclass(frozen=True)
-class Sam2(Family):
-    """SAM 2.1 (transformers' Sam2Model): the picture is encoded once, each prompt then costs only the prompt
-    encoder and the mask decoder (see inpaint/sam.py)."""
+class Sam(Family):
+    """SAM 2.1 and SAM 3 through transformers: the picture is encoded once, each prompt then costs only what reads
+    it (see inpaint/sam.py)."""
+
+    predictor: str = ""  # the class of inpaint.sam that loads and runs the family's models
 
     def unavailable(self, entry) -> str | None:
         if entry.source_kind == "hub" and entry.availability() == "needs download":
@@ -102,9 +104,9 @@ class Sam2(Family):
         return None
 
     def load(self, entry, cache):
-        from ..sam import SamPredictor
+        from .. import sam
 
-        return SamPredictor(cache.load_transformers(entry, "Sam2Model"))
+        return getattr(sam, self.predictor).load(entry, cache)
 
     def select(self, model, image: Image.Image, prompt: Prompt) -> Selection:
         return model.select(image, prompt)
@@ -112,4 +114,9 @@ class Sam2(Family):
 
 GRABCUT = GrabCut("grabcut", "GrabCut", selects=frozenset({"points", "box"}))
 # A load reads ~150 MB (tiny) to ~180 MB (small); a click is milliseconds once the picture is encoded.
-SAM2 = Sam2("sam2", "SAM 2.1", has_weights=True, selects=frozenset({"points", "box"}), hub_marker="config.json")
+SAM2 = Sam("sam2", "SAM 2.1", has_weights=True, selects=frozenset({"points", "box"}), hub_marker="config.json",
+           predictor="Sam2Predictor")
+# Every instance of what a text names. Its box prompts sample the picture's features with torchvision's roi_align,
+# and torchvision has no CPU build for the pinned torch: boxes and clicks are SAM 2.1's here.
+SAM3 = Sam("sam3", "SAM 3", has_weights=True, selects=frozenset({"text"}), hub_marker="config.json",
+           predictor="Sam3Predictor")
