@@ -238,6 +238,7 @@ class PipelineCache:
         import torch
         import transformers
 
+        transformers.logging.disable_progress_bar()  # a bar per load and per tiny build, on the server's stderr
         cls = getattr(transformers, class_name)
         weights = issubclass(cls, torch.nn.Module)
         kwargs = {"dtype": self.dtype_for(entry.family)} if weights else {}

@@ -71,9 +71,9 @@ def _prompt(req: SegmentRequest, selects: frozenset[str], model_id: str) -> Prom
         if present and field not in selects:
             raise RequestError(field, f"{model_id!r} does not read {field}; it reads {', '.join(sorted(selects))}")
     if not (any(point.label for point in req.points) or req.box is not None or req.text is not None):
-        what = " a positive point (label 1)" if req.points else " a point"
-        raise RequestError("points", f"nothing to select by: give{what}, a box or a text "
-                                     f"({model_id!r} reads {', '.join(sorted(selects))})")
+        wanted = {"points": "a positive point (label 1)" if req.points else "a point", "box": "a box", "text": "a text"}
+        raise RequestError("points", f"nothing to select by: {model_id!r} needs "
+                                     f"{' or '.join(wanted[prompt] for prompt in sorted(selects))}")
     return Prompt(points=tuple((float(p.x), float(p.y), p.label) for p in req.points),
                   box=None if req.box is None else tuple(float(v) for v in req.box), text=req.text,
                   multimask=req.multimask)
@@ -110,7 +110,8 @@ def segment(engine: Engine, body: object) -> Segmented:
     image, image_id = engine.picture(req.image, hide=req.hide)
     _check_inside(prompt, image.size)
 
-    # 3. The selection; a model with weights encodes each picture once (see inpaint/sam.py)
+    # 3. The selection; a model with weights encodes each picture once (see inpaint/sam.py). Not under the engine's
+    #    device lock: a click must answer while a generation runs, and SAM's memory is small beside a diffusion's.
     if family.has_weights:
         try:
             loaded = engine.pipelines.get(entry.id)

@@ -8,15 +8,28 @@ from collections.abc import Awaitable, Callable
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
-from . import imageops
+from . import imageops, zerogpu
+from .errors import RequestError
 from .responses import SegmentOut
 from .segment import SegmentRequest, segment
 
 __all__ = ["SegmentOut", "SegmentRequest", "route"]
 
 
+def _refuse_weights_on_zerogpu(engine, body: object) -> None:
+    """On ZeroGPU only the studio's function holds a GPU; this route runs in the main process, which has none."""
+    model_id = body.get("modelId") if isinstance(body, dict) else None
+    if isinstance(model_id, str) and model_id in engine.catalog and engine.catalog.get(model_id).family.has_weights \
+            and zerogpu.is_zerogpu():
+        offline = [e.id for e in engine.catalog.entries() if e.family.selects and not e.family.has_weights]
+        raise RequestError("modelId", f"{model_id!r} needs the GPU, which this ZeroGPU Space lends to its studio only; "
+                                      f"this route selects with the models without weights here: {', '.join(offline)}")
+
+
 def _answer(request: Request, body: object) -> SegmentOut:
-    selected = segment(request.app.state.engine, body)
+    engine = request.app.state.engine
+    _refuse_weights_on_zerogpu(engine, body)
+    selected = segment(engine, body)
     return SegmentOut(mask=imageops.to_data_url(selected.mask), mask_id=selected.mask_id, image_id=selected.image_id,
                       score=selected.score, model_id=selected.model_id, width=selected.mask.width,
                       height=selected.mask.height)

@@ -266,6 +266,17 @@ def test_every_bad_input_is_a_400_naming_the_field(client, case):
     assert error["field"] == field and words in error["message"], error
 
 
+def test_on_zerogpu_the_route_selects_with_the_models_without_weights(client, monkeypatch):
+    from inpaint import zerogpu
+
+    monkeypatch.setattr(zerogpu, "is_zerogpu", lambda: True)
+    body = {"image": data_url(photo(96, 96)), "box": [10, 10, 60, 60]}
+    refused = client.post("/segment", json={**body, "modelId": "tiny-sam2"})
+    assert refused.status_code == 400 and refused.json()["error"]["field"] == "modelId"
+    assert "ZeroGPU" in refused.json()["error"]["message"] and "grabcut" in refused.json()["error"]["message"]
+    assert client.post("/segment", json={**body, "modelId": "grabcut"}).status_code == 200
+
+
 def test_a_picture_not_in_the_store_is_not_found(client):
     answer = client.post("/segment", json={"image": "asset_" + "A" * 22, "modelId": "grabcut", "box": [1, 1, 20, 20]})
     assert answer.status_code == 404 and answer.json()["error"]["field"] == "image"

@@ -62,7 +62,8 @@ OnStep = Callable[[int, int, "Callable[[], list[Image.Image]] | None"], bool]
 @dataclass(frozen=True)
 class Family:
     """A kind of model: its capabilities, asked by validation, the engine, /models, the CLI and the studio,
-    and its work. Subclasses implement `load` and `run`; instances are registered in `families.FAMILIES`."""
+    and its work. Subclasses implement `load`, and `run` (inpainting) or `select` (segmentation); instances are
+    registered in `families.FAMILIES`."""
 
     name: str  # the catalog's model type; a family with LoRA support also has "<name>-lora"
     title: str  # how messages name its models ("Flux", "PatchMatch")
