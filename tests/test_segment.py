@@ -247,6 +247,7 @@ BAD = {
     "box order": ({"box": [40, 1, 20, 20]}, "box", "left < right"),
     "box outside": ({"box": [0, 0, 200, 20]}, "box", "within the 128x96 picture"),
     "box length": ({"box": [0, 0, 20]}, "box", "at least 4"),
+    "grow": ({"box": [1, 1, 20, 20], "grow": 65}, "grow", "less than or equal to 64"),
     "unknown field": ({"box": [1, 1, 20, 20], "clicks": []}, "clicks", "not a field of the segment request"),
     "not a data URL": ({"image": "hello", "box": [1, 1, 20, 20]}, "image", "asset id"),
     "not an image": ({"image": "data:image/png;base64,AAAA", "box": [1, 1, 20, 20]}, "image", "not a PNG"),
@@ -280,6 +281,29 @@ def test_on_zerogpu_the_route_selects_with_the_models_without_weights(client, mo
 def test_a_picture_not_in_the_store_is_not_found(client):
     answer = client.post("/segment", json={"image": "asset_" + "A" * 22, "modelId": "grabcut", "box": [1, 1, 20, 20]})
     assert answer.status_code == 404 and answer.json()["error"]["field"] == "image"
+
+
+def test_grow_widens_the_selection_by_its_pixels(engine):
+    picture, truth_np = composite(seed=3)
+    body = {"image": data_url(picture), "modelId": "grabcut", "box": bounds(truth_np)}
+    plain = np.asarray(segment(engine, body).mask) > 0
+    grown = np.asarray(segment(engine, {**body, "grow": 5}).mask) > 0
+    assert grown[plain].all() and grown.sum() > plain.sum()
+    ys, xs = np.nonzero(grown & ~plain)
+    # Every added pixel is within 5 px (a square's reach) of the plain selection, and nothing further.
+    plain_ys, plain_xs = np.nonzero(plain)
+    for y, x in zip(ys[::97], xs[::97]):
+        assert np.max([np.abs(plain_ys - y), np.abs(plain_xs - x)], axis=0).min() <= 5
+
+
+def test_the_pictures_decoding_waits_for_the_pixel_budget_like_an_inpaint_input(engine):
+    from inpaint.limits import Busy, PixelBudget
+
+    engine.decoding = PixelBudget(10_000_000, wait_s=0.1)
+    with engine.decoding.hold(10_000_000), pytest.raises(Busy) as busy:  # another request decoding a large image
+        segment(engine, {"image": data_url(photo(96, 96)), "modelId": "grabcut", "box": [1, 1, 50, 50]})
+    assert busy.value.status == 503 and busy.value.field == "server"
+    assert engine.store.list(include_hidden=True) == []
 
 
 def test_a_selecting_model_cannot_inpaint(engine):
