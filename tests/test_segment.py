@@ -5,6 +5,7 @@ models refused clearly with downloads off."""
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from bench import photos
 from inpaint import families
@@ -396,3 +397,20 @@ def test_the_readme_selects_the_rocket_and_removes_it(tmp_path):
     result_np = np.asarray(Image.open(result).convert("RGB")).astype(int)
     assert np.abs(result_np - rocket_np)[mask_np].mean() > 40  # the white rocket is gone
     assert np.abs(result_np - rocket_np)[~mask_np].max() <= 2  # the rest is the photo (one JPEG decode apart)
+
+    # The README's figure, from what the commands made: the box and clicks drawn in, the mask, the result.
+    commands = readme_commands()
+    box = [int(v) for v in re.search(r"--box (\S+)", commands)[1].split(",")]
+    clicks = [tuple(int(v) for v in found.split(",")) for found in re.findall(r"--point (\S+)", commands)]
+    shown = Image.open(tmp_path / "rocket.jpg").convert("RGB")
+    draw = ImageDraw.Draw(shown)
+    draw.rectangle(box, outline=(255, 220, 0), width=3)
+    for x, y in clicks:
+        draw.ellipse((x - 7, y - 7, x + 7, y + 7), outline=(255, 220, 0), width=3)
+    around = (160, 0, 480, shown.height)  # the rocket and its launch towers
+    tiles = [image.convert("RGB").crop(around) for image in (shown, Image.open(tmp_path / "rocket-mask.png"),
+                                                             Image.open(result))]
+    figure = Image.new("RGB", (3 * tiles[0].width + 2 * 8, tiles[0].height), "white")
+    for index, tile in enumerate(tiles):
+        figure.paste(tile, (index * (tile.width + 8), 0))
+    figure.save(ROOT / "tests" / "screenshots" / "select-box-remove.png", optimize=True)
