@@ -109,6 +109,15 @@ def test_grabcut_keeps_only_the_part_under_the_click_and_a_negative_click_remove
     assert (np.asarray(kept.mask) > 0)[right_np].mean() < 0.5
 
 
+def test_grabcut_with_a_box_on_the_border_of_a_large_picture_selects_nothing_and_fails_nothing():
+    # At GrabCut's working size a 1 px box on the border is all border: nothing left to model as the object.
+    grabcut = families.get("grabcut")
+    iterations = grabcut.load(CATALOG.get("grabcut"))
+    for box in [(0.0, 0.0, 1.0, 768.0), (0.0, 0.0, 0.5, 0.5)]:
+        selection = grabcut.select(iterations, photo(1024, 768), Prompt(box=box))
+        assert selection.mask.size == (1024, 768) and not np.asarray(selection.mask).any()
+
+
 # -- the tiny SAM 2.1 through the engine; one embedding per picture -------------------------------------------------
 
 @pytest.mark.torch

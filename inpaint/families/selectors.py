@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,7 +52,9 @@ class GrabCut(Family):
 
         init_np = np.full((height, width), cv2.GC_PR_BGD, np.uint8)
         if prompt.box is not None:
-            left, top, right, bottom = (round(v * scale) for v in prompt.box)
+            # Outward: a box of a pixel or two still covers a pixel at the working size.
+            left, top = (math.floor(v * scale) for v in prompt.box[:2])
+            right, bottom = (math.ceil(v * scale) for v in prompt.box[2:])
             init_np[:] = cv2.GC_BGD
             init_np[top:bottom, left:right] = cv2.GC_PR_FGD
         else:
@@ -72,7 +75,10 @@ class GrabCut(Family):
         # 26% or 31% of the picture from run to run. OpenCV's generator is per thread: seeded here, one picture
         # and prompt give one selection.
         cv2.setRNGSeed(GRABCUT_SEED)
-        cv2.grabCut(bgr_np, init_np, None, *models, model, cv2.GC_INIT_WITH_MASK)
+        labels = set(np.unique(init_np).tolist())
+        # GrabCut models both sides; a box squeezed into the border leaves it no object: nothing is selected.
+        if labels & {cv2.GC_FGD, cv2.GC_PR_FGD} and labels & {cv2.GC_BGD, cv2.GC_PR_BGD}:
+            cv2.grabCut(bgr_np, init_np, None, *models, model, cv2.GC_INIT_WITH_MASK)
         selected_np = ((init_np == cv2.GC_FGD) | (init_np == cv2.GC_PR_FGD)).astype(np.uint8)
         clicked = [(x, y) for x, y, label in points if label]
         if clicked:
