@@ -90,3 +90,33 @@ def scratch(size: tuple[int, int], rng: np.random.Generator, *, area: tuple[floa
     mask = Image.new("L", (width, height), 0)
     ImageDraw.Draw(mask).polygon(points, fill=255)
     return mask
+
+
+def blob(size: tuple[int, int], rng: np.random.Generator, *, radius: tuple[float, float] = (0.15, 0.25),
+         vertices: int = 48, margin: int = 8) -> Image.Image:
+    """An irregular closed outline (0/255): a polygon whose distance from its centre swells and shrinks along three
+    random harmonics, its mean radius a fraction of the short side drawn from `radius`."""
+    width, height = size
+    mean = rng.uniform(*radius) * min(size)
+    t = np.linspace(0, 2 * math.pi, vertices, endpoint=False)
+    swell = sum(rng.uniform(0.05, 0.15) * np.sin(k * t + rng.uniform(0, 2 * math.pi)) for k in (2, 3, 5))
+    reach = mean * (1 + swell)
+    top = reach.max()
+    cx, cy = rng.uniform(margin + top, width - margin - top), rng.uniform(margin + top, height - margin - top)
+    mask = Image.new("L", size, 0)
+    ImageDraw.Draw(mask).polygon(list(zip(cx + reach * np.cos(t), cy + reach * np.sin(t))), fill=255)
+    return mask
+
+
+# Object photo -> background photo, pairs whose colours differ as a real object and its surroundings do.
+COMPOSITES = (("chelsea", "brick"), ("coffee", "rocket"), ("astronaut", "brick"), ("rocket", "chelsea"))
+
+
+def composite(object_name: str, background_name: str, side: int, rng: np.random.Generator
+              ) -> tuple[Image.Image, Image.Image]:
+    """An irregular piece of one photo pasted onto another (`side` x `side` crops of both): the picture and the
+    exact mask of the object (0/255), a selection's ground truth."""
+    truth = blob((side, side), rng)
+    picture = crop(background_name, side)
+    picture.paste(crop(object_name, side), (0, 0), truth)
+    return picture, truth

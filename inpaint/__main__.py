@@ -1,5 +1,5 @@
 """Command line: `python -m inpaint generate REQUEST.json --out DIR` (or `--dry-run`), `batch` over folders, `grid`
-of settings, and `models`."""
+of settings, `segment` (an object's mask from clicks, a box or a text) and `models`."""
 
 from __future__ import annotations
 
@@ -83,6 +83,45 @@ def _interruptible(run) -> int:
         return 130
 
 
+def _numbers(count: tuple[int, ...], example: str):
+    """An argparse type: `count` comma-separated numbers, e.g. `X,Y` or `X,Y,0`."""
+    def parse(text: str) -> list[float]:
+        parts = text.split(",")
+        try:
+            numbers = [float(part) for part in parts]
+        except ValueError:
+            numbers = []
+        if len(parts) not in count or len(numbers) != len(parts):
+            raise argparse.ArgumentTypeError(f"{text!r} must be {example}")
+        return numbers
+    return parse
+
+
+def segment(args: argparse.Namespace) -> int:
+    from . import imageops
+    from .generate import default_engine
+    from .segment import segment as select
+
+    try:
+        data = Path(args.image).read_bytes()
+    except OSError as exc:
+        raise RequestError("IMAGE", f"cannot read {args.image!r}: {exc.strerror}") from None
+    points = [{"x": point[0], "y": point[1], "label": int(point[2]) if len(point) == 3 else 1}
+              for point in args.point]
+    body = {"image": imageops.bytes_data_url(data), "modelId": args.model, "points": points, "grow": args.grow,
+            **({"box": args.box} if args.box else {}), **({"text": args.text} if args.text is not None else {})}
+    engine = default_engine()
+    selected = select(engine, body)
+    try:
+        shutil.copyfile(engine.store.file_path(selected.mask_id, original=True), args.out)
+    except OSError as exc:
+        raise RequestError("--out", f"cannot write {str(args.out)!r}: {exc.strerror}") from None
+    print(json.dumps({"out": str(args.out), "maskId": selected.mask_id, "imageId": selected.image_id,
+                      "score": selected.score, "modelId": selected.model_id, "width": selected.mask.width,
+                      "height": selected.mask.height}, indent=2))
+    return 0
+
+
 def models(args: argparse.Namespace) -> int:
     from . import settings
     from .catalog import Catalog
@@ -134,6 +173,19 @@ def main(argv: list[str] | None = None) -> int:
     gri.add_argument("--yes", action="store_true", help="run a grid of more than 256 cells")
     add_request_flags(gri)
     gri.set_defaults(handler=grid)
+    seg = commands.add_parser("segment", help="select an object by clicks, a box or a text and save its mask "
+                                               "(white = selected), as POST /segment does")
+    seg.add_argument("image", help="the picture (PNG, JPEG or WebP)")
+    seg.add_argument("--point", action="append", default=[], type=_numbers((2, 3), "X,Y or X,Y,0 (0: remove)"),
+                     metavar="X,Y[,0]", help="a click in pixels that adds the object under it; ,0 removes (repeatable)")
+    seg.add_argument("--box", type=_numbers((4,), "X0,Y0,X1,Y1"), metavar="X0,Y0,X1,Y1",
+                     help="a box around the object, in pixels")
+    seg.add_argument("--text", help="what to select, in words, for models that read text")
+    seg.add_argument("--grow", type=int, default=0, metavar="PX",
+                     help="pixels to grow the selection by (0..64), so an eraser takes the object's halo too")
+    seg.add_argument("--model", required=True, help="a model that selects (python -m inpaint models: grabcut, ...)")
+    seg.add_argument("--out", required=True, type=Path, help="where to write the mask (PNG)")
+    seg.set_defaults(handler=segment)
     mod = commands.add_parser("models", help="list the model catalog")
     mod.add_argument("--json", action="store_true", help="print the catalog as JSON, as GET /models does")
     mod.set_defaults(handler=models)

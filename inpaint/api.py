@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 from starlette.routing import Match
 
-from . import __version__, allocator, imageops, limits, settings, zerogpu
+from . import __version__, allocator, imageops, limits, segment_api, settings, zerogpu
 from .assets import ASSET_ID_PATTERN, JOB_ID_PATTERN, Asset
 from .errors import NotFoundError, RequestError
 from .generate import Engine, default_engine
@@ -508,10 +508,15 @@ ROUTES = {
     "models": [
         ("GET", "/models", list_models, ModelList, "List the model catalog", ()),
     ],
+    "segment": [
+        ("POST", "/segment", segment_api.route(_json_body), segment_api.SegmentOut, "Select an object as a mask",
+         (503, 507)),
+    ],
 }
-JSON_BODIES = {("POST", "/generate/inpaint"): InpaintRequest, ("POST", "/assets"): AssetUpload}
+JSON_BODIES = {("POST", "/generate/inpaint"): InpaintRequest, ("POST", "/assets"): AssetUpload,
+               ("POST", "/segment"): segment_api.SegmentRequest}
 # Everything under these belongs to the API: unknown paths and methods answer in its error shape.
-API_ROOTS = ["/generate", "/jobs", "/models", "/assets"]
+API_ROOTS = ["/generate", "/jobs", "/models", "/assets", "/segment"]
 ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 _FILE_RESPONSE = {"content": {"image/webp": {"schema": {"type": "string", "format": "binary"}},

@@ -130,7 +130,7 @@ class ModelEntry:
             from huggingface_hub import try_to_load_from_cache
         except ImportError:
             return "needs download"
-        marker = "model_index.json" if not self.type.is_lora else self.weight_name.format(epoch=self.epochs[-1])
+        marker = self.family.hub_marker if not self.type.is_lora else self.weight_name.format(epoch=self.epochs[-1])
         cached = try_to_load_from_cache(self.source.split(":", 1)[1], marker)
         return "offline" if isinstance(cached, str) else "needs download"
 

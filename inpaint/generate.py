@@ -328,6 +328,17 @@ class Engine:
             return self.store.put(image, kind="image", hidden=hide, parent_id=parent_id,
                                   data=data if as_sent else None)
 
+    def picture(self, value: str, *, field: str = "image", hide: bool = True) -> tuple[Image.Image, str]:
+        """The RGB picture of `field` (a data URL or an asset id) and its asset id: decoded as an inpaint input is,
+        under the same pixel budget, and stored first when it came as a data URL."""
+        source = (field, imageops.decode_data_url(value, field=field) if value.startswith("data:") else value)
+        with self.decoding.hold(self._declared_pixels(source)):
+            image, asset_id, as_sent = self._load_input(source, "image", [])
+            if asset_id is None:
+                asset_id = self.store.put(image, kind="image", hidden=hide, icc_profile=imageops.rgb_profile(image),
+                                          data=source[1] if as_sent else None).id
+        return image, asset_id
+
     def _mask(self, req: InpaintRequest, raw_mask: Image.Image | None, field: str, image_size: tuple[int, int],
               seam_px: int, warnings: list[str]) -> Image.Image:
         """The mask as stored and used: binary and grown by the family's seam band, or in soft mode its grey

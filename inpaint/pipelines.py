@@ -113,12 +113,14 @@ def _download_error(model_id: str, repo: str, exc: OSError) -> ModelUnavailable:
                                       "free disk space in the Hugging Face cache (HF_HOME)")
 
 
-def _load_from_hub(model_id: str, cls: type[DiffusionPipeline], repo: str, **kwargs) -> DiffusionPipeline:
+def _load_from_hub(model_id: str, cls: type[DiffusionPipeline], repo: str, marker: str = "model_index.json",
+                   **kwargs) -> DiffusionPipeline:
+    """`cls` from the Hub's `repo`, from the cache when it is there; `marker` is a file every copy of it has."""
     try:
         return _from_pretrained(cls, repo, local_files_only=True, **kwargs)
     except OSError:  # not (fully) in the cache
         pass
-    _probe_hub(model_id, repo, "model_index.json")
+    _probe_hub(model_id, repo, marker)
     try:
         return _from_pretrained(cls, repo, **kwargs)
     except OSError as exc:
@@ -230,11 +232,28 @@ class PipelineCache:
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
+    def load_transformers(self, entry: ModelEntry, class_name: str):
+        """A transformers model (in eval mode) or tokenizer of `class_name` from the Hub, a tiny model's folder or a
+        local folder."""
+        import torch
+        import transformers
+
+        transformers.logging.disable_progress_bar()  # a bar per load and per tiny build, on the server's stderr
+        cls = getattr(transformers, class_name)
+        weights = issubclass(cls, torch.nn.Module)
+        kwargs = {"dtype": self.dtype_for(entry.family)} if weights else {}
+        if entry.source_kind == "hub":
+            loaded = _load_from_hub(entry.id, cls, entry.source.split(":", 1)[1], entry.family.hub_marker, **kwargs)
+        else:
+            loaded = _from_pretrained(cls, self._local_folder(entry), **kwargs)
+        return loaded.eval() if weights else loaded
+
     def _local_folder(self, entry: ModelEntry) -> Path:
         """The folder of a tiny model (built on first use) or of a user's local model."""
+        marker = entry.family.hub_marker
         if entry.source_kind == "tiny":
             folder = self.models_dir / entry.id
-            marker = "model_index.json" if not entry.type.is_lora else entry.weight_name.format(epoch=entry.epochs[-1])
+            marker = marker if not entry.type.is_lora else entry.weight_name.format(epoch=entry.epochs[-1])
             if not (folder / marker).exists():
                 from . import tiny  # builds with torch: imported when a tiny model is first used
 
@@ -244,8 +263,8 @@ class PipelineCache:
         if not folder.is_dir():
             raise ModelUnavailable(entry.id, f"its folder {folder} does not exist; put the model there or fix the "
                                              "catalog entry")
-        if not entry.type.is_lora and not (folder / "model_index.json").is_file():
-            raise ModelUnavailable(entry.id, f"{folder} is not a diffusers pipeline folder (no model_index.json); "
+        if not entry.type.is_lora and not (folder / marker).is_file():
+            raise ModelUnavailable(entry.id, f"{folder} is not a saved {entry.family.title} model (no {marker}); "
                                              "save it with save_pretrained")
         return folder
 

@@ -142,6 +142,10 @@ class Capabilities(BaseModel):
     steps: bool = Field(description="Denoises in steps: takes strength, numInferenceSteps, scheduler, guidance.")
     previews: bool = Field(description="Can stream previews of its denoising (intermediateImages).")
     seeded: bool = Field(description="The seed changes the result; if not, one sample is made whatever numSamples.")
+    # A model that reads any of these selects objects (POST /segment) and does not inpaint.
+    points: bool = Field(description="Selects the object under clicks (POST /segment `points`).")
+    box: bool = Field(description="Selects the object in a box (POST /segment `box`).")
+    text: bool = Field(description="Selects what a text names (POST /segment `text`).")
 
 
 # Dumped with `exclude_unset=True`: an entry that is not a LoRA has no LoRA fields.
@@ -169,7 +173,8 @@ class ModelOut(_CamelModel):
             id=entry.id, type=entry.type.name, family=family.name, description=entry.description,
             source=entry.source, availability=entry.availability(),
             capabilities=Capabilities(prompt=family.uses_prompt, negativePrompt=family.uses_negative_prompt,
-                                      steps=family.denoises, previews=family.has_previews, seeded=family.seeded),
+                                      steps=family.denoises, previews=family.has_previews, seeded=family.seeded,
+                                      **{prompt: prompt in family.selects for prompt in ("points", "box", "text")}),
             defaults={"guidance": entry.default_guidance, "resolution": family.native_resolution,
                       "scheduler": entry.default_scheduler, "numInferenceSteps": 30, "strength": 0.75},
             ranges={name: RangeOut(min=span.low, max=span.high) for name, span in ranges.items()},
@@ -178,6 +183,19 @@ class ModelOut(_CamelModel):
 
 class ModelList(_CamelModel):
     models: list[ModelOut]
+
+
+class SegmentOut(_CamelModel):
+    """What `POST /segment` answers."""
+
+    mask: str = Field(description="The selection as a PNG data URL, the picture's size: white = selected.")
+    mask_id: str = Field(description="The mask's asset id, a child of the picture: `maskId` of /generate/inpaint.")
+    image_id: str = Field(description="The picture's asset id: send it as `image` with the next click, so it is "
+                                      "neither uploaded nor stored again.")
+    score: float | None = Field(description="The model's estimate of the mask's IoU; null for models without one.")
+    model_id: str
+    width: int = Field(ge=1)
+    height: int = Field(ge=1)
 
 
 class ErrorDetail(BaseModel):

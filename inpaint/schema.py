@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import asdict, dataclass, field
-from typing import Literal, Union
+from typing import Literal, TypeVar, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator
 
@@ -18,6 +18,7 @@ PROMPT_MAX_CHARS = 4000  # text encoders read 77-512 tokens; anything far beyond
 SchedulerName = Literal[tuple(SCHEDULERS)]  # type: ignore[valid-type]
 
 Number = Union[StrictInt, float]
+Model = TypeVar("Model", bound=BaseModel)
 
 ColorMatch = Literal["none", "mean-std", "histogram"]
 # Measured by the benchmark's seam_delta_e (bench/results.md): on 12 holes in 3 photos with a diffusion model
@@ -136,10 +137,16 @@ class InpaintRequest(BaseModel):
 
 def parse_request(body: object) -> InpaintRequest:
     """Validate a JSON body; a bad one becomes one RequestError naming the first field at fault."""
+    return validated(InpaintRequest, body, "the inpaint request")
+
+
+def validated(schema: type[Model], body: object, what: str) -> Model:
+    """`body` as a `schema`; a bad one becomes one RequestError naming the first field at fault. `what` names the
+    request in the message about a field it does not have."""
     if not isinstance(body, dict):
         raise RequestError("body", "the request body must be a JSON object")
     try:
-        return InpaintRequest.model_validate(body, by_alias=True, by_name=False)
+        return schema.model_validate(body, by_alias=True, by_name=False)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "body"
@@ -148,7 +155,7 @@ def parse_request(body: object) -> InpaintRequest:
             shown = repr(first["input"])
             message = f"{message} (got {shown[:80] + '...' if len(shown) > 80 else shown})"
         if first["type"] == "extra_forbidden":
-            message = "is not a field of the inpaint request"
+            message = f"is not a field of {what}"
         raise RequestError(where, message) from None
 
 
@@ -240,6 +247,9 @@ def resolve(req: InpaintRequest, catalog: Catalog, *, image_size: tuple[int, int
     warnings = list(warnings)
     given = req.model_fields_set
     entry = catalog.get(req.model_id)
+    if entry.family.selects:
+        raise RequestError("modelId", f"{entry.id!r} selects objects (POST /segment) and paints nothing; "
+                                      "use its mask (maskId) with an inpainting model")
     model_type = entry.type
 
     # 1. Models: a LoRA model runs on a compliant base with itself as the first adapter.

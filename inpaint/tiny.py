@@ -1,4 +1,5 @@
-"""Tiny random-weight diffusers pipelines of each family, built offline from configs and saved to disk."""
+"""Tiny random-weight models of each family with weights (diffusers pipelines, a transformers SAM 2), built
+offline from configs and saved to disk, loaded back through the same from_pretrained as real weights."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-KINDS = ("sd-1_5", "sd-xl", "flux.1", "sd-1_5-lora")
+KINDS = ("sd-1_5", "sd-xl", "flux.1", "sd-1_5-lora", "sam2", "sam3")
 LORA_EPOCHS = ("epoch-1", "epoch-2")  # what the catalog's tiny-sd-1_5-lora entry lists
 TEXT_DIM = 32  # hidden size of every tiny text encoder
 
@@ -21,7 +22,8 @@ def build(kind: str, folder: Path) -> None:
     Built in a temporary sibling and moved into place at once, so a crash or a concurrent
     builder never leaves a half-written model behind.
     """
-    builders = {"sd-1_5": _sd15, "sd-xl": _sdxl, "flux.1": _flux, "sd-1_5-lora": _sd15_lora}
+    builders = {"sd-1_5": _sd15, "sd-xl": _sdxl, "flux.1": _flux, "sd-1_5-lora": _sd15_lora, "sam2": _sam2,
+                "sam3": _sam3}
     if kind not in builders:
         raise ValueError(f"unknown tiny model kind {kind!r}; one of {', '.join(KINDS)}")
     folder = Path(folder)
@@ -194,3 +196,60 @@ def _sd15_lora(folder: Path) -> None:
             weight_name=f"{epoch}.safetensors", safe_serialization=True,
         )
         unet.delete_adapters(epoch)
+
+
+def sam2_config(side: int = 1024, **backbone):
+    """A SAM 2 config: SAM 2.1 tiny's architecture (transformers' defaults), or with `backbone` a smaller Hiera
+    encoder whose stage widths the rest of the model follows, for pictures of `side` x `side` pixels."""
+    from transformers import Sam2Config, Sam2HieraDetConfig, Sam2VisionConfig
+
+    if not backbone:
+        return Sam2Config()
+    hiera = Sam2HieraDetConfig(image_size=[side, side], **backbone)
+    # The encoder's first three resolutions (strides 4, 8, 16) feed the mask decoder.
+    feature_sizes = [[side // stride] * 2 for stride in (4, 8, 16)]
+    vision = Sam2VisionConfig(backbone_config=hiera, backbone_channel_list=hiera.embed_dim_per_stage[::-1],
+                              backbone_feature_sizes=feature_sizes, fpn_hidden_size=32)
+    return Sam2Config(vision_config=vision, prompt_encoder_config=dict(hidden_size=32, image_size=side),
+                      mask_decoder_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, mlp_dim=64,
+                                               iou_head_hidden_dim=32))
+
+
+def _sam2(folder: Path) -> None:
+    from transformers import Sam2Model
+
+    torch.manual_seed(0)
+    # One block per stage, two in the third, 16 to 128 channels: ~0.3 M parameters, every code path of SAM 2.1's
+    # image model. The global-attention block is the third stage's second: a stage's first block pools its
+    # queries, which transformers' Hiera supports in windowed blocks only. Pictures at 256 px, not 1024: a
+    # tenth of the time on a CPU (0.3 s an encoding, not 3 s).
+    config = sam2_config(256, hidden_size=16, blocks_per_stage=[1, 1, 2, 1], embed_dim_per_stage=[16, 32, 64, 128],
+                         num_attention_heads_per_stage=[1, 1, 1, 1], global_attention_blocks=[3])
+    Sam2Model(config).eval().save_pretrained(folder)
+
+
+def _sam3(folder: Path) -> None:
+    from transformers import Sam3Config, Sam3Model, Sam3ViTConfig
+
+    torch.manual_seed(0)
+    tokenizer = _clip_tokenizer()
+    side = 112  # 8 x 8 patches of 14 px; the real model reads 1008 px
+    width = dict(hidden_size=32, num_attention_heads=2, intermediate_size=64)
+    config = Sam3Config(
+        # Two ViT blocks, the second global, as the real model alternates windowed and global attention.
+        vision_config=dict(backbone_config=Sam3ViTConfig(**width, num_hidden_layers=2, image_size=side, patch_size=14,
+                                                         window_size=4, global_attn_indexes=[1],
+                                                         pretrain_image_size=56),
+                           # The detector reads the encoder at 4x, 2x and 1x its patch grid.
+                           fpn_hidden_size=32, backbone_feature_sizes=[[32, 32], [16, 16], [8, 8]]),
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=1,
+                         num_attention_heads=2, projection_dim=32, max_position_embeddings=77,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id),
+        geometry_encoder_config=dict(**width, num_layers=1),
+        detr_encoder_config=dict(**width, num_layers=1),
+        detr_decoder_config=dict(**width, num_layers=1, num_queries=8),
+        mask_decoder_config=dict(hidden_size=32, num_attention_heads=2),
+    )
+    Sam3Model(config).eval().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)

@@ -577,7 +577,7 @@ def test_openapi_describes_the_camel_case_request_with_bounds(client):
     assert "parentId" in schema["components"]["schemas"]["AssetUpload"]["properties"]
     assert "422" not in json.dumps(schema["paths"]) and "HTTPValidationError" not in schema["components"]["schemas"]
     assert {p for p in schema["paths"]} == {"/generate/inpaint", "/jobs/{jobId}", "/jobs/{jobId}/cancel", "/assets",
-                                             "/assets/{assetId}", "/assets/{assetId}/file", "/models"}
+                                             "/assets/{assetId}", "/assets/{assetId}/file", "/models", "/segment"}
 
 
 # -- long-poll ------------------------------------------------------------------------------------------------

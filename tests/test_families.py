@@ -62,7 +62,8 @@ def pixels(engine: Engine, asset) -> np.ndarray:
 # -- the registry ---------------------------------------------------------------------------------------
 
 def test_every_model_type_is_a_family_or_its_lora_variant():
-    assert set(families.FAMILIES) == {"opencv", "patchmatch", "lama", "mi-gan", "sd-1_5", "sd-xl", "flux.1"}
+    assert set(families.FAMILIES) == {"opencv", "patchmatch", "lama", "mi-gan", "sd-1_5", "sd-xl", "flux.1",
+                                      "grabcut", "sam2", "sam3"}
     for name, model_type in MODEL_TYPES.items():
         assert model_type.family is families.get(name.removesuffix("-lora"))
         assert model_type.is_lora == name.endswith("-lora")
@@ -99,7 +100,8 @@ def test_models_endpoint_states_each_models_capabilities(engine):
         models = {m["id"]: m for m in client.get("/models").json()["models"]}
     assert models["patchmatch"]["family"] == "patchmatch" and models["patchmatch"]["availability"] == "offline"
     assert models["patchmatch"]["capabilities"] == {"prompt": False, "negativePrompt": False, "steps": False,
-                                                    "previews": False, "seeded": True}
+                                                    "previews": False, "seeded": True, "points": False, "box": False,
+                                                    "text": False}
     assert models["tiny-sd-1_5"]["capabilities"]["prompt"] and models["tiny-sd-1_5"]["capabilities"]["steps"]
     assert models["lama"]["availability"] in ("needs download", "offline")
     assert models["tiny-lama"]["availability"] == "offline"

@@ -1,4 +1,5 @@
-"""What a model family states about itself and the two things it does: load a model, run a micro-batch."""
+"""What a model family states about itself and what it does: load a model, then run a micro-batch (inpainting
+families) or select an object (segmentation families)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,22 @@ class Range:
 
 
 @dataclass(frozen=True)
+class Prompt:
+    """What to select in a picture: clicks (x, y, label 1 to add or 0 to remove), a box, a text, in its pixels."""
+
+    points: tuple[tuple[float, float, int], ...] = ()
+    box: tuple[float, float, float, float] | None = None  # left, top, right, bottom
+    text: str | None = None
+    multimask: bool = False  # a model with several candidate masks answers its best-scored one
+
+
+@dataclass(frozen=True)
+class Selection:
+    mask: Image.Image  # "L", 255 = selected, the picture's size
+    score: float | None  # the model's own estimate of the mask's IoU; None for a model without one
+
+
+@dataclass(frozen=True)
 class GpuCost:
     """Seconds of one call of a family's model on a ZeroGPU slice (see inpaint/zerogpu.py's cost model)."""
 
@@ -45,7 +62,8 @@ OnStep = Callable[[int, int, "Callable[[], list[Image.Image]] | None"], bool]
 @dataclass(frozen=True)
 class Family:
     """A kind of model: its capabilities, asked by validation, the engine, /models, the CLI and the studio,
-    and its work. Subclasses implement `load` and `run`; instances are registered in `families.FAMILIES`."""
+    and its work. Subclasses implement `load`, and `run` (inpainting) or `select` (segmentation); instances are
+    registered in `families.FAMILIES`."""
 
     name: str  # the catalog's model type; a family with LoRA support also has "<name>-lora"
     title: str  # how messages name its models ("Flux", "PatchMatch")
@@ -69,6 +87,10 @@ class Family:
     has_weights: bool = False  # loaded once into the pipeline cache and run on the device, under its lock
     supports_lora: bool = False
     cuda_dtype: str = "float32"  # the weights' dtype on a GPU, a name in torch
+    # A segmentation family names the prompts it reads ("points", "box", "text"): it selects objects, it does not
+    # inpaint. Empty for the inpainting families.
+    selects: frozenset[str] = frozenset()
+    hub_marker: str = "model_index.json"  # the file of a Hub repo whose presence in the cache means "downloaded"
     gpu_cost: GpuCost = GpuCost(call_s=1.0, step_s_per_mp=0.0, sample_s_per_mp=0.3)  # a CPU family's time
 
     @property
@@ -92,6 +114,10 @@ class Family:
         """One micro-batch of crops: for each region (with its binary, 0/255, mask and its seed) an image of the
         processing size. Crops of one sample share its seed; a family with a native resolution gets them all
         at the request's width and height."""
+        raise NotImplementedError
+
+    def select(self, model: Any, image: Image.Image, prompt: Prompt) -> Selection:
+        """A segmentation family's one job: the object `prompt` points at in the RGB `image`."""
         raise NotImplementedError
 
     def notes(self, model: Any, request: ResolvedRequest) -> list[str]:
