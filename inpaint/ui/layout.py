@@ -179,7 +179,9 @@ def build_layout(catalog: Catalog, default_id: str, deliver_files) -> Layout:
                                     elem_id="inpaint-history")
 
         with gr.Column(scale=3, min_width=280):
-            ui.model = gr.Dropdown(choices=[(model_label(e), e.id) for e in catalog.entries()], value=default_id,
+            # The models that paint (those that select objects have no place in a run).
+            ui.model = gr.Dropdown(choices=[(model_label(e), e.id) for e in catalog.entries() if not e.family.selects],
+                                   value=default_id,
                                    label="Model", info=model_info(default), allow_custom_value=True,
                                    elem_id="inpaint-model")
             ui.negative_prompt = gr.Textbox(label="Negative prompt", lines=1, placeholder="What to avoid",
