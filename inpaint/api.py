@@ -283,6 +283,17 @@ def _studio_session(app: FastAPI, scope, cookies: dict[str, str]) -> bool:
     return all(route.matches(scope)[0] is Match.NONE for route in app.router.routes[:-1])
 
 
+def _key_refusal(path: str, message: str, headers: dict) -> JSONResponse:
+    """A refused key in the error shape of the API that `path` belongs to: a translator's routes answer in their
+    host API's shape, so its clients raise the error they know."""
+    from .compat import a1111, openai  # they read bodies with this module's rules: imported once it is complete
+
+    for root, render in (("/v1", openai.error_response), ("/sdapi/v1", a1111.error_response)):
+        if path == root or path.startswith(f"{root}/"):
+            return render(401, None, message, headers)
+    return _error(401, "authorization", message, headers)
+
+
 def _ui_login(api_key: str):
     def login(username: str, password: str) -> bool:
         return key_matches(str(password), api_key)
@@ -661,7 +672,8 @@ def create_app(engine: Engine | None = None, *, api_key: str | None = settings.A
     app.add_middleware(BrowserGuard, allowed_hosts=allowed_hosts)
     app.add_middleware(NotFoundShape)
     studio_session = functools.partial(_studio_session, app)
-    app.add_middleware(KeyGuard, api_key=api_key, is_public=is_public, studio_session=studio_session)
+    app.add_middleware(KeyGuard, api_key=api_key, is_public=is_public, studio_session=studio_session,
+                       refusal=_key_refusal)
     app.add_middleware(AuthThrottle, api_key=api_key, studio_session=studio_session, max_failures=max_auth_failures)
     app.add_exception_handler(RequestError, _request_error)
     app.add_exception_handler(HTTPException, _http_error)

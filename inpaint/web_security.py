@@ -237,11 +237,14 @@ class KeyGuard:
     in front of every route, so a route cannot be added without it: the API's, the studio's (Gradio checks a
     login on some of its routes only: not on cancel or reset) and any added later."""
 
-    def __init__(self, app, *, api_key: str | None, is_public, studio_session):
+    def __init__(self, app, *, api_key: str | None, is_public, studio_session, refusal=None):
         self.app = app
         self.api_key = api_key
         self.is_public = is_public  # (method, path) -> bool
         self.studio_session = studio_session  # (scope, cookies) -> bool: a studio login's session, for the studio
+        # (path, message, headers) -> the 401 response, in the shape of the API the path belongs to
+        self.refusal = refusal or (lambda path, message, headers: _error_response(401, "authorization", message,
+                                                                                   headers))
 
     async def __call__(self, scope, receive, send):
         if scope["type"] not in ("http", "websocket") or self.api_key is None:
@@ -261,7 +264,7 @@ class KeyGuard:
             return await self.app(scope, receive, send)
         if scope["type"] == "websocket":
             return await send({"type": "websocket.close", "code": 1008})
-        await _error_response(401, "authorization", refusal, {"WWW-Authenticate": REALM})(scope, receive, send)
+        await self.refusal(scope["path"], refusal, {"WWW-Authenticate": REALM})(scope, receive, send)
 
 
 def _cookies(header: bytes) -> dict[str, str]:

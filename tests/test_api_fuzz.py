@@ -15,8 +15,8 @@ from inpaint.generate import Engine
 OPERATIONS = [("POST", "/generate/inpaint"), ("GET", "/jobs/{jobId}"), ("POST", "/jobs/{jobId}/cancel"),
               ("GET", "/assets"), ("POST", "/assets"), ("GET", "/assets/{assetId}"),
               ("GET", "/assets/{assetId}/file"), ("GET", "/models"), ("DELETE", "/assets/{assetId}"),
-              ("DELETE", "/jobs/{jobId}")]
-# Per operation and mode; 19 runs x 30 examples keep the run around a minute on two cores.
+              ("DELETE", "/jobs/{jobId}"), ("POST", "/segment")]
+# Per operation and mode; 21 runs x 30 examples keep the run around a minute on two cores.
 EXAMPLES = 30
 CHECKS = [checks.not_a_server_error, checks.status_code_conformance, checks.content_type_conformance,
           checks.response_headers_conformance, checks.response_schema_conformance]

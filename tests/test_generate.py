@@ -415,7 +415,7 @@ def two_marks(width: int, height: int) -> Image.Image:
 def one_model_per_family() -> list[str]:
     ids = {}
     for entry in CATALOG.entries():  # derived from the catalog: a new family is covered once it has an entry offline
-        if entry.availability() == "offline" and not entry.epochs:
+        if entry.availability() == "offline" and not entry.epochs and not entry.family.selects:
             ids.setdefault(entry.family.name, entry.id)
     return sorted(ids.values())
 

@@ -103,7 +103,7 @@ class Backend:
 
 # ---- errors ----------------------------------------------------------------------------------------------------
 
-def _error(status: int, where: str | None, message: str, headers: dict | None) -> JSONResponse:
+def error_response(status: int, where: str | None, message: str, headers: dict | None) -> JSONResponse:
     if status == 400:  # a value A1111 would refuse with its body's validation: FastAPI's 422 list
         loc = ["body", *(int(part) if part.isdigit() else part for part in where.split("."))] if where else ["body"]
         return JSONResponse({"detail": [{"loc": loc, "msg": message, "type": "value_error"}]}, status_code=422)
@@ -122,7 +122,7 @@ def _field(ours: str) -> str:
 
 
 # Outside this server's OpenAPI schema: the host API documents these routes.
-router = APIRouter(route_class=runs.shaped_errors(_error, _field, _validation_error), include_in_schema=False)
+router = APIRouter(route_class=runs.shaped_errors(error_response, _field, _validation_error), include_in_schema=False)
 
 
 async def _backend(request: Request) -> Backend:

@@ -50,7 +50,7 @@ def _type(status: int) -> str:
     return "requests" if status == 429 else "invalid_request_error" if status < 500 else "server_error"
 
 
-def _error(status: int, param: str | None, message: str, headers: dict | None) -> JSONResponse:
+def error_response(status: int, param: str | None, message: str, headers: dict | None) -> JSONResponse:
     code = "model_not_found" if status == 404 and param == "model" else CODES.get(status)
     if code is None and status == 400:
         code = "invalid_value"
@@ -63,7 +63,7 @@ def _param(field: str) -> str | None:
 
 
 # Outside this server's OpenAPI schema: the host API documents these routes.
-router = APIRouter(route_class=runs.shaped_errors(_error, _param), include_in_schema=False)
+router = APIRouter(route_class=runs.shaped_errors(error_response, _param), include_in_schema=False)
 
 
 # ---- the form ------------------------------------------------------------------------------------------------
@@ -266,7 +266,7 @@ def _events(request: Request, engine: Engine, edit: Edit, outcome: runs.Outcome,
                         "output_format": edit.output_format, "usage": NO_USAGE})
         _made(outcome)
     except RequestError as exc:  # the answer has begun: the SDK raises an APIError from this event
-        error = json.loads(_error(exc.status, _param(exc.field), exc.message, None).body)["error"]
+        error = json.loads(error_response(exc.status, _param(exc.field), exc.message, None).body)["error"]
         yield _sse("error", {"error": error})
 
 
