@@ -52,7 +52,8 @@ def test_the_readme_round_trip_works_on_a_2_mb_photo(tmp_path, engine):
 
 def batch_and_grid_script() -> str:
     text = README.read_text()
-    section = text[text.index("## Batches over folders and grids of settings"):text.index("## Models")]
+    start = text.index("## Batches over folders and grids of settings")
+    section = text[start:text.index("\n## ", start)]  # to the next section, whichever it is
     return "\n".join(line[4:] for line in section.splitlines() if line.startswith("    "))
 
 
