@@ -393,7 +393,7 @@ async def generate_inpaint(request: Request, engine: EngineDep, jobs: JobsDep,
     return {"job": await run_in_threadpool(_job_out, request, job, original_assets)}
 
 
-def _refuse_gpu_models_on_zerogpu(engine: Engine, body: object) -> None:
+def refuse_gpu_models_on_zerogpu(engine: Engine, body: object) -> None:
     """On ZeroGPU only the studio's function holds a GPU (per call); a REST job runs in the main process, which
     has none, so a model with weights is refused here rather than failing as a job."""
     catalog = engine.catalog
@@ -407,7 +407,7 @@ def _refuse_gpu_models_on_zerogpu(engine: Engine, body: object) -> None:
 
 
 def _start_job(engine: Engine, jobs: JobQueue, body: object, original_assets: bool) -> dict:
-    _refuse_gpu_models_on_zerogpu(engine, body)
+    refuse_gpu_models_on_zerogpu(engine, body)
     jobs.reserve()  # a place in the queue before the inputs are stored: a 429 after storing would orphan them
     try:
         resolved = engine.prepare(body)
@@ -572,8 +572,14 @@ def _api_router(api_key: str | None) -> tuple[APIRouter, list]:
 
 
 def _no_such_route(request: Request) -> None:
+    refuse_unknown_route(request, request.app.state.api_routes)
+
+
+def refuse_unknown_route(request: Request, routes) -> None:
+    """A request that none of `routes` takes: 405 naming the methods allowed when one of them has its path, else
+    404."""
     allowed = set()
-    for route in request.app.state.api_routes:
+    for route in routes:
         match, _ = route.matches(request.scope)
         if match == Match.PARTIAL:
             allowed |= route.methods

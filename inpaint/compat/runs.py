@@ -13,10 +13,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
-from starlette.routing import Match
 
 from .. import imageops, limits
-from ..api import FIELD_BY_STATUS, RETRY_AFTER_S, _refuse_gpu_models_on_zerogpu
+from ..api import FIELD_BY_STATUS, RETRY_AFTER_S, refuse_gpu_models_on_zerogpu, refuse_unknown_route
 from ..assets import Asset
 from ..errors import RequestError
 from ..events import Event, Failed, Preview, Progress, Result, Warned
@@ -33,7 +32,7 @@ def start(engine: Engine, jobs: JobQueue, body: dict,
           cancel: threading.Event) -> tuple[ResolvedRequest, Iterator[Event]]:
     """Validate the body and store its inputs (RequestError naming our field at fault), then queue the run as the
     studio does: its events come as they happen (inpaint.events)."""
-    _refuse_gpu_models_on_zerogpu(engine, body)
+    refuse_gpu_models_on_zerogpu(engine, body)
     jobs.check_room()  # a full queue answers before any image is decoded
     resolved = engine.prepare(body)
     return resolved, jobs.run(resolved, cancel)
@@ -136,15 +135,7 @@ def add_fallback(router: APIRouter, root: str) -> None:
     routes = [route for route in router.routes if isinstance(route, APIRoute)]
 
     def no_such_route(request: Request) -> None:
-        allowed = set()
-        for route in routes:
-            if route.matches(request.scope)[0] == Match.PARTIAL:
-                allowed |= route.methods
-        if allowed:
-            methods = ", ".join(sorted(allowed))
-            raise HTTPException(405, f"{request.method} is not allowed on {request.url.path}; allowed: {methods}",
-                                headers={"Allow": methods})
-        raise HTTPException(404, f"no route {request.method} {request.url.path}")
+        refuse_unknown_route(request, routes)
 
     router.add_api_route(f"{root}/{{rest:path}}", no_such_route,
                          methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"])
