@@ -416,7 +416,7 @@ def test_bad_input_is_a_gr_error_in_plain_words_and_the_status_says_it(demo):
 def mask_inputs(ui, **given) -> dict:
     """What the mask preview reads from the page, by component; nothing painted, no extension."""
     values = {ui.picture: None, ui.painter: "", ui.mask_upload: None, ui.invert: False, ui.grow: 0, ui.feather: 0, ui.mask_mode: None,
-              ui.model: "opencv-telea", ui.busy: False, ui.auto_size: True, ui.width: None, ui.height: None}
+              ui.model: "opencv-telea", ui.busy: False}
     values.update({ui[f"outpaint_{side}"]: 0 for side in fields.OUTPAINT_SIDES})
     return values | {ui[name]: value for name, value in given.items()}
 

@@ -63,11 +63,11 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
 
         extension = [ui[f"outpaint_{side}"] for side in OUTPAINT_SIDES]
         mask = {ui.picture, ui.painter, ui.mask_upload, ui.invert, ui.grow, ui.feather, ui.mask_mode, ui.model,
-                ui.busy, ui.auto_size, ui.width, ui.height, *extension}
+                ui.busy, *extension}
         mask_shown = [ui.mask_preview, ui.mask_download, ui.image_size, ui.reason, ui.generate_btn]
         # The painter's value changes once a stroke (at its end, painter.js) and when the server sets it.
         for changed in (ui.picture, ui.painter, ui.mask_upload, ui.invert, ui.grow, ui.feather, ui.mask_mode,
-                        ui.model, ui.auto_size, ui.width, ui.height, *extension):
+                        ui.model, *extension):
             on(changed.change, handlers.show_mask, mask, mask_shown, trigger_mode="always_last")
         ui.painter.change(None, ui.painter, None, js=PAINTER_LOAD_JS, **PRIVATE)
         with ui.examples_box:

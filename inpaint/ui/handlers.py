@@ -191,9 +191,10 @@ def mask_preview(studio: Studio, values: dict, sketch: str | None, upload) -> di
     small.thumbnail((PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE), Image.Resampling.BILINEAR)
     preview = mask_overlay(small, shown.resize(small.size, Image.Resampling.BILINEAR))
     if values[ui.model] in studio.catalog:
-        # Planned as the engine plans the job: on the mask grown by the family's seam band, at the run's size.
-        size = None if values[ui.auto_size] else (int(values[ui.width] or 0), int(values[ui.height] or 0))
-        plan = regions.plan_drawn(shown, studio.catalog.get(values[ui.model]).family, size=size,
+        # Planned as the engine plans the job: on the mask grown by the family's seam band, at the size a run takes
+        # by default. (Width and height are not this event's inputs: the page sends them as None until it has
+        # loaded, which Gradio's sliders refuse; an explicit size can place the crops otherwise.)
+        plan = regions.plan_drawn(shown, studio.catalog.get(values[ui.model]).family,
                                   soft=values[ui.mask_mode] == "soft")
         preview = draw_regions(preview, [region.box for region in plan], small.width / canvas.width)
     path = studio.files_dir / "masks" / f"mask-{new_id('m')}.png"
