@@ -179,8 +179,8 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            response = _error(413, "body", BodyTooLarge(self.limit).detail) if declared.isdigit() else \
-                _error(400, "body", "Content-Length must be a number of bytes")
+            response = (shaped_error(scope["path"], 413, "body", BodyTooLarge(self.limit).detail) if declared.isdigit()
+                        else shaped_error(scope["path"], 400, "body", "Content-Length must be a number of bytes"))
             return await response(scope, receive, send)
         received = 0
         started = False
@@ -204,7 +204,7 @@ class BodyLimit:
         except BodyTooLarge as exc:  # raised where nothing turned it into a response (the UI's routes)
             if started:
                 raise
-            await _error(413, "body", exc.detail)(scope, receive, send)
+            await shaped_error(scope["path"], 413, "body", exc.detail)(scope, receive, send)
 
 
 class NotFoundShape:
@@ -283,15 +283,15 @@ def _studio_session(app: FastAPI, scope, cookies: dict[str, str]) -> bool:
     return all(route.matches(scope)[0] is Match.NONE for route in app.router.routes[:-1])
 
 
-def _key_refusal(path: str, message: str, headers: dict) -> JSONResponse:
-    """A refused key in the error shape of the API that `path` belongs to: a translator's routes answer in their
-    host API's shape, so its clients raise the error they know."""
+def shaped_error(path: str, status: int, field: str, message: str, headers: dict | None = None) -> JSONResponse:
+    """A refusal in the error shape of the API that `path` belongs to: the translators' routes answer in their host
+    API's shape (naming no field: the guard's is none of the host's), so its clients raise the error they know."""
     from .compat import a1111, openai  # they read bodies with this module's rules: imported once it is complete
 
     for root, render in (("/v1", openai.error_response), ("/sdapi/v1", a1111.error_response)):
         if path == root or path.startswith(f"{root}/"):
-            return render(401, None, message, headers)
-    return _error(401, "authorization", message, headers)
+            return render(status, None, message, headers)
+    return _error(status, field, message, headers)
 
 
 def _ui_login(api_key: str):
@@ -675,12 +675,13 @@ def create_app(engine: Engine | None = None, *, api_key: str | None = settings.A
     # The last added runs first: a client that keeps guessing the key is turned away, then one without the key,
     # then a foreign host or origin, then a body over the limit by its declared length.
     app.add_middleware(BodyLimit, limit=max_body_bytes)
-    app.add_middleware(BrowserGuard, allowed_hosts=allowed_hosts)
+    app.add_middleware(BrowserGuard, allowed_hosts=allowed_hosts, error=shaped_error)
     app.add_middleware(NotFoundShape)
     studio_session = functools.partial(_studio_session, app)
     app.add_middleware(KeyGuard, api_key=api_key, is_public=is_public, studio_session=studio_session,
-                       refusal=_key_refusal)
-    app.add_middleware(AuthThrottle, api_key=api_key, studio_session=studio_session, max_failures=max_auth_failures)
+                       error=shaped_error)
+    app.add_middleware(AuthThrottle, api_key=api_key, studio_session=studio_session, max_failures=max_auth_failures,
+                       error=shaped_error)
     app.add_exception_handler(RequestError, _request_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -37,7 +37,9 @@ REALM = 'Bearer realm="inpaint"'
 LOGIN_FORM_MAX_BYTES = 64 * 1024  # what a throttled client's login form may hold to be read
 
 
-def _error_response(status: int, field: str, message: str, headers: dict | None = None) -> JSONResponse:
+def error_response(path: str, status: int, field: str, message: str, headers: dict | None = None) -> JSONResponse:
+    """A guard's refusal in the API's error shape. The guards take another such function (`error=`) where some
+    paths answer in another API's shape."""
     return JSONResponse({"error": {"field": field, "message": message, "status": status}}, status_code=status,
                         headers=headers)
 
@@ -69,9 +71,10 @@ class BrowserGuard:
       another site are refused. (The REST routes also want their bodies declared JSON: `json_body`.)
     """
 
-    def __init__(self, app, *, allowed_hosts: tuple[str, ...]):
+    def __init__(self, app, *, allowed_hosts: tuple[str, ...], error=None):
         self.app = app
         self.allowed_hosts = tuple(h.lower() for h in allowed_hosts)
+        self.error = error or error_response
 
     async def __call__(self, scope, receive, send):
         if scope["type"] not in ("http", "websocket"):
@@ -80,13 +83,13 @@ class BrowserGuard:
         host = headers.get("host", "")
         refusal = None
         if not allowed(_host_name(host), self.allowed_hosts):
-            refusal = _error_response(400, "host", f"this server does not answer to the host {host[:80]!r}; "
-                                                   "allow it with INPAINT_ALLOWED_HOSTS")
+            refusal = self.error(scope["path"], 400, "host", f"this server does not answer to the host "
+                                                             f"{host[:80]!r}; allow it with INPAINT_ALLOWED_HOSTS")
         elif scope.get("method", "GET") in STATE_CHANGING or scope["type"] == "websocket":
             origin = headers.get("origin")
             if origin is not None and not self._same_or_allowed(origin, host, scope.get("scheme", "http")):
-                refusal = _error_response(403, "origin", f"requests from the page at {origin[:80]!r} are not "
-                                                         "allowed to change anything here")
+                refusal = self.error(scope["path"], 403, "origin", f"requests from the page at {origin[:80]!r} are "
+                                                                   "not allowed to change anything here")
         if refusal is not None:
             return await refusal(scope, receive, send)
         return await self.app(scope, receive, send)
@@ -152,8 +155,9 @@ class AuthThrottle:
     small) to see its password."""
 
     def __init__(self, app, *, api_key: str | None, studio_session, max_failures: int = MAX_AUTH_FAILURES,
-                 window_s: float = AUTH_WINDOW_S):
+                 window_s: float = AUTH_WINDOW_S, error=None):
         self.app = app
+        self.error = error or error_response
         self.api_key = api_key
         self.studio_session = studio_session  # as KeyGuard's
         self.max_failures = max_failures
@@ -181,9 +185,8 @@ class AuthThrottle:
         if wait_s > 0:
             right_key, receive = await self._presents_the_key(scope, receive, is_login)
             if not right_key:
-                response = _error_response(429, "authorization", f"too many failed attempts to authenticate; "
-                                                                 f"retry in {wait_s:.0f} s",
-                                           {"Retry-After": f"{wait_s:.0f}"})
+                response = self.error(scope["path"], 429, "authorization", "too many failed attempts to "
+                                      f"authenticate; retry in {wait_s:.0f} s", {"Retry-After": f"{wait_s:.0f}"})
                 return await response(scope, receive, send)
         presented = any(key == b"authorization" for key, _ in scope["headers"])
 
@@ -237,14 +240,12 @@ class KeyGuard:
     in front of every route, so a route cannot be added without it: the API's, the studio's (Gradio checks a
     login on some of its routes only: not on cancel or reset) and any added later."""
 
-    def __init__(self, app, *, api_key: str | None, is_public, studio_session, refusal=None):
+    def __init__(self, app, *, api_key: str | None, is_public, studio_session, error=None):
         self.app = app
         self.api_key = api_key
         self.is_public = is_public  # (method, path) -> bool
         self.studio_session = studio_session  # (scope, cookies) -> bool: a studio login's session, for the studio
-        # (path, message, headers) -> the 401 response, in the shape of the API the path belongs to
-        self.refusal = refusal or (lambda path, message, headers: _error_response(401, "authorization", message,
-                                                                                   headers))
+        self.error = error or error_response
 
     async def __call__(self, scope, receive, send):
         if scope["type"] not in ("http", "websocket") or self.api_key is None:
@@ -264,7 +265,8 @@ class KeyGuard:
             return await self.app(scope, receive, send)
         if scope["type"] == "websocket":
             return await send({"type": "websocket.close", "code": 1008})
-        await self.refusal(scope["path"], refusal, {"WWW-Authenticate": REALM})(scope, receive, send)
+        response = self.error(scope["path"], 401, "authorization", refusal, {"WWW-Authenticate": REALM})
+        await response(scope, receive, send)
 
 
 def _cookies(header: bytes) -> dict[str, str]:

@@ -426,8 +426,8 @@ def test_the_plan_is_what_the_job_generates_and_stores_nothing(tmp_path, pipelin
     engine = Engine(CATALOG, AssetStore(tmp_path / "data"), pipeline_cache)  # the session's loaded models
     image = photo(320, 192)
     mask = two_marks(*image.size)
-    fields = {"binary": {}, "soft": {"maskMode": "soft"}, "outpaint": {"outpaint": {"left": 0, "right": 64, "top": 0, "bottom": 0}},
-              "whole image": {"disableMerging": True}}[case]
+    fields = {"binary": {}, "soft": {"maskMode": "soft"}, "whole image": {"disableMerging": True},
+              "outpaint": {"outpaint": {"left": 0, "right": 64, "top": 0, "bottom": 0}}}[case]
     if case == "soft":
         mask = mask.filter(ImageFilter.GaussianBlur(6))
     entry = CATALOG.get(model_id)

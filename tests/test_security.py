@@ -175,7 +175,8 @@ def test_no_file_of_the_server_can_be_read_through_the_studios_inputs(tmp_path, 
                 for shape_name in shapes:
                     # No existence either: a file that is there and one that is not get the same answers. (The
                     # missing path differs in its middle: an error that quotes a long input shortens it there.)
-                    missing = str(secret_text)[:len(str(secret_text)) // 2] + "~" + str(secret_text)[len(str(secret_text)) // 2 + 1:]
+                    named, middle = str(secret_text), len(str(secret_text)) // 2
+                    missing = named[:middle] + "~" + named[middle + 1:]
                     absent = attack_every_endpoint(http, missing, FILE_SHAPES[shape_name])
                     for target, secret in targets.items():
                         outcomes = attack_every_endpoint(http, target, FILE_SHAPES[shape_name])
@@ -657,7 +658,8 @@ def test_twelve_concurrent_previews_of_a_40_megapixel_picture_stay_within_memory
             uploaded = {}
             for name, picture, fmt in (("picture", image, "JPEG"), ("mask", mask, "PNG")):
                 data = imageops.decode_data_url(data_url(picture, fmt), field=name)
-                uploaded[name] = file_data(http.post("/gradio_api/upload", files={"files": (f"{name}.{fmt.lower()}", data)}).json()[0])
+                sent = http.post("/gradio_api/upload", files={"files": (f"{name}.{fmt.lower()}", data)})
+                uploaded[name] = file_data(sent.json()[0])
             given = {"inpaint-picture": uploaded["picture"], "inpaint-mask-upload": uploaded["mask"],
                      "inpaint-painter": "", "inpaint-grow": 0, "inpaint-feather": 0, "inpaint-model": "opencv-telea"}
             inputs = [given.get(ids.get(i), None) for i in show_mask["inputs"]]
