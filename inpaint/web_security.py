@@ -204,15 +204,9 @@ class AuthThrottle:
     async def _presents_the_key(self, scope, receive, is_login: bool):
         """Whether the request carries the right key (its Authorization header, a studio login's session, or a
         login form's password), and the `receive` that gives the app the body again when the form was read."""
-        headers = dict(scope["headers"])
-        authorization = headers.get(b"authorization")
-        if authorization is not None:
-            given = presented_key(authorization.decode("latin-1"))
-            return given is not None and key_matches(given, self.api_key), receive
-        if self.studio_session(scope, _cookies(headers.get(b"cookie", b""))):
-            return True, receive
-        if not is_login:
-            return False, receive
+        credentials = _credentials(scope, self.api_key, self.studio_session)
+        if credentials is not None or not is_login:
+            return bool(credentials), receive
         body, more = b"", True
         while more and len(body) <= LOGIN_FORM_MAX_BYTES:
             message = await receive()
@@ -250,15 +244,11 @@ class KeyGuard:
     async def __call__(self, scope, receive, send):
         if scope["type"] not in ("http", "websocket") or self.api_key is None:
             return await self.app(scope, receive, send)
-        headers = dict(scope["headers"])
-        authorization = headers.get(b"authorization")
+        credentials = _credentials(scope, self.api_key, self.studio_session)
         refusal = None
-        if authorization is not None:
-            given = presented_key(authorization.decode("latin-1"))
-            if given is None or not key_matches(given, self.api_key):
-                refusal = "the API key is wrong"
-        elif not (self.is_public(scope.get("method", "GET"), scope["path"])
-                  or self.studio_session(scope, _cookies(headers.get(b"cookie", b"")))):
+        if credentials is False:
+            refusal = "the API key is wrong"
+        elif credentials is None and not self.is_public(scope.get("method", "GET"), scope["path"]):
             refusal = ("this server needs its API key: send `Authorization: Bearer <key>` or HTTP Basic with the key "
                        "as the password, or log in to the studio")
         if refusal is None:
@@ -267,6 +257,17 @@ class KeyGuard:
             return await send({"type": "websocket.close", "code": 1008})
         response = self.error(scope["path"], 401, "authorization", refusal, {"WWW-Authenticate": REALM})
         await response(scope, receive, send)
+
+
+def _credentials(scope, api_key: str, studio_session) -> bool | None:
+    """What a request presents, as KeyGuard and AuthThrottle read it: True for the right key (its Authorization
+    header) or a studio login's session on a studio route, False for a wrong key, None for nothing."""
+    headers = dict(scope["headers"])
+    authorization = headers.get(b"authorization")
+    if authorization is not None:
+        given = presented_key(authorization.decode("latin-1"))
+        return given is not None and key_matches(given, api_key)
+    return True if studio_session(scope, _cookies(headers.get(b"cookie", b""))) else None
 
 
 def _cookies(header: bytes) -> dict[str, str]:
