@@ -410,7 +410,7 @@ def test_bad_input_is_a_gr_error_in_plain_words_and_the_status_says_it(demo):
     cases = [(dict(prompt="   "), "Prompt: must not be empty or blank for sd-1_5 models"),
              (dict(image=None), "Picture: upload or paste a picture first"),
              (painted(photo(SIZE, SIZE)), "Mask: nothing is painted: paint over what should change"),
-             (dict(sketch=painted(photo(SIZE // 2, SIZE), BOX)["sketch"]), "Painted mask: is 64x128; it must be"),
+             (dict(sketch=painted(photo(SIZE // 2, SIZE), BOX)["sketch"]), "Painted mask: mask is 64x128 px but the image is 128x128 px"),
              # An API caller's mistake, in the API's words: a file name is not read.
              (dict(sketch="/etc/hostname"), "Painted mask: must be a PNG data URL")]
     for given, message in cases:

@@ -100,7 +100,7 @@ def field_label(studio: Studio, name: str) -> str:
 
 
 def plain(studio: Studio, exc: RequestError) -> str:
-    if exc.field == "mask" and "empty" in exc.message:
+    if exc.field in ("mask", "sketch") and "empty" in exc.message:
         return "Mask: nothing is painted: paint over what should change, or load a mask file"
     if exc.field == "image" and "is required" in exc.message:
         return "Picture: upload or paste a picture first"
@@ -189,7 +189,8 @@ def mask_preview(studio: Studio, values: dict, sketch: str | None, upload) -> di
     sides = outpaint_sides(values, ui)
     if mask is None and not any(sides.values()):
         return {ui.image_size: picture_size(studio, picture)}  # nothing to plan yet; a refused picture is said now
-    body = {"modelId": values[ui.model], "maskMode": values[ui.mask_mode], "prompt": PLAN_PROMPT}
+    given = {"modelId": values[ui.model], "maskMode": values[ui.mask_mode]}  # None until the page has loaded
+    body = {"prompt": PLAN_PROMPT, **{name: value for name, value in given.items() if value is not None}}
     if any(sides.values()):
         body["outpaint"] = sides
     try:
@@ -417,6 +418,8 @@ def generate(studio: Studio, values: dict, state: dict | None, request: gr.Reque
             body, picture, mask, notes = run_inputs(studio, values, state)
             resolved = engine.prepare(body, image=picture, mask=mask)
     except RequestError as exc:
+        if exc.field == "mask" and values.get("mask") is None:  # the mask the user painted, in the page's words
+            exc = RequestError("sketch", exc.message, status=exc.status)
         yield {ui.status: f"**Not started** · {plain(studio, exc)}"}
         raise bad_input(studio, exc) from None
     warnings += [*notes, *resolved.warnings]
