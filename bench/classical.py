@@ -30,6 +30,7 @@ from inpaint.assets import PNG_LEVEL, AssetStore
 from inpaint.catalog import Catalog
 from inpaint.generate import Engine
 from inpaint.pipelines import PipelineCache
+from inpaint.events import results
 from tests.images import data_url
 
 from . import photos
@@ -181,13 +182,13 @@ def classical_quality(profile, work_dir: Path) -> Metric:
         scores: dict[str, list[tuple]] = {model_id: [] for model_id in models}
         for model_id in models:  # untimed: the first call of each model loads its library
             _, _, image, mask = cases[0]
-            engine.generate(engine.prepare(_body(model_id, data_url(image), data_url(mask))))
+            results(engine.run(engine.prepare(_body(model_id, data_url(image), data_url(mask)))))
         for kind, name, image, mask in cases:
             image_url, mask_url = data_url(image), data_url(mask)
             truth_np, hole_np = np.asarray(image), np.asarray(mask) > 0
             for model_id in models:
                 start = time.perf_counter()
-                assets = engine.generate(engine.prepare(_body(model_id, image_url, mask_url)))
+                assets = results(engine.run(engine.prepare(_body(model_id, image_url, mask_url))))
                 seconds = time.perf_counter() - start
                 filled_np = _result_np(engine, assets)
                 ratio = texture_ratio(truth_np, filled_np, hole_np)
@@ -329,17 +330,17 @@ def patchmatch_engine_overhead(profile, work_dir: Path) -> Metric:
         box = imageops.crop_box(stored_mask)
         region_np, region_mask_np = np.asarray(image.crop(box)), np.asarray(stored_mask.crop(box))
         pending = iter(prepared)
-        results: list = []
+        made: list = []
 
         def ours() -> None:
-            results.append(engine.generate(next(pending)))
+            made.append(results(engine.run(next(pending))))
 
         def direct() -> np.ndarray:
             patchmatch.set_random_seed(SEED)
             return np.asarray(patchmatch.inpaint(region_np, region_mask_np, patch_size=size))
 
         times = interleaved({"engine": ours, "direct": direct}, rounds, warmup=1)
-        ours_np = _result_np(engine, results[-1])
+        ours_np = _result_np(engine, made[-1])
         left, top, right, bottom = box
         inside_np = region_mask_np > 0
         max_diff = int(np.abs(ours_np[top:bottom, left:right].astype(np.int16)
@@ -347,7 +348,7 @@ def patchmatch_engine_overhead(profile, work_dir: Path) -> Metric:
     finally:
         engine.store.close()
     value = median_ratio(times, "engine", "direct")
-    detail = (f"Engine.generate on a prepared request ({PATCHMATCH_ID}, 1 sample, merge mode: fill the "
+    detail = (f"Engine.run on a prepared request ({PATCHMATCH_ID}, 1 sample, merge mode: fill the "
               f"{right - left}x{bottom - top} region around the mask, paste it back, store the PNG result) / "
               f"patchmatch.set_random_seed + patchmatch.inpaint(patch_size={size}, the catalog entry's) on the same "
               f"region and mask as the engine prepared it; {CLI_PHOTO} {CLI_SIDE}x{CLI_SIDE}, elliptical mask "

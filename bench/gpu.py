@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from inpaint.events import Failed, Progress
 from tests.images import data_url, photo, rect_mask
 
 from . import models
@@ -64,7 +65,11 @@ def measure(work_dir: Path, *, shape: models.Shape, device: str, side: int, step
 
     def ours() -> None:
         ticks: list[float] = []
-        engine.generate(engine.prepare(body), on_progress=lambda _: tick(ticks))
+        for event in engine.run(engine.prepare(body)):
+            if isinstance(event, Progress):
+                tick(ticks)
+            elif isinstance(event, Failed):
+                raise event.error()
         rates["ours"].append(rate(ticks))
 
     def raw() -> None:

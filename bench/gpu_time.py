@@ -46,6 +46,7 @@ from inpaint.catalog import Catalog
 from inpaint.families import GpuCost
 from inpaint.generate import Engine
 from inpaint.pipelines import PipelineCache
+from inpaint.events import results
 from tests.images import data_url, photo, rect_mask
 
 from .timing import Metric, log
@@ -78,7 +79,7 @@ def _prepared(engine: Engine, family: str, steps: int, strength: float, samples:
 
 def _timed(engine: Engine, request) -> float:
     start = time.perf_counter()
-    engine.generate(request)
+    results(engine.run(request))
     return time.perf_counter() - start
 
 

@@ -52,6 +52,7 @@ def _reset_peak() -> bool:
 def _child(params: dict) -> dict:
     sys.path.insert(0, str(REPO))
     from bench import models
+    from inpaint.events import results
     from tests.images import data_url, photo, rect_mask
 
     side, samples = params["side"], params["samples"]
@@ -72,7 +73,7 @@ def _child(params: dict) -> dict:
             "numSamples": samples,
         }
         start = time.perf_counter()
-        assets = engine.generate(engine.prepare(body))
+        assets = results(engine.run(engine.prepare(body)))
         seconds = time.perf_counter() - start
         assert len(assets) == samples
         engine.store.close()

@@ -18,6 +18,7 @@ from PIL import Image
 from inpaint import families, imageops, pipelines
 from inpaint.jobs import Job, run_job
 from inpaint.previews import latents_to_preview
+from inpaint.events import results
 from tests.images import data_url, photo, rect_mask
 
 from . import memory, models
@@ -75,7 +76,7 @@ class Bench:
                 "numSamples": p.samples, "width": p.side, "height": p.side, **fields}
 
     def run(self, body: dict) -> list:
-        return self.engine.generate(self.engine.prepare(body))
+        return results(self.engine.run(self.engine.prepare(body)))
 
     def setting(self) -> str:
         p = self.profile
@@ -274,7 +275,7 @@ def warm_cache(bench: Bench) -> Metric:
     def request(model_id: str) -> float:
         """Seconds spent in model loading (from_pretrained) during one whole request."""
         before = sum(s for _, s in loads)
-        engine.generate(engine.prepare({**body, "modelId": model_id}))
+        results(engine.run(engine.prepare({**body, "modelId": model_id})))
         return sum(s for _, s in loads) - before
 
     pipelines._from_pretrained = counted
@@ -337,7 +338,7 @@ def outside_mask_drift(bench: Bench) -> Metric:
     mask = rect_mask(width, height, (width // 2 - 48, height // 2 - 40, width // 2 + 48, height // 2 + 40))
     body = bench.body(image, mask, numSamples=1)
     request = bench.engine.prepare(body)
-    [ours] = bench.engine.generate(request)
+    [ours] = results(bench.engine.run(request))
     # "Outside the mask": outside the mask as the engine stored it (the user's, grown by 8 px).
     outside_np = np.asarray(bench.engine.store.open_image(request.mask_asset_id).convert("L")) == 0
     image_np = np.asarray(image).astype(np.int16)

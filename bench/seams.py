@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from inpaint import imageops, schema, seams
 from inpaint.assets import AssetStore
 from inpaint.catalog import Catalog
+from inpaint.events import Regions, Result, results
 from inpaint.families.diffusion import Diffusers
 from inpaint.generate import Engine
 from inpaint.pipelines import PipelineCache
@@ -53,9 +54,9 @@ def region_resolution(profile, work_dir: Path) -> Metric:
     engine = _engine(work_dir)
     photo, mask = two_marks(2048)
     request = engine.prepare(_body(photo, mask, TINY, numInferenceSteps=2))
-    reported: list[list[dict]] = []
-    engine.generate(request, on_regions=reported.append)
-    [planned] = reported
+    events = list(engine.run(request))
+    results(events)  # raises what ended it, if it failed
+    [planned] = [event.regions for event in events if isinstance(event, Regions)]
 
     def per_mark_pixel(box, size) -> float:  # generated pixels per pixel of the image inside the box
         return size[0] * size[1] / ((box[2] - box[0]) * (box[3] - box[1]))
@@ -105,10 +106,10 @@ def seam_delta_e(profile, work_dir: Path) -> Metric:
             for method in ("none", "mean-std", "histogram"):
                 values = []
                 for _, photo, mask in cases:
-                    reports: dict[str, dict] = {}
                     request = engine.prepare(_body(photo, mask, model_id, colorMatch=method))
-                    engine.generate(request, on_seam_report=reports.__setitem__)
-                    [report] = reports.values()
+                    events = list(engine.run(request))
+                    results(events)
+                    [report] = [event.seam_report for event in events if isinstance(event, Result)]
                     assert report["outsideMaskMaxDiff"] == 0
                     values.append(report["seamDeltaE"])
                 means[model_id, method] = statistics.fmean(values)
@@ -177,10 +178,10 @@ def multi_region_metric(name: str, engine: Engine, model_id: str, *, steps: int,
     requests = {"two": _body(photo, two, model_id, **fields), "one": _body(photo, one, model_id, **fields)}
     counted = {}
     for label, body in requests.items():
-        reported: list[list[dict]] = []
-        engine.generate(engine.prepare(body), on_regions=reported.append)
-        counted[label] = reported[0]
-    times = interleaved({label: (lambda body=body: engine.generate(engine.prepare(body)))
+        events = list(engine.run(engine.prepare(body)))
+        results(events)
+        [counted[label]] = [event.regions for event in events if isinstance(event, Regions)]
+    times = interleaved({label: (lambda body=body: results(engine.run(engine.prepare(body))))
                          for label, body in requests.items()}, rounds)
     value = median_ratio(times, "two", "one")
     pixels = {label: sum(r["size"][0] * r["size"][1] for r in regions) for label, regions in counted.items()}
@@ -211,7 +212,7 @@ def outside_mask_drift_modes(profile, work_dir: Path) -> Metric:
     for model_id in ("opencv-telea", "patchmatch", TINY):
         for name, fields in modes.items():
             request = engine.prepare({**_body(photo, mask, model_id), **fields})
-            [asset] = engine.generate(request)
+            [asset] = results(engine.run(request))
             result_np = np.asarray(engine.store.open_image(asset.id).convert("RGB")).astype(np.int16)
             stored_np = np.asarray(engine.store.open_image(request.mask_asset_id).convert("L"))
             left, top = (request.outpaint["left"], request.outpaint["top"]) if request.outpaint else (0, 0)

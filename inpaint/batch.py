@@ -7,7 +7,6 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from . import imageops
 from .errors import RequestError
 from .runs import Outcome, Results, Runner, check_base, run_each, say
 
@@ -79,8 +78,7 @@ def _one(picture: Picture, base: dict, runner: Runner, out: Path) -> Outcome:
         image, mask = picture.path.read_bytes(), picture.mask.read_bytes()
     except OSError as exc:
         return Outcome.refused(RequestError("image", f"cannot read {exc.filename}: {exc.strerror}"), 0.0)
-    body = {**base, "image": imageops.bytes_data_url(image), "mask": imageops.bytes_data_url(mask)}
-    return runner.run(body, lambda seed: out / f"{picture.path.stem}-{seed}.png")
+    return runner.run(base, lambda seed: out / f"{picture.path.stem}-{seed}.png", image=image, mask=mask)
 
 
 def command(args: argparse.Namespace, base: dict, runner: Runner) -> int:

@@ -10,6 +10,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from . import imageops
 from .errors import RequestError
 from .jobs import FINAL_STATES, LONG_POLL_MAX_S
 from .runs import Outcome, Target
@@ -36,8 +37,11 @@ class Remote:
     def upload(self, data_url: str) -> str:
         return self._call("POST", "/assets", {"image": data_url})["asset"]["id"]
 
-    def run(self, body: dict, target: Target) -> Outcome:
+    def run(self, body: dict, target: Target, *, image: bytes | None = None, mask: bytes | None = None) -> Outcome:
         start = time.perf_counter()
+        # The wire's format: files travel as data URLs in the JSON body.
+        body = body | {field: imageops.bytes_data_url(data) for field, data in (("image", image), ("mask", mask))
+                       if data is not None}
         try:
             # Answered at once, not once the job ended: until then the job could not be canceled.
             job = self._call("POST", "/generate/inpaint", body)["job"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -80,8 +81,32 @@ class Failed:
     field: str | None = None
     status: int = 500  # the HTTP status that fits, for an edge that answers one
 
+    def error(self) -> Exception:
+        """The exception this failure stands for, for a caller that raises: the class `failure` read it from."""
+        if self.kind == "canceled":
+            return JobCanceled()
+        if self.kind == "bad-input":
+            return RequestError(self.field or "request", self.message.removeprefix(f"{self.field}: "),
+                                status=self.status)
+        if self.kind == "unavailable":
+            error = ModelUnavailable.__new__(ModelUnavailable)
+            RuntimeError.__init__(error, self.message)  # its message as the engine worded it
+            return error
+        return RuntimeError(self.message)
+
 
 Event = Waiting | Loading | Regions | Preview | Progress | Warned | Result | Done | Failed
+
+
+def results(events: Iterable[Event]) -> list[Asset]:
+    """The stored results of a run that ended with Done, in seed order; raises what ended it otherwise."""
+    assets = []
+    for event in events:
+        if isinstance(event, Result):
+            assets.append(event.asset)
+        elif isinstance(event, Failed):
+            raise event.error()
+    return assets
 
 
 def failure(exc: BaseException) -> Failed:

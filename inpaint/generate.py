@@ -48,26 +48,11 @@ log = logging.getLogger(__name__)
 # queued 40 MP requests or of dozens of 2048x2048 ones; past it the oldest are read back from the store.
 INPUT_CACHE_PIXELS = 200_000_000
 
-OnResult = Callable[[Asset], None]
-OnPreview = Callable[[list[Image.Image], int, int], None]  # previews of the batch, step, steps
-OnProgress = Callable[[float], None]
-OnWarning = Callable[[str], None]  # something the user should know of, found while generating
-OnRegions = Callable[[list[dict]], None]  # the regions generated: box and processing size
-OnSeamReport = Callable[[str, dict], None]  # asset id, {"outsideMaskMaxDiff": int, "seamDeltaE": float}
+Emit = Callable[[Event], None]  # where a generation reports what happens, in order
 
-
-@dataclasses.dataclass
-class _Run:
-    """What one generation reports to its caller; every hook is optional."""
-
-    on_result: OnResult | None = None
-    on_preview: OnPreview | None = None
-    on_progress: OnProgress | None = None
-    cancel: threading.Event | None = None
-    on_warning: OnWarning | None = None
-
-    def canceled(self) -> bool:
-        return self.cancel is not None and self.cancel.is_set()
+# A mask as a caller holds it: a file, or its pixels (white = repaint).
+MaskInput = bytes | Image.Image | np.ndarray
+Source = bytes | Image.Image | str | None  # what an input field holds: a file, pixels, an asset id, or nothing
 
 
 class _Inputs:
@@ -106,28 +91,24 @@ _MEASURING = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_pre
 
 
 class _Writer:
-    """Stores results on its own thread, in the order given, while the caller makes the next ones; calls
-    `on_result` for each once it is stored. After a failed write the later ones are dropped, and check()
-    raises its error: the job fails with the results before it kept."""
+    """Stores results on its own thread, in the order given, while the caller makes the next ones; emits each
+    one's Result once it is stored. After a failed write the later ones are dropped, and check() raises its
+    error: the job fails with the results before it kept."""
 
-    def __init__(self, on_result: OnResult | None):
-        self.on_result = on_result
-        self.assets: list[Asset] = []
+    def __init__(self, emit: Emit):
+        self.emit = emit
         self.error: BaseException | None = None
         # One thread: the results are stored, and reported, in order.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inpaint-writer")
 
-    def submit(self, write: Callable[[], Asset]) -> None:
+    def submit(self, write: Callable[[], Result]) -> None:
         self._thread.submit(self._write, write)
 
-    def _write(self, write: Callable[[], Asset]) -> None:
+    def _write(self, write: Callable[[], Result]) -> None:
         if self.error is not None:
             return
         try:
-            asset = write()
-            self.assets.append(asset)
-            if self.on_result:
-                self.on_result(asset)
+            self.emit(write())
         except BaseException as exc:  # raised on the caller's thread by check()
             self.error = exc
 
@@ -184,47 +165,6 @@ def _png_plain(data: bytes) -> bool:
     return False
 
 
-def stream(generate: Callable[..., list[Asset]], request: ResolvedRequest, cancel: threading.Event, *,
-           job_id: str | None = None) -> Iterator[Event]:
-    """`generate`'s callbacks as events: it runs on a thread of its own, its callbacks queue what they report,
-    and the caller's thread yields it. Ends with Done or Failed (what generate raised, translated once).
-    Closing the stream early stops the generation and waits for it, within a step: the device is free again
-    when close() returns."""
-    events: queue.SimpleQueue[Event] = queue.SimpleQueue()
-    seam_reports: dict[str, dict] = {}  # by asset id, from its report until its result, both on the writer thread
-    hooks = {
-        "on_result": lambda asset: events.put(Result(asset, seam_reports.pop(asset.id, None))),
-        "on_preview": lambda previews, step, steps: events.put(Preview(tuple(previews), step, steps)),
-        "on_progress": lambda fraction: events.put(Progress(fraction)),
-        "on_warning": lambda message: events.put(Warned(message)),
-        "on_regions": lambda regions: events.put(Regions(tuple(regions))),
-        "on_seam_report": seam_reports.__setitem__,
-    }
-
-    def work() -> None:
-        try:
-            generate(request, job_id=job_id, cancel=cancel, **hooks)
-            events.put(Done())
-        except BaseException as exc:  # told to the consumer as the stream's last event
-            failed = failure(exc)
-            if failed.kind == "error":  # not the user's doing: the traceback is for the server's log
-                log.error("generation failed", exc_info=exc)
-            events.put(failed)
-
-    thread = threading.Thread(target=work, name="inpaint-generation", daemon=True)
-    thread.start()
-    ended = False
-    try:
-        while not ended:
-            event = events.get()
-            ended = isinstance(event, (Done, Failed))
-            yield event
-    finally:
-        if not ended:  # the consumer left early (stopped, disconnected)
-            cancel.set()
-        thread.join()
-
-
 def default_engine() -> Engine:
     """The engine configured by the environment (settings), as the app, the API and the CLI use it: on the
     first device of INPAINT_DEVICES (workers.local_workers makes the others)."""
@@ -255,17 +195,24 @@ class Engine:
 
     # -- validation: everything is checked before anything is stored --------------------------------
 
-    def plan(self, body: object) -> Plan:
+    def plan(self, body: object, *, image: bytes | None = None, mask: MaskInput | None = None) -> Plan:
         """What preparing and running `body` would do, with nothing stored and nothing started (a dry run): the
-        request with every default filled in, and the regions its job will generate, planned as the job plans
-        them. Raises RequestError naming the field at fault, as `prepare` does."""
-        with self._checked(body) as checked:
+        request with every default filled in, the mask as the job uses it, and the regions its job will generate,
+        planned as the job plans them. Takes what `prepare` takes; raises RequestError naming the field at fault,
+        as `prepare` does."""
+        with self._checked(body, image, mask) as checked:
             family = self.catalog.get(checked.resolved.model_id).family
-            return Plan(checked.resolved, tuple(plan_regions(checked.resolved, family, checked.mask)))
+            return Plan(checked.resolved, tuple(plan_regions(checked.resolved, family, checked.mask)),
+                        checked.image, checked.mask)
 
-    def prepare(self, body: object) -> ResolvedRequest:
-        """Validate a request body and store its inputs; raises RequestError naming the field at fault."""
-        with self._checked(body) as checked:
+    def prepare(self, body: object, *, image: bytes | None = None, mask: MaskInput | None = None) -> ResolvedRequest:
+        """Validate a request and store its inputs; raises RequestError naming the field at fault.
+
+        `body` holds the request's fields; the picture and the mask come in it as the contract sends them (data
+        URLs or asset ids), or as the caller holds them: `image` a file as received (PNG, JPEG or WebP bytes),
+        `mask` a file or the drawn mask's pixels (white = repaint; soft mode reads its grey levels). A surface
+        that has files hands them over as they are: nothing is encoded to be decoded again."""
+        with self._checked(body, image, mask) as checked:
             # 5. Store the image if it came as a data URL (the file as received when it holds the very pixels
             #    used), and the mask as prepared (binary, image-sized): `maskId` in the resolved request is
             #    exactly the mask used, so a replay gives the same result. Both stay in memory for generate.
@@ -284,7 +231,7 @@ class Engine:
         return dataclasses.replace(checked.resolved, image_asset_id=image_asset_id, mask_asset_id=mask_asset_id)
 
     @contextmanager
-    def _checked(self, body: object) -> Iterator[_Checked]:
+    def _checked(self, body: object, image: bytes | None, mask: MaskInput | None) -> Iterator[_Checked]:
         """The request validated and its inputs decoded and checked, nothing stored yet, held in the pixel budget
         while the caller uses them."""
         # 1. Fields, types and bounds
@@ -293,7 +240,8 @@ class Engine:
         # 2. Where the inputs come from; their decoding waits for room in the pixel budget (or is refused)
         # An outpaint repaints the new area: a mask is then optional.
         outpaint = schema.outpaint_sides(req)
-        sources = (self._input_source(req, "image"), self._input_source(req, "mask", optional=outpaint is not None))
+        sources = (self._input_source(req, "image", image),
+                   self._input_source(req, "mask", mask, optional=outpaint is not None))
         with self.decoding.hold(sum(self._declared_pixels(source) for source in sources)):
             # 3. Inputs decoded and checked. The mask covers the grown canvas of an outpaint.
             warnings: list[str] = []
@@ -369,10 +317,14 @@ class Engine:
         canvas_np = np.maximum(canvas_np, np.asarray(new_area))
         return imageops.prepare_mask(Image.fromarray(canvas_np, "L"), canvas_size, grow=seam_px)[0]
 
-    def _input_source(self, req: InpaintRequest, what: str, *,
-                      optional: bool = False) -> tuple[str, bytes | str | None]:
-        """The field the image or the mask came in, and the file of its data URL or its asset id (None when
-        `optional` and not given)."""
+    def _input_source(self, req: InpaintRequest, what: str, given: bytes | Image.Image | None, *,
+                      optional: bool = False) -> tuple[str, Source]:
+        """The field the image or the mask came in, and what it holds: the file (of its data URL, or `given`), the
+        drawn mask's pixels, or its asset id (None when `optional` and not given)."""
+        if given is not None:
+            if isinstance(given, np.ndarray):
+                given = Image.fromarray(given)
+            return what, given
         if what == "image":
             candidates = [("image", req.image), ("imageId", req.image_id)]
         else:
@@ -389,21 +341,25 @@ class Engine:
             raise RequestError(field, "must be a data URL (data:image/png;base64,...); use maskId for an asset id")
         return field, value
 
-    def _declared_pixels(self, source: tuple[str, bytes | str | None]) -> int:
+    def _declared_pixels(self, source: tuple[str, Source]) -> int:
         field, value = source
         if value is None:
+            return 0
+        if isinstance(value, Image.Image):  # already decoded by its caller: reading it costs no more
             return 0
         if isinstance(value, bytes):
             return imageops.declared_pixels(value)
         asset = self.store.get(value, field=field)
         return asset.width * asset.height
 
-    def _load_input(self, source: tuple[str, bytes | str], what: str,
+    def _load_input(self, source: tuple[str, Source], what: str,
                     notes: list[str]) -> tuple[Image.Image, str | None, bool]:
         """The image (flattened) or the mask (as decoded: prepare_mask reads it), with its asset id when it was
         stored already, and whether a received file may be stored as it is; what was lost in decoding is
         appended to `notes`."""
         field, value = source
+        if isinstance(value, Image.Image):  # a mask as drawn
+            return value, None, False
         if isinstance(value, bytes):
             if what == "image":
                 decoded = imageops.open_image(value, field=field, notes=notes)
@@ -447,21 +403,36 @@ class Engine:
                 yield Waiting()
             if request.pipeline_model_id not in self.pipelines.cached_ids():
                 yield Loading(request.pipeline_model_id)
-        yield from stream(self.generate, request, cancel, job_id=job_id)
 
-    def generate(self, request: ResolvedRequest, *, job_id: str | None = None, on_result: OnResult | None = None,
-                 on_preview: OnPreview | None = None, on_progress: OnProgress | None = None,
-                 cancel: threading.Event | None = None, on_warning: OnWarning | None = None,
-                 on_regions: OnRegions | None = None, on_seam_report: OnSeamReport | None = None) -> list[Asset]:
-        """Run a prepared request; each result is stored while the next ones are made, so a failure keeps them.
+        # The work runs on a thread of its own and queues what it reports; this thread yields it.
+        events: queue.SimpleQueue[Event] = queue.SimpleQueue()
 
-        `on_warning(message)` is called with what the user should know of that only the model could tell
-        (a prompt longer than its text encoder reads); `request.warnings` holds the rest. `on_regions(regions)`
-        is called once before the first sample with the generated regions (`{"box": [left, top, right, bottom],
-        "size": [width, height]}`, the box in the result's coordinates, the size it is generated at), and
-        `on_seam_report(asset_id, report)` for each result just before its `on_result`.
-        """
-        run = _Run(on_result, on_preview if request.intermediate_images else None, on_progress, cancel, on_warning)
+        def work() -> None:
+            try:
+                self._generate(request, events.put, cancel, job_id)
+                events.put(Done())
+            except BaseException as exc:  # told to the consumer as the stream's last event
+                failed = failure(exc)
+                if failed.kind == "error":  # not the user's doing: the traceback is for the server's log
+                    log.error("generation failed", exc_info=exc)
+                events.put(failed)
+
+        thread = threading.Thread(target=work, name="inpaint-generation", daemon=True)
+        thread.start()
+        ended = False
+        try:
+            while not ended:
+                event = events.get()
+                ended = isinstance(event, (Done, Failed))
+                yield event
+        finally:
+            if not ended:  # the consumer left early (stopped, disconnected)
+                cancel.set()
+            thread.join()
+
+    def _generate(self, request: ResolvedRequest, emit: Emit, cancel: threading.Event, job_id: str | None) -> None:
+        """The work of one run (see `run`), reported through `emit`; raises what stopped it. Each result is stored
+        while the next ones are made, so a failure keeps them."""
         entry = self.catalog.get(request.model_id)
 
         # 1. Inputs as prepare left them in memory, else (after a restart, or once dropped) from the store: the
@@ -490,18 +461,15 @@ class Engine:
         else:
             crops = [(_crop(image, region.box), _crop(repaint, region.box)) for region in plan]
             alpha = np.asarray(mask if request.mask_mode == "soft" else imageops.feather(mask, entry.family.seam_px))
-        if on_regions:
-            on_regions([region.to_json() for region in plan])
+        emit(Regions(tuple(region.to_json() for region in plan)))
         # What the seam report reads of the original, measured on another core while the model runs. The result's
         # side of the seam is measured past the feathered band, where it is the model's own.
-        seam_reference = None
-        if on_seam_report:
-            original, measured, boxes = ((crops[0][0], crops[0][1], None) if alpha is None
-                                         else (image, repaint, [region.box for region in plan]))
-            seam_reference = _MEASURING.submit(seams.reference, original, measured, boxes=boxes,
-                                               inset=entry.family.seam_px if request.mask_mode == "binary" else 0)
+        original, measured, boxes = ((crops[0][0], crops[0][1], None) if alpha is None
+                                     else (image, repaint, [region.box for region in plan]))
+        seam_reference = _MEASURING.submit(seams.reference, original, measured, boxes=boxes,
+                                           inset=entry.family.seam_px if request.mask_mode == "binary" else 0)
 
-        def finish(seed: int, outputs: list[Image.Image]) -> Asset:
+        def finish(seed: int, outputs: list[Image.Image]) -> Result:
             """Colour-matched, merged back, measured and stored; runs on the writer thread."""
             if alpha is None:
                 output = outputs[0]
@@ -524,27 +492,24 @@ class Engine:
                     del generated_np
                 output = Image.fromarray(output_np, "RGB")
                 del output_np
-            # Measured (only for a caller who asks) on another core while the result is encoded and stored.
-            report = (_MEASURING.submit(seams.report, output, seam_reference.result())
-                      if seam_reference is not None else None)
+            # Measured on another core while the result is encoded and stored.
+            report = _MEASURING.submit(seams.report, output, seam_reference.result())
             data = self.store.encode(output, icc_profile=icc_profile)
             asset = self.store.put(output, kind="result", hidden=request.hide_results,
                                    parent_id=request.image_asset_id, job_id=job_id, seed=seed,
                                    model_id=request.model_id, icc_profile=icc_profile, data=data)
-            if report is not None:
-                on_seam_report(asset.id, report.result())
-            return asset
+            return Result(asset, report.result())
 
-        writer = _Writer(run.on_result)
+        writer = _Writer(emit)
         try:
-            self._samples(request, entry, run, crops, writer, finish)
+            self._samples(request, entry, emit, cancel, crops, writer, finish)
         finally:
             writer.close()  # what was made is stored, also when generating failed
         writer.check()
-        return writer.assets
 
-    def _samples(self, request: ResolvedRequest, entry, run: _Run, crops: list[tuple[Image.Image, Image.Image]],
-                 writer: _Writer, finish: Callable[[int, list[Image.Image]], Asset]) -> None:
+    def _samples(self, request: ResolvedRequest, entry, emit: Emit, cancel: threading.Event,
+                 crops: list[tuple[Image.Image, Image.Image]], writer: _Writer,
+                 finish: Callable[[int, list[Image.Image]], Result]) -> None:
         """Generates the samples micro-batch by micro-batch, each sample's crops (region and mask) in the same
         batch under its seed, handing each sample's outputs to `writer`."""
         family = entry.family
@@ -554,7 +519,7 @@ class Engine:
             #    itself: schedulers and adapters are not thread-safe. A model without weights needs neither.
             if family.has_weights:
                 while not self.device_lock.acquire(timeout=0.1):
-                    if run.canceled():  # stopped while it waited for the device: it never starts
+                    if cancel.is_set():  # stopped while it waited for the device: it never starts
                         raise JobCanceled()
                 holding.callback(self.device_lock.release)
                 model = self.pipelines.get(request.pipeline_model_id)
@@ -564,9 +529,8 @@ class Engine:
                 holding.enter_context(concepts_applied(model, adapters))
             else:
                 model = family.load(entry, self.pipelines)
-            if run.on_warning:
-                for message in family.notes(model, request):
-                    run.on_warning(message)
+            for message in family.notes(model, request):
+                emit(Warned(message))
 
             # 4. Micro-batches of samples: memory stays flat whatever numSamples is. A batch holds up to max_batch
             #    crops: all the regions of as many samples as fit.
@@ -575,11 +539,10 @@ class Engine:
                 seeds = pending[:batch_size]
 
                 def on_step(step: int, steps: int, previews, done: int = made, batch: int = len(seeds)) -> bool:
-                    if run.on_preview and previews is not None:
-                        run.on_preview(previews(), step, steps)
-                    if run.on_progress:
-                        run.on_progress((done + batch * step / steps) / request.num_samples)
-                    return run.canceled()
+                    if request.intermediate_images and previews is not None:
+                        emit(Preview(tuple(previews()), step, steps))
+                    emit(Progress((done + batch * step / steps) / request.num_samples))
+                    return cancel.is_set()
 
                 try:
                     outputs = family.run(model, request, [crop for _ in seeds for crop, _ in crops],
@@ -591,7 +554,7 @@ class Engine:
                         raise
                     batch_size //= 2  # the same seeds again in smaller batches: results do not change
                     continue
-                if family.denoises and run.canceled():  # stopped between two steps: the outputs are unfinished
+                if family.denoises and cancel.is_set():  # stopped between two steps: the outputs are unfinished
                     raise JobCanceled()
                 pending = pending[len(seeds):]
                 writer.check()  # a write failed: the job fails now, not after the remaining samples
@@ -601,9 +564,8 @@ class Engine:
                     writer.submit(functools.partial(finish, seed, outputs[i * len(crops):(i + 1) * len(crops)]))
                 del outputs  # the writer holds them now, and lets each go once it is merged
                 made += len(seeds)
-                if run.on_progress:
-                    run.on_progress(made / request.num_samples)
-                if run.canceled() and pending:
+                emit(Progress(made / request.num_samples))
+                if cancel.is_set() and pending:
                     raise JobCanceled()
 
 
@@ -613,6 +575,8 @@ class Plan:
 
     request: ResolvedRequest
     regions: tuple[regions.Region, ...]
+    image: Image.Image  # the picture as decoded (on the grown canvas's scale: an outpaint adds around it)
+    mask: Image.Image  # the mask as the job uses it: grown by the seam band, on the grown canvas of an outpaint
 
     def to_json(self) -> dict:
         """The resolved request (as a job's `metadata.input`, without the asset ids that storing would give),
@@ -629,7 +593,7 @@ class _Checked(NamedTuple):
 
     req: InpaintRequest
     resolved: ResolvedRequest  # without asset ids for what was not stored yet
-    sources: tuple[tuple[str, bytes | str | None], tuple[str, bytes | str | None]]  # (field, data or id), image and mask
+    sources: tuple[tuple[str, Source], tuple[str, Source]]  # (field, what it holds), image and mask
     image: Image.Image
     image_as_sent: bool  # the image's file may be stored as it came
     raw_mask: Image.Image | None  # as decoded

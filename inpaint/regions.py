@@ -12,7 +12,6 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from . import imageops
 from .errors import RequestError
 from .imageops import MAX_PIXELS, MAX_SIDE, MIN_SIDE
 from .schema import generation_size
@@ -122,14 +121,6 @@ def plan(mask: Image.Image, family, *, size: tuple[int, int] | None = None) -> l
     if size is None:
         size = default_size(mask, family)
     return [Region(box, tuple(size)) for box in group(mask, aspect=size[0] / size[1])]
-
-
-def plan_drawn(drawn: Image.Image, family, *, size: tuple[int, int] | None = None,
-               soft: bool = False) -> list[Region]:
-    """`plan` for a mask as the user drew it (a preview of the regions before generating): read, thresholded
-    (soft: everything above 0) and grown by the family's seam band as the engine prepares it."""
-    mask = imageops.prepare_mask(drawn, drawn.size, grow=0 if soft else family.seam_px, soft=soft)[0]
-    return plan(mask, family, size=size)
 
 
 def default_size(mask: Image.Image, family) -> tuple[int, int]:

@@ -62,9 +62,9 @@ class Runner(Protocol):
     def upload(self, data_url: str) -> str:
         """Stores an image once for many requests; its asset id."""
 
-    def run(self, body: dict, target: Target) -> Outcome:
-        """Runs one request to its end, writing each result to `target(seed)`. A refused request is an
-        Outcome, not an error."""
+    def run(self, body: dict, target: Target, *, image: bytes | None = None, mask: bytes | None = None) -> Outcome:
+        """Runs one request to its end, writing each result to `target(seed)`; `image` and `mask`, when given,
+        are its files as read (in place of the body's). A refused request is an Outcome, not an error."""
 
     def cancel(self) -> None:
         """Cancels the requests running on other threads."""
@@ -87,12 +87,12 @@ class Local:
     def cancel(self) -> None:
         pass  # one request at a time, on the caller's thread: an interrupt there closes its stream
 
-    def run(self, body: dict, target: Target) -> Outcome:
+    def run(self, body: dict, target: Target, *, image: bytes | None = None, mask: bytes | None = None) -> Outcome:
         from .jobs import Job, record
 
         start = time.perf_counter()
         try:
-            request = self.engine.prepare(body)
+            request = self.engine.prepare(body, image=image, mask=mask)  # the files as read: nothing encoded
         except RequestError as exc:
             return Outcome.refused(exc, time.perf_counter() - start)
         job = Job(request)

@@ -367,10 +367,10 @@ def test_a_failed_run_says_so_and_keeps_the_last_results(page, picture, engine, 
     pick_model(page, "opencv-telea")
     generate(page, images=1)
 
-    def unavailable(request, **hooks):
-        raise ModelUnavailable(request.model_id, "its weights must be downloaded first, and downloads are off here")
+    def unavailable(self, *args, **kwargs):
+        raise ModelUnavailable("opencv-telea", "its weights must be downloaded first, and downloads are off here")
 
-    monkeypatch.setattr(engine, "generate", unavailable)
+    monkeypatch.setattr(type(engine.catalog.get("opencv-telea").family), "run", unavailable)
     page.locator("#inpaint-generate").click()
     status = page.locator("#inpaint-status")
     expect(status).to_contain_text("Failed")

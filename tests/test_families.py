@@ -21,6 +21,7 @@ from inpaint.catalog import MODEL_TYPES, Catalog
 from inpaint.errors import RequestError
 from inpaint.families.classical import PatchMatch
 from inpaint.generate import Engine
+from inpaint.events import results
 from tests.images import data_url
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,7 +53,7 @@ def engine(tmp_path, pipeline_cache):
 
 def run(engine: Engine, body: dict):
     resolved = engine.prepare(body)
-    return resolved, engine.generate(resolved)
+    return resolved, results(engine.run(resolved))
 
 
 def pixels(engine: Engine, asset) -> np.ndarray:
@@ -248,7 +249,7 @@ def test_lama_whose_download_fails_fails_the_job_saying_what_it_needs(engine, mo
     image = chelsea(128, 96)
     resolved = offline.prepare(request(image, ellipse_mask(image.size, (30, 30, 70, 70)), modelId="lama"))
     with pytest.raises(ModelUnavailable) as failed:
-        offline.generate(resolved)
+        results(offline.run(resolved))
     assert "big-lama.pt" in str(failed.value) and "download" in str(failed.value)
     assert list((tmp_path / "models").glob("*.pt*")) == []
     offline.store.close()

@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from inpaint.assets import AssetStore
 from inpaint.catalog import Catalog
 from inpaint.errors import JobCanceled, RequestError
-from inpaint.events import Regions
+from inpaint.events import Failed, Preview, Regions, Result, Warned, results
 from inpaint.families.diffusion import Diffusers
 from inpaint.generate import Engine
 from inpaint.jobs import Job, record, run_job
@@ -39,9 +39,9 @@ def pixels(engine: Engine, asset) -> np.ndarray:
     return np.asarray(engine.store.open_image(asset.id).convert("RGB"))
 
 
-def run(engine: Engine, request_body: dict, **hooks):
+def run(engine: Engine, request_body: dict):
     request = engine.prepare(request_body)
-    return request, engine.generate(request, **hooks)
+    return request, results(engine.run(request))
 
 
 # -- classical models: the merge semantics hold without any weights ---------------------------------
@@ -252,10 +252,10 @@ def test_every_family_merges_bit_exact_outside_the_mask(engine, model_id):
     ("tiny-flux.1", {"prompt": "a" * 300}, []),  # over CLIP's 77, but T5 reads it whole
 ])
 def test_a_prompt_longer_than_the_text_encoder_reads_is_reported(engine, model_id, fields, expected):
-    reported = []
     request = engine.prepare(tiny_body(model_id, **fields))
-    engine.generate(request, on_warning=reported.append)
-    assert reported == expected
+    events = list(engine.run(request))
+    results(events)
+    assert [event.message for event in events if isinstance(event, Warned)] == expected
 
 
 def test_a_job_keeps_the_warnings_of_its_request_and_of_its_generation(engine):
@@ -315,17 +315,16 @@ def test_lora_epochs_differ(engine):
 def test_previews_arrive_every_step_and_cancel_stops_within_one_step(engine):
     steps = []
     cancel = threading.Event()
-
-    def on_preview(previews, step, total):
-        steps.append(step)
-        assert all(isinstance(p, Image.Image) for p in previews)
-        if step == 2:
-            cancel.set()
-
     request = engine.prepare(tiny_body(numInferenceSteps=8, intermediateImages=True, numSamples=2))
-    with pytest.raises(JobCanceled):
-        engine.generate(request, on_preview=on_preview, cancel=cancel)
-    assert steps == [1, 2]  # stopped before step 3 began
+    for event in engine.run(request, cancel):
+        if isinstance(event, Preview):
+            steps.append(event.step)
+            assert len(event.images) == 2 and all(isinstance(p, Image.Image) for p in event.images)
+            if event.step == 2:
+                cancel.set()
+    assert event == Failed("canceled", "stopped")
+    # The generation checks the token after each step: it may have begun step 3 when the token was set.
+    assert steps in ([1, 2], [1, 2, 3])
     assert engine.store.list(include_hidden=True, job_id=None)  # the inputs are still there
 
 
@@ -335,7 +334,7 @@ def test_one_diffusion_run_holds_the_device_and_one_stopped_while_waiting_never_
 
     def generate():
         try:
-            outcome.append(engine.generate(waiting, cancel=cancel))
+            outcome.append(results(engine.run(waiting, cancel)))
         except JobCanceled as exc:
             outcome.append(exc)
 
@@ -379,9 +378,9 @@ def test_a_failure_mid_batch_keeps_the_samples_already_stored(engine, monkeypatc
         return real(self, model, request, region, mask, seeds, on_step)
 
     monkeypatch.setattr(Diffusers, "run", failing_third)
-    stored = []
-    with pytest.raises(RuntimeError):
-        run(engine, tiny_body(numSamples=4), on_result=stored.append)
+    events = list(engine.run(engine.prepare(tiny_body(numSamples=4))))
+    assert events[-1] == Failed("error", "generation failed: RuntimeError: simulated failure")
+    stored = [event.asset for event in events if isinstance(event, Result)]
     assert [asset.seed for asset in stored] == [11, 12]
     assert all(engine.store.exists(asset.id) for asset in stored)
 

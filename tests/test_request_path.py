@@ -19,6 +19,7 @@ from inpaint.assets import AssetStore
 from inpaint.catalog import Catalog
 from inpaint.families.diffusion import Diffusers
 from inpaint.generate import Engine
+from inpaint.events import Result, results
 from tests.images import as_url, cmyk_profile, encoded, photo, rect_mask, srgb_profile
 
 CATALOG = Catalog.load()
@@ -199,7 +200,7 @@ def test_results_are_stored_bit_exact_and_fast(engine, monkeypatch):
     made, icc = captured_results(engine, monkeypatch), srgb_profile()
     image = photo(320, 240, seed=2)
     request = engine.prepare(request_body(encoded(image, "PNG", icc_profile=icc)))
-    [result] = engine.generate(request)
+    [result] = results(engine.run(request))
     png = file_of(engine, result.id)
     with Image.open(io.BytesIO(png)) as stored:
         assert stored.format == "PNG" and stored.info["icc_profile"] == icc
@@ -221,17 +222,17 @@ def test_the_in_memory_inputs_and_the_stored_ones_give_identical_results(tmp_pat
         # In memory: generate never reads its inputs from the store.
         with monkeypatch.context() as patch:
             patch.setattr(engine.store, "open_image", lambda *a, **k: pytest.fail("read from the store"))
-            [in_memory] = engine.generate(request)
+            [in_memory] = results(engine.run(request))
         # From the store: as after a restart, with another engine on the same folder.
         again = engine.prepare(body)
         restarted = Engine(CATALOG, AssetStore(tmp_path / "data"), pipeline_cache)
-        [from_store] = restarted.generate(again)
+        [from_store] = results(restarted.run(again))
         assert file_of(engine, in_memory.id) == file_of(engine, from_store.id)
         # And from the store once dropped from memory.
         third = engine.prepare(body)
         for asset_id in (third.image_asset_id, third.mask_asset_id):
             assert engine.inputs.take(asset_id) is not None
-        [dropped] = engine.generate(third)
+        [dropped] = results(engine.run(third))
         assert file_of(engine, dropped.id) == file_of(engine, in_memory.id)
         restarted.store.close()
 
@@ -244,7 +245,7 @@ def test_an_uploaded_image_with_alpha_gives_the_same_result_by_id_from_memory_or
         request = engine.prepare(body)
         if drop:
             engine.inputs.take(request.image_asset_id)
-        [result] = engine.generate(request)
+        [result] = results(engine.run(request))
         results.append(file_of(engine, result.id))
     assert results[0] == results[1]
 
@@ -345,9 +346,8 @@ def test_results_are_stored_in_order_while_the_next_micro_batch_generates(engine
 
     monkeypatch.setattr(Diffusers, "run", diffuse)
     monkeypatch.setattr(engine.store, "put", put)
-    reported = []
-    assets_ = engine.generate(engine.prepare(diffusion_body(3)), on_result=reported.append)
-    assert [a.seed for a in assets_] == [a.seed for a in reported] == [11, 12, 13]
+    assets_ = results(engine.run(engine.prepare(diffusion_body(3))))
+    assert [a.seed for a in assets_] == [11, 12, 13]
     assert overlapped == [True] * 3 and threading.current_thread() not in writers
     assert all(engine.store.exists(a.id) for a in assets_)
 
@@ -367,12 +367,11 @@ def test_a_failed_write_fails_the_generation_and_keeps_the_results_stored_before
 
     monkeypatch.setattr(Diffusers, "run", diffuse)
     monkeypatch.setattr(engine.store, "put", put)
-    reported = []
-    with pytest.raises(OSError) as err:
-        engine.generate(engine.prepare(diffusion_body(5)), on_result=reported.append)
-    assert err.value.errno == errno.ENOSPC
-    results = [a for a in engine.store.list(include_hidden=True) if a.kind == "result"]
-    assert [a.seed for a in reported] == [a.seed for a in results] == [11]
+    events = list(engine.run(engine.prepare(diffusion_body(5))))
+    assert events[-1].kind == "error" and "No space left on device" in events[-1].message
+    reported = [event.asset for event in events if isinstance(event, Result)]
+    stored = [a for a in engine.store.list(include_hidden=True) if a.kind == "result"]
+    assert [a.seed for a in reported] == [a.seed for a in stored] == [11]
     assert len(calls) <= 4  # it stopped generating soon after the failure
 
 

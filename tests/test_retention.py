@@ -12,8 +12,8 @@ import pytest
 
 from inpaint import assets, jobs, settings
 from inpaint.assets import AssetStore, new_id
-from inpaint.errors import JobCanceled, RequestError
-from inpaint.generate import stream
+from inpaint.errors import RequestError
+from inpaint.events import Done, Failed, Preview, Result
 from inpaint.jobs import Job, JobQueue, record, run_job
 from tests.test_assets import files_of, noise, saved_job, stored_files
 
@@ -135,18 +135,17 @@ class FakeEngine:
         self.store, self.previews, self.release = store, previews, release
 
     def run(self, request, cancel=None, *, job_id=None):
-        return stream(self.generate, request, cancel or threading.Event(), job_id=job_id)
-
-    def generate(self, request, *, job_id, on_result, on_preview, on_progress, cancel, **other_hooks):
+        cancel = cancel or threading.Event()
         for step in range(self.previews):
-            on_preview([noise(seed=step)], step + 1, self.previews)
+            yield Preview((noise(seed=step),), step + 1, self.previews)
         result = self.store.put(noise(seed=99), kind="result", parent_id=request.image_asset_id, job_id=job_id, seed=1)
-        on_result(result)
+        yield Result(result)
         if self.release is not None:
             while not self.release.wait(0.01):
                 if cancel.is_set():
-                    raise JobCanceled()
-        return [result]
+                    yield Failed("canceled", "stopped")
+                    return
+        yield Done()
 
 
 def fake_request(store):

@@ -21,6 +21,7 @@ from inpaint.errors import RequestError
 from inpaint.families.diffusion import Diffusers
 from inpaint.generate import Engine
 from inpaint.jobs import Job, record, run_job
+from inpaint.events import Regions, results
 from tests.images import data_url, rect_mask
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,8 +140,9 @@ def test_two_far_marks_are_two_regions_in_one_batch_each_at_the_native_area(engi
     defaults = {k: v for k, v in body(photo, mask, "tiny-sd-1_5").items() if k not in ("width", "height")}
     request = engine.prepare({**defaults, "numSamples": 2})
     assert (request.width, request.height) == (512, 512)  # SD 1.5's native area, the regions' aspect
-    reported = []
-    assets = engine.generate(request, on_regions=reported.append)
+    events = list(engine.run(request))
+    assets = results(events)
+    reported = [list(event.regions) for event in events if isinstance(event, Regions)]
     # The marks grown by 8 px (48x48) with 32 px of context each side: two boxes of 112x112, each generated at
     # 512x512 (the one box around both would be the whole image, at 512x512).
     assert reported == [[{"box": [0, 0, 112, 112], "size": [512, 512]},
@@ -157,8 +159,8 @@ def test_two_far_marks_are_two_regions_in_one_batch_each_at_the_native_area(engi
 def test_a_sample_with_two_regions_is_reproduced_alone_with_its_seed(engine):
     photo, mask = two_marks(512, 24)
     fields = {"colorMatch": "none", "width": 64, "height": 64}
-    batch = engine.generate(engine.prepare({**body(photo, mask, "tiny-sd-1_5", **fields), "numSamples": 2}))
-    alone = engine.generate(engine.prepare({**body(photo, mask, "tiny-sd-1_5", **fields), "seed": 6}))
+    batch = results(engine.run(engine.prepare({**body(photo, mask, "tiny-sd-1_5", **fields), "numSamples": 2})))
+    alone = results(engine.run(engine.prepare({**body(photo, mask, "tiny-sd-1_5", **fields), "seed": 6})))
     assert np.abs(pixels(engine, batch[1].id).astype(int) - pixels(engine, alone[0].id)).max() <= 1
 
 
@@ -174,12 +176,6 @@ def test_regions_whose_boxes_overlap_merge_and_many_specks_become_one_box():
     assert one.box == (0, 0, 400, 300)
 
 
-def test_the_studio_previews_the_regions_of_a_drawn_mask_as_the_engine_plans_them(engine):
-    photo, mask = two_marks(512, 24)
-    request = engine.prepare(body(photo, mask, "tiny-sd-1_5", width=None, height=None))
-    reported = []
-    engine.generate(request, on_regions=reported.append)
-    assert [region.to_json() for region in regions.plan_drawn(mask, families.SD15)] == reported[0]
 
 
 def test_a_box_is_widened_to_the_generation_aspect_and_stays_inside_the_image():
@@ -202,10 +198,10 @@ def test_a_soft_mask_is_the_results_opacity_pixel_by_pixel(engine, model_id):
     soft_np = np.asarray(soft).astype(np.float32)
     hard = Image.fromarray(((soft_np > 0) * 255).astype(np.uint8), "L")
     request = engine.prepare(body(image, soft, model_id, maskMode="soft"))
-    [blended] = engine.generate(request)
+    [blended] = results(engine.run(request))
     assert np.array_equal(stored_mask(engine, request), np.asarray(soft))  # grey levels kept
     # The same fill at full opacity: the binary mask of everything above 0, with the same seed.
-    [full] = engine.generate(engine.prepare(body(image, hard, model_id)))
+    [full] = results(engine.run(engine.prepare(body(image, hard, model_id))))
     original_np, fill_np = np.asarray(image).astype(np.float32), pixels(engine, full.id).astype(np.float32)
     expected_np = np.rint(original_np + (fill_np - original_np) * (soft_np[..., None] / 255)).astype(np.uint8)
     assert np.array_equal(pixels(engine, blended.id), expected_np)

@@ -23,6 +23,7 @@ from inpaint import imageops, ui
 from inpaint.assets import AssetStore
 from inpaint.catalog import Catalog
 from inpaint.errors import RequestError
+from inpaint.events import Regions, Warned
 from inpaint.generate import Engine
 from inpaint.ui import device, examples, fields, handlers, masks, uploads
 from tests.images import as_url, bomb_png, encoded, photo, rect_mask
@@ -129,32 +130,35 @@ def test_the_painted_mask_is_wherever_there_is_paint_whatever_the_colour():
     sketch = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
     sketch.paste((0, 0, 0, 255), (0, 0, 10, 10))  # black paint: RGB is all zeros, alpha is not
     sketch.paste((255, 255, 255, 1), (50, 50, 64, 64))  # a barely visible edge still counts
-    mask_np = np.asarray(masks.painted_mask(sketch, (64, 64))) > 0
+    mask_np = np.asarray(masks.painted_mask(sketch)) > 0
     expected_np = np.zeros((64, 64), bool)
     expected_np[0:10, 0:10] = expected_np[50:64, 50:64] = True
     assert np.array_equal(mask_np, expected_np)
-    assert masks.painted_mask(None, (64, 64)).getbbox() is None
+    assert masks.drawn_mask(None, None) == (None, [])  # nothing drawn, nothing uploaded
     # What the server puts on the canvas (an example's mask, an imported file) reads back as that mask.
     mask = rect_mask(30, 20, (3, 4, 17, 15))
-    assert masks.painted_mask(masks.layer_from_mask(mask), (30, 20)).tobytes() == mask.tobytes()
-    # Painted on another picture (another size): refused, naming the field.
-    with pytest.raises(RequestError) as caught:
-        masks.painted_mask(sketch, (64, 48))
-    assert caught.value.field == "sketch" and "64x48" in caught.value.message
+    assert masks.painted_mask(masks.layer_from_mask(mask)).tobytes() == mask.tobytes()
+
+
+def test_a_mask_painted_on_another_picture_is_refused_by_the_run_naming_the_mask(demo):
+    picture = painted(photo(SIZE, SIZE), BOX)
+    other = Image.new("RGBA", (SIZE, SIZE // 2), (0, 0, 0, 0))
+    other.paste((255, 45, 85, 255), (4, 4, 20, 20))
+    with pytest.raises(gr.Error, match=f"{SIZE}x{SIZE // 2} px but the image is {SIZE}x{SIZE} px"):
+        run(demo, {**picture, "sketch": as_url(encoded(other))}, modelId="opencv-telea")
 
 
 def test_uploaded_mask_overrides_the_sketch_and_invert_grow_feather_apply():
-    background = Image.new("RGB", (64, 64), "white")
     sketch = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
     sketch.paste((255, 0, 0, 255), (0, 0, 8, 8))
     upload = rect_mask(64, 64, (20, 20, 40, 40))
-    mask, _ = masks.effective_mask(background, sketch, upload)
+    mask, _ = masks.drawn_mask(sketch, upload)
     assert mask.getbbox() == (20, 20, 40, 40)
-    inverted, _ = masks.effective_mask(background, sketch, None, invert=True)
+    inverted, _ = masks.drawn_mask(sketch, None, invert=True)
     assert np.asarray(inverted)[0, 0] == 0 and np.asarray(inverted)[63, 63] == 255
-    grown, _ = masks.effective_mask(background, None, upload, grow=4)
+    grown, _ = masks.drawn_mask(None, upload, grow=4)
     assert grown.getbbox() == (16, 16, 44, 44)
-    feathered, _ = masks.effective_mask(background, None, upload, feather=12)
+    feathered, _ = masks.drawn_mask(None, upload, feather=12)
     feathered_np = np.asarray(feathered)
     assert set(np.unique(feathered_np)) <= {0, 255}  # still binary: the contract thresholds masks
     assert feathered_np[20, 20] == 0 and feathered_np[30, 30] == 255  # corners rounded, centre kept
@@ -169,7 +173,7 @@ def test_uploaded_mask_reads_alpha_when_it_carries_the_mask():
 
 def test_empty_mask_is_the_contracts_error():
     with pytest.raises(RequestError) as caught:
-        masks.effective_mask(Image.new("RGB", (64, 64)), Image.new("RGBA", (64, 64)), None)
+        masks.drawn_mask(Image.new("RGBA", (64, 64)), None)
     assert caught.value.field == "mask" and "empty" in caught.value.message
 
 
@@ -352,14 +356,23 @@ def test_a_run_ends_with_the_first_sample_selected_and_joins_the_history(demo):
     assert back[ui.params]["modelId"] == "patchmatch" and back[ui.params]["seed"] == 40
 
 
-def test_a_failed_run_says_so_and_leaves_the_last_results(demo, engine, monkeypatch):
-    ui = demo.studio.ui
-
-    def broken(request, **hooks):
+def out_of_paint(engine, monkeypatch, model_id: str = "opencv-telea") -> None:
+    """Every run of `model_id` fails in the middle, as a bug or a broken device would make it."""
+    def broken(*args, **kwargs):
         raise RuntimeError("out of paint")
 
-    monkeypatch.setattr(engine, "generate", broken)
-    outputs = stream(demo, "broken", **painted(photo(SIZE, SIZE), BOX), modelId="opencv-telea", state={})
+    monkeypatch.setattr(type(engine.catalog.get(model_id).family), "run", broken)
+
+
+def test_a_failed_run_says_so_and_leaves_the_last_results(demo, engine, monkeypatch):
+    ui = demo.studio.ui
+    out_of_paint(engine, monkeypatch)
+    outputs = []
+    with pytest.raises(gr.Error) as toast:
+        for out in handler(demo, "inpaint")(**painted(photo(SIZE, SIZE), BOX), modelId="opencv-telea", state={},
+                                            request=SimpleNamespace(session_hash="broken")):
+            outputs.append(out)
+    assert toast.value.message == "generation failed: RuntimeError: out of paint"
     # The previous run's results stay on the page: the gallery and the session are left as they are.
     assert all(out.get(ui.gallery, gr.skip()) == gr.skip() for out in outputs)
     assert outputs[-1][ui.session] == gr.skip()
@@ -397,7 +410,7 @@ def test_bad_input_is_a_gr_error_in_plain_words_and_the_status_says_it(demo):
     cases = [(dict(prompt="   "), "Prompt: must not be empty or blank for sd-1_5 models"),
              (dict(image=None), "Picture: upload or paste a picture first"),
              (painted(photo(SIZE, SIZE)), "Mask: nothing is painted: paint over what should change"),
-             (dict(sketch=painted(photo(SIZE // 2, SIZE), BOX)["sketch"]), "Painted mask: is 64x128; it must be"),
+             (dict(sketch=painted(photo(SIZE // 2, SIZE), BOX)["sketch"]), "Painted mask: mask is 64x128 px but the image is 128x128 px"),
              # An API caller's mistake, in the API's words: a file name is not read.
              (dict(sketch="/etc/hostname"), "Painted mask: must be a PNG data URL")]
     for given, message in cases:
@@ -419,28 +432,6 @@ def mask_inputs(ui, **given) -> dict:
               ui.model: "opencv-telea", ui.busy: False}
     values.update({ui[f"outpaint_{side}"]: 0 for side in fields.OUTPAINT_SIDES})
     return values | {ui[name]: value for name, value in given.items()}
-
-
-def test_the_preview_outlines_the_regions_the_job_generates(demo, files, monkeypatch):
-    """Two marks 78 px apart: separate as drawn, one crop once the diffusion family grows the mask (as the job
-    does), two for a classical model, which takes the mask as drawn."""
-    ui, engine = demo.studio.ui, demo.studio.engine
-    picture_file, marks_file = files / "wide.png", files / "two-marks.png"
-    photo(320, 192).save(picture_file)
-    marks = Image.new("L", (320, 192), 0)
-    marks.paste(255, (60, 60, 100, 100))
-    marks.paste(255, (178, 60, 218, 100))
-    marks.save(marks_file)
-    outlined = []
-    monkeypatch.setattr(handlers, "draw_regions", lambda preview, boxes, scale: outlined.append(boxes) or preview)
-    for model_id in ("tiny-sd-1_5", "opencv-telea"):
-        outlined.clear()
-        handler(demo, "show_mask")(mask_inputs(ui, picture=str(picture_file), mask_upload=str(marks_file),
-                                               model=model_id))
-        body = {"modelId": model_id, "prompt": "fill", "image": as_url(picture_file.read_bytes()),
-                "mask": as_url(marks_file.read_bytes())}
-        assert outlined == [[region.box for region in engine.plan(body).regions]]
-        assert len(outlined[0]) == (1 if model_id == "tiny-sd-1_5" else 2)
 
 
 def test_the_mask_preview_is_small_and_says_what_a_run_lacks(demo):
@@ -480,7 +471,7 @@ def test_an_example_loads_its_picture_and_its_mask_on_the_canvas(demo):
     assert layer.size == Image.open(example["image"]).size
     assert layer.getchannel("A").getbbox() == Image.open(example["mask"]).getbbox()
     assert set(np.unique(np.asarray(layer.getchannel("A")))) == {0, 255}
-    mask, _ = masks.effective_mask(Image.open(example["image"]), layer, None)
+    mask, _ = masks.drawn_mask(layer, None)
     assert mask.getbbox() == Image.open(example["mask"]).getbbox()
 
 
@@ -529,16 +520,14 @@ def test_a_wide_flux_run_streams_its_previews(demo, engine):
 
 
 def test_warnings_found_while_generating_reach_the_status_and_the_summary(demo, engine, monkeypatch):
-    real_generate = engine.generate
+    real_run = engine.run
     found = "prompt: truncated to the text encoder's 77 tokens"
 
-    def generate(request, *, on_warning=None, **hooks):
-        if on_warning is not None:  # reported twice, shown once
-            on_warning(found)
-            on_warning(found)
-        return real_generate(request, **hooks)
+    def run_(request, *args, **kwargs):
+        yield from (Warned(found), Warned(found))  # reported twice, shown once
+        yield from real_run(request, *args, **kwargs)
 
-    monkeypatch.setattr(engine, "generate", generate)
+    monkeypatch.setattr(engine, "run", run_)
     ui = demo.studio.ui
     page = merged(stream(demo, "warned", **painted(photo(SIZE, SIZE), BOX), prompt="a red apple",
                          modelId="tiny-sd-1_5", numSamples=1, numInferenceSteps=2, seed=1, randomizeSeed=False,
@@ -618,6 +607,48 @@ def test_huge_upload_is_refused_by_the_guard_in_under_a_second(demo, files):
     assert shown[ui.mask_preview] is None and "Paint over" in shown[ui.reason]
     assert handler(demo, "follow_image")({ui.picture: huge, ui.model: "tiny-sd-1_5"})[ui.image_size] is None
     assert time.monotonic() - started < HUGE_REFUSED_S
+
+
+@pytest.mark.parametrize("model_id, mode, crops", [("tiny-sd-1_5", "binary", 1), ("opencv-telea", "binary", 2),
+                                                   ("tiny-sd-1_5", "soft", None)])
+def test_the_mask_preview_draws_the_plan_of_the_run_it_previews(demo, model_id, mode, crops, monkeypatch):
+    """Two 40 px marks 78 px apart: grown by SD 1.5's seam band their crops merge into one; a classical model takes
+    the mask as drawn. The preview shows the engine's own plan of the run (its mask and its crops, outlined), and
+    the run then generates exactly those crops."""
+    ui, engine = demo.studio.ui, demo.studio.engine
+    planned, generated = [], []
+    real_plan, real_run = engine.plan, engine.run
+
+    def plan(*args, **kwargs):
+        planned.append(real_plan(*args, **kwargs))
+        return planned[-1]
+
+    def run_(request, *args, **kwargs):
+        for event in real_run(request, *args, **kwargs):
+            if isinstance(event, Regions):
+                generated.append([region for region in event.regions])
+            yield event
+
+    monkeypatch.setattr(engine, "plan", plan)
+    monkeypatch.setattr(engine, "run", run_)
+    picture = photo(512, 384)
+    layer = Image.new("RGBA", picture.size, (0, 0, 0, 0))
+    for box in ((100, 150, 140, 190), (218, 150, 258, 190)):
+        layer.paste((255, 45, 85, 255), box)
+    drawn = {"image": encoded(picture), "sketch": as_url(encoded(layer))}
+    outlined = []
+    monkeypatch.setattr(handlers, "draw_regions", lambda preview, boxes, scale: outlined.append(boxes) or preview)
+    values = mask_inputs(ui, picture=drawn["image"], painter=drawn["sketch"], model=model_id, mask_mode=mode)
+    shown = handler(demo, "show_mask")(values)
+    assert shown[ui.mask_preview] is not None and shown[ui.image_size] == (512, 384)
+    [preview] = planned
+    assert outlined == [[region.box for region in preview.regions]]
+    if crops is not None:
+        assert len(preview.regions) == crops
+    run(demo, drawn, modelId=model_id, maskMode=mode, width=None, height=None, autoSize=True)
+    assert generated == [[region.to_json() for region in preview.regions]]
+    seam = demo.studio.catalog.get(model_id).family.seam_px if mode == "binary" else 0
+    assert preview.mask.getbbox() == (100 - seam, 150 - seam, 258 + seam, 190 + seam)  # the run's mask
 
 
 def test_studio_events_decode_only_with_room_in_the_pixel_budget(demo, files, monkeypatch):
@@ -730,6 +761,14 @@ def test_client_huge_upload_is_refused_by_the_guard_in_under_a_second(client, fi
         refusal, elapsed = best_of_two(lambda: timed(refuse), HUGE_REFUSED_S)
         assert str(refusal) == guard_message(files / "huge.png", field)
         assert elapsed < HUGE_REFUSED_S, f"{field}: refused in {elapsed:.2f} s"
+
+
+def test_client_gets_an_error_with_the_pages_words_when_the_generation_fails(client, files, engine, monkeypatch):
+    out_of_paint(engine, monkeypatch)
+    with pytest.raises(AppError) as caught:
+        client.predict(image=handle_file(str(files / "image.png")), mask=handle_file(str(files / "mask.png")),
+                       modelId="opencv-telea", api_name="/inpaint")
+    assert str(caught.value) == "generation failed: RuntimeError: out of paint"
 
 
 def test_client_rotated_jpeg_is_repainted_as_it_is_shown(client, files):

@@ -92,19 +92,20 @@ def test_preload_ids_start_with_the_default_model(monkeypatch):
     assert zerogpu.preload_ids() == ["tiny-sd-1_5", "tiny-sd-xl", "tiny-flux.1"]
 
 
-def test_errors_cross_the_boundary_as_plain_data_and_come_back_as_themselves():
-    from inpaint.ui import device as ui
+def test_a_failure_crosses_the_boundary_as_it_is_and_raises_as_its_own_class():
+    from inpaint.events import failure
     from inpaint.pipelines import ModelUnavailable
 
     for exc in (RequestError("modelId", "no such model", status=404), ModelUnavailable("m", "needs the Hub"),
                 JobCanceled(), KeyError("x")):
-        data = pickle.loads(pickle.dumps(ui._error_data(exc)))
-        back = ui._rebuild_error(data)
+        failed = failure(exc)
+        assert pickle.loads(pickle.dumps(failed)) == failed
+        back = failed.error()
         if type(exc).__module__.startswith("inpaint"):
             assert type(back) is type(exc) and str(back) == str(exc)
         else:  # not this package's: its name and message, in a RuntimeError
             assert isinstance(back, RuntimeError) and "KeyError" in str(back)
-    again = ui._rebuild_error(ui._error_data(RequestError("modelId", "no such model", status=404)))
+    again = failure(RequestError("modelId", "no such model", status=404)).error()
     assert (again.field, again.message, again.status) == ("modelId", "no such model", 404)
 
 
@@ -135,7 +136,7 @@ def _count_loads():
     return loads
 
 
-_KEEP = []  # the worker's engine: ui._ENGINES holds it weakly
+_KEEP = []  # the worker's engine: ui.ENGINES holds it weakly
 
 
 def _worker(startup: tuple, function: tuple[str, str], args: tuple, conn) -> None:
@@ -146,14 +147,14 @@ def _worker(startup: tuple, function: tuple[str, str], args: tuple, conn) -> Non
     loads = _count_loads()
     engine = _space_engine(models_dir, data_dir)
     _KEEP.append(engine)
-    ui._ENGINES[engine_key] = engine
+    ui.ENGINES[engine_key] = engine
     zerogpu.preload(engine, preload)
     conn.send(("__startup_loads__", len(loads)))
     before = len(loads)
     module, name = function
     try:
         for event in getattr(importlib.import_module(module), name)(*args):
-            conn.send(event)
+            conn.send(("event", event))
     finally:
         conn.send(("__call_loads__", len(loads) - before))
         conn.send(("__end__", None))
@@ -184,7 +185,7 @@ class StandInGPU:
                     if kind.startswith("__"):
                         self.counts[kind.strip("_")] = value
                     else:
-                        yield kind, value
+                        yield value
             finally:
                 process.join(120)
                 assert process.exitcode == 0
@@ -201,7 +202,7 @@ def space(models_dir, tmp_path, monkeypatch):
     engine = _space_engine(models_dir, data_dir)
     assert zerogpu.preload(engine, ["tiny-sd-1_5"]) == ["tiny-sd-1_5"]
     key = f"engine-test-{id(engine):x}"
-    monkeypatch.setitem(ui._ENGINES, key, engine)
+    monkeypatch.setitem(ui.ENGINES, key, engine)
     gpu = StandInGPU((models_dir, data_dir, key, ["tiny-sd-1_5"]))
     monkeypatch.setattr(ui, "run_on_device", gpu(("inpaint.ui.device", "run_on_device"), ui.gpu_seconds))
     yield engine, key, gpu
@@ -231,53 +232,55 @@ def test_preload_places_the_pipelines_once_and_skips_what_has_no_weights(models_
 
 @pytest.mark.torch
 def test_a_preloaded_model_runs_in_another_process_without_a_load(space, tmp_path):
+    from inpaint.events import Done, Loading, Preview, Progress, results
     from inpaint.ui import device as ui
-    from inpaint.assets import Asset
 
     engine, key, gpu = space
     request = _request(engine, "tiny-sd-1_5")
-    events = list(ui.device_events(key, request, "run-1", str(tmp_path)))
+    events = list(ui.studio_events(None, key, request, "run-1"))
 
     assert gpu.counts == {"startup_loads": 1, "call_loads": 0}  # placed at startup; nothing loaded in the call
-    kinds = [kind for kind, _ in events]
-    assert "loading" not in kinds and "preview" in kinds and "progress" in kinds
-    results = [value for kind, value in events if kind == "result"]
-    assert len(results) == 2 and all(isinstance(r, Asset) for r in results)
-    assert engine.store.exists(results[0].id)  # written by the worker, read here
-    assert Path(next(value for kind, value in events if kind == "preview")[0]).exists()
+    kinds = {type(event) for event in events}
+    assert Loading not in kinds and Preview in kinds and Progress in kinds and events[-1] == Done()
+    made = results(events)
+    assert len(made) == 2 and engine.store.exists(made[0].id)  # written by the worker, read here
+    preview = next(event for event in events if isinstance(event, Preview))
+    assert len(preview.images) == 2  # one per sample, decoded there
     assert gpu.durations == [zerogpu.gpu_duration(request)]  # asked without a load
     assert zerogpu.FLOOR_S <= gpu.durations[0] <= zerogpu.CEILING_S
 
 
 @pytest.mark.torch
 def test_a_model_not_placed_at_startup_loads_in_the_call_and_says_so(space, tmp_path):
+    from inpaint.events import Loading, results
     from inpaint.ui import device as ui
 
     engine, key, gpu = space
     request = _request(engine, "tiny-flux.1", intermediateImages=False, numSamples=1)
-    events = list(ui.device_events(key, request, "run-2", str(tmp_path)))
+    events = list(ui.studio_events(None, key, request, "run-2"))
 
-    assert events[0] == ("loading", "tiny-flux.1")
+    assert events[0] == Loading("tiny-flux.1")
     assert gpu.counts["call_loads"] == 1
-    assert sum(kind == "result" for kind, _ in events) == 1
+    assert len(results(events)) == 1
     assert gpu.durations == [zerogpu.gpu_duration(request, loading=True)]
     assert gpu.durations[0] > zerogpu.gpu_duration(request) or gpu.durations[0] == zerogpu.CEILING_S
 
 
 @pytest.mark.torch
-def test_an_error_in_the_call_comes_back_as_its_own_class(space, tmp_path, monkeypatch):
+def test_an_error_in_the_call_comes_back_as_a_failure_that_raises_as_its_own_class(space, tmp_path, monkeypatch):
     from dataclasses import replace
 
-    from inpaint.ui import device as ui
+    from inpaint.events import Failed
     from inpaint.pipelines import ModelUnavailable
+    from inpaint.ui import device as ui
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the worker inherits it: a Hub model is unavailable at once
     engine, key, _ = space
     request = replace(_request(engine, "tiny-sd-1_5", numSamples=1), model_id="sd-1_5-inpainting",
                       pipeline_model_id="sd-1_5-inpainting")
-    with pytest.raises(ModelUnavailable, match="HF_HUB_OFFLINE") as caught:
-        list(ui.device_events(key, request, "run-3", str(tmp_path)))
-    assert caught.value.model_id == "sd-1_5-inpainting"
+    *_, last = ui.studio_events(None, key, request, "run-3")
+    assert isinstance(last, Failed) and (last.kind, last.field) == ("unavailable", "modelId")
+    assert isinstance(last.error(), ModelUnavailable) and "HF_HUB_OFFLINE" in str(last.error())
 
 
 def test_rest_refuses_models_with_weights_on_zerogpu_and_stores_nothing(tmp_path, monkeypatch):

@@ -18,11 +18,11 @@ from PIL import Image
 from .. import imageops, regions, zerogpu
 from ..assets import new_id
 from ..catalog import ModelEntry
-from ..errors import JobCanceled, RequestError
+from ..errors import RequestError
+from ..events import Event, Failed, Loading, Preview, Progress, Regions, Result, Waiting, Warned
 from ..generate import Engine
 from ..jobs import JobQueue, QueueFull
 from ..limits import Busy
-from ..pipelines import ModelUnavailable
 from . import device
 from .examples import prune
 from .fields import (
@@ -42,8 +42,7 @@ from .layout import Layout
 from .masks import (
     PREVIEW_MAX_SIDE,
     draw_regions,
-    effective_mask,
-    extended_preview,
+    drawn_mask,
     layer_from_mask,
     mask_overlay,
 )
@@ -55,6 +54,9 @@ from .uploads import (
     upload_bytes,
 )
 
+# The preview plans the run with the page's mask settings; the prompt moves no crop, but a model that needs one
+# would refuse a plan without it while the user is still painting.
+PLAN_PROMPT = "the mask's preview"
 KEEP_FILES_S = 24 * 3600  # served copies older than this are removed when a new run starts
 NAME_WORDS = 6  # a download is named after the prompt's first words and its seed
 # A status line that only counts steps goes out at most this often. Each line sent is redrawn by the page, and
@@ -98,7 +100,7 @@ def field_label(studio: Studio, name: str) -> str:
 
 
 def plain(studio: Studio, exc: RequestError) -> str:
-    if exc.field == "mask" and "empty" in exc.message:
+    if exc.field in ("mask", "sketch") and "empty" in exc.message:
         return "Mask: nothing is painted: paint over what should change, or load a mask file"
     if exc.field == "image" and "is required" in exc.message:
         return "Picture: upload or paste a picture first"
@@ -151,8 +153,9 @@ def show_mask(studio: Studio, values: dict, request: gr.Request | None = None) -
     out = {ui.mask_preview: None, ui.mask_download: None, ui.image_size: None}
     note = ""
     try:
-        # Held until the preview is drawn: the picture and its masks are in memory until then.
-        with decoding(studio, values[ui.picture], sketch, upload):
+        # The masks are decoded here (the page's mask tools apply to them), the picture by the engine's plan: each
+        # within the engine's one pixel budget, held until the preview is drawn.
+        with decoding(studio, None, sketch, upload):
             out.update(mask_preview(studio, values, sketch, upload))
     except Busy as exc:
         note = exc.message  # said under Generate; the preview comes with the next change
@@ -166,41 +169,55 @@ def show_mask(studio: Studio, values: dict, request: gr.Request | None = None) -
 
 def mask_preview(studio: Studio, values: dict, sketch: str | None, upload) -> dict:
     """show_mask's pictures: the picture's size, and once something is painted the preview and the mask's
-    download. Raises RequestError for a picture the run would refuse."""
+    download. Raises RequestError for a picture the run would refuse.
+
+    The preview is the engine's plan of the run (a dry run): the mask as the job uses it, over the picture (on the
+    grown canvas of an extension), with the crops the job will generate outlined. It is planned at the size a run
+    takes by default: width and height are not this event's inputs (the page sends them as None until it has
+    loaded, which Gradio's sliders refuse), so an explicit size can place the crops otherwise."""
     ui = studio.ui
-    background = read_picture(values[ui.picture])
-    if background is None:
+    picture = values[ui.picture]
+    if picture is None:
         return {}
-    out = {ui.image_size: background.size}
+    picture = upload_bytes(picture, field="image")
     try:
-        mask, _ = effective_mask(background, read_sketch(sketch), read_mask_upload(upload),
-                                 invert=bool(values[ui.invert]), grow=int(values[ui.grow] or 0),
-                                 feather=int(values[ui.feather] or 0), soft=values[ui.mask_mode] == "soft")
+        mask, _ = drawn_mask(read_sketch(sketch), read_mask_upload(upload), invert=bool(values[ui.invert]),
+                             grow=int(values[ui.grow] or 0), feather=int(values[ui.feather] or 0),
+                             soft=values[ui.mask_mode] == "soft")
     except RequestError:
         mask = None  # nothing painted yet, or a mask file the run would refuse: the run says why
-    canvas, shown = background, mask
     sides = outpaint_sides(values, ui)
+    if mask is None and not any(sides.values()):
+        return {ui.image_size: picture_size(studio, picture)}  # nothing to plan yet; a refused picture is said now
+    given = {"modelId": values[ui.model], "maskMode": values[ui.mask_mode]}  # None until the page has loaded
+    body = {"prompt": PLAN_PROMPT, **{name: value for name, value in given.items() if value is not None}}
     if any(sides.values()):
-        try:
-            canvas, shown = extended_preview(background, mask, sides)
-        except RequestError:
-            pass  # too large: the run names the rule
-    if shown is None:
-        return out
+        body["outpaint"] = sides
+    try:
+        plan = studio.engine.plan(body, image=picture, mask=mask)
+    except RequestError as exc:
+        if exc.field == "image":
+            raise
+        return {ui.image_size: picture_size(studio, picture)}  # what the run would refuse, the run says
+    canvas = regions.outpaint_canvas(plan.image, sides, prefill=False) if "outpaint" in body else plan.image
     small = canvas.copy()
     small.thumbnail((PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE), Image.Resampling.BILINEAR)
-    preview = mask_overlay(small, shown.resize(small.size, Image.Resampling.BILINEAR))
-    if values[ui.model] in studio.catalog:
-        # Planned as the engine plans the job: on the mask grown by the family's seam band, at the size a run takes
-        # by default. (Width and height are not this event's inputs: the page sends them as None until it has
-        # loaded, which Gradio's sliders refuse; an explicit size can place the crops otherwise.)
-        plan = regions.plan_drawn(shown, studio.catalog.get(values[ui.model]).family,
-                                  soft=values[ui.mask_mode] == "soft")
-        preview = draw_regions(preview, [region.box for region in plan], small.width / canvas.width)
-    path = studio.files_dir / "masks" / f"mask-{new_id('m')}.png"
-    path.parent.mkdir(exist_ok=True)
-    shown.save(path)
-    return {**out, ui.mask_preview: preview, ui.mask_download: str(path)}
+    preview = mask_overlay(small, plan.mask.resize(small.size, Image.Resampling.BILINEAR))
+    preview = draw_regions(preview, [region.box for region in plan.regions], small.width / canvas.width)
+    out = {ui.image_size: plan.image.size, ui.mask_preview: preview}
+    if mask is not None:  # the drawn mask, as a file the run (or a REST request) takes again
+        path = studio.files_dir / "masks" / f"mask-{new_id('m')}.png"
+        path.parent.mkdir(exist_ok=True)
+        mask.save(path)
+        out[ui.mask_download] = str(path)
+    return out
+
+
+def picture_size(studio: Studio, picture: bytes) -> tuple[int, int]:
+    """The picture's size as a run reads it (EXIF-rotated), decoded within the pixel budget; RequestError for a
+    picture a run would refuse."""
+    with decoding(studio, picture, None, None):
+        return read_picture(picture).size
 
 
 def extend(studio: Studio, values: dict, side: str) -> dict:
@@ -347,39 +364,28 @@ def start(studio: Studio, values: dict, request: gr.Request) -> dict:
             ui.status: "**Queued** · starting the run…", ui.busy: True}
 
 
-def request_body(studio: Studio, values: dict, state: dict) -> tuple[dict, list[str]]:
-    """The contract's request body for the page's values (keyed by param), and the notes decoding left."""
+def run_inputs(studio: Studio, values: dict, state: dict) -> tuple[dict, bytes | None, Image.Image | None, list[str]]:
+    """What the engine prepares a run from: the request's fields (keyed by param), the picture's file as uploaded
+    (None when it is the session's last input again: the body names its asset), the drawn mask (None when
+    nothing is drawn: an extension needs none), and the notes the mask tools left."""
     model_id = values.get("modelId")
     entry = studio.catalog.get(model_id) if model_id in studio.catalog else None
     body = request_fields(values, entry)
-    if values.get("modelId") is None:
+    if model_id is None:
         body.pop("modelId", None)
-    upload = values.get("mask")
     if values.get("image") is None:
         raise RequestError("image", "is required")
-    notes: list[str] = []
     picture = upload_bytes(values["image"], field="image")
-    image = read_picture(picture)  # the engine decodes the same bytes and says what decoding lost: once
     source = state.get("source")
     store = studio.engine.store
     stored = store.file_path(source, original=True) if source and store.exists(source) else None
     if stored is not None and stored.stat().st_size == len(picture) and stored.read_bytes() == picture:
-        body["image"] = source  # the same picture again (a result kept as input): its asset
-    else:
-        body["image"] = imageops.bytes_data_url(picture)  # as uploaded: the engine decodes it, nothing re-encoded
-    try:
-        mask, mask_notes = effective_mask(image, read_sketch(values.get("sketch")) if upload is None else None,
-                                          read_mask_upload(upload), invert=bool(values.get("invertMask")),
-                                          grow=int(values.get("maskGrow") or 0),
-                                          feather=int(values.get("maskFeather") or 0),
-                                          soft=values.get("maskMode") == "soft")
-    except RequestError:
-        if "outpaint" not in body:  # an extension needs no mask: its new area is the mask
-            raise
-    else:
-        body["mask"] = imageops.to_data_url(mask)
-        notes += mask_notes
-    return body, notes
+        body["image"], picture = source, None  # the same picture again (a result kept as input): its asset
+    upload = values.get("mask")
+    mask, notes = drawn_mask(read_sketch(values.get("sketch")) if upload is None else None, read_mask_upload(upload),
+                             invert=bool(values.get("invertMask")), grow=int(values.get("maskGrow") or 0),
+                             feather=int(values.get("maskFeather") or 0), soft=values.get("maskMode") == "soft")
+    return body, picture, mask, notes
 
 
 def download_name(prompt: str, model_id: str, seed: int) -> str:
@@ -406,11 +412,14 @@ def generate(studio: Studio, values: dict, state: dict | None, request: gr.Reque
             gr.Warning(capped)
     yield {ui.status: "**Preparing** · reading the picture and the mask…"}
     try:
-        # The studio decodes its files itself (to draw the mask): under the engine's one pixel budget.
-        with decoding(studio, values.get("image"), values.get("sketch"), values.get("mask")):
-            body, notes = request_body(studio, values, state)
-        resolved = engine.prepare(body)
+        # The drawn mask is decoded here (the page's mask tools apply to it), the picture by the engine, both
+        # within the engine's one pixel budget.
+        with decoding(studio, None, values.get("sketch"), values.get("mask")):
+            body, picture, mask, notes = run_inputs(studio, values, state)
+            resolved = engine.prepare(body, image=picture, mask=mask)
     except RequestError as exc:
+        if exc.field == "mask" and values.get("mask") is None:  # the mask the user painted, in the page's words
+            exc = RequestError("sketch", exc.message, status=exc.status)
         yield {ui.status: f"**Not started** · {plain(studio, exc)}"}
         raise bad_input(studio, exc) from None
     warnings += [*notes, *resolved.warnings]
@@ -422,7 +431,6 @@ def generate(studio: Studio, values: dict, state: dict | None, request: gr.Reque
     summary = {"input": resolved.to_json(), "assetIds": [], "seeds": [], "warnings": warnings}
     shown: list[tuple[str, str]] = []
     results: list[dict] = []
-    seams: dict[str, dict] = {}
     total, started = resolved.num_samples, time.monotonic()
     family = studio.catalog.get(resolved.model_id).family
     working = "Denoising" if family.denoises else "Filling"
@@ -440,81 +448,81 @@ def generate(studio: Studio, values: dict, state: dict | None, request: gr.Reque
     # The page's click registered the run (see start); an API call registers it here.
     cancel = studio.running.setdefault(key, threading.Event()) if key else threading.Event()
     run_key = new_id("run")
-    device._CANCELS[run_key] = cancel
+    device.CANCELS[run_key] = cancel
+    previews = device.PreviewFiles(studio.files_dir, run_key)
     sent = {"text": status(), "stage": line["stage"], "at": time.monotonic()}  # the status line on the page
 
-    def worth_sending(kind: str, text: str) -> bool:
+    def worth_sending(event: Event, text: str) -> bool:
         """Whether the line goes out for an event with nothing else to show: a new stage or a warning at once; a
-        step counted (or a seam report, which the line does not show) once STEP_LINE_EVERY_S has passed."""
+        step counted once STEP_LINE_EVERY_S has passed."""
         if text == sent["text"]:
             return False
-        if kind in ("progress", "seam") and line["stage"] == sent["stage"]:
+        if isinstance(event, Progress) and line["stage"] == sent["stage"]:
             return time.monotonic() - sent["at"] >= STEP_LINE_EVERY_S
         return True
 
     yield {ui.status: sent["text"], ui.preview: gr.update(value=None, visible=resolved.intermediate_images),
            ui.seed: resolved.seed}
+    failed = None
     try:
-        stream = device.studio_events(studio.jobs, studio.engine_key, resolved, run_key, str(studio.files_dir))
-        for kind, value in stream:
+        events = device.studio_events(studio.jobs, studio.engine_key, resolved, run_key)
+        for event in events:
             out = {}
-            if kind == "waiting":
-                line["stage"] = "**Waiting** for the device: another run is going"
-            elif kind == "loading":
-                line["stage"] = f"**Loading** {value} (its first use since the server started)"
-            elif kind == "progress":
-                line["stage"] = f"**{working}**"
-                if not line["step"] or not resolved.intermediate_images:
-                    line["step"] = f" · {value:.0%}"
-            elif kind == "seam":
-                seams[value[0]] = value[1]  # how well the next result blends in
-            elif kind == "regions":
-                line["stage"] = f"**{working}** {len(value)} region{'s' * (len(value) > 1)}"
-            elif kind == "warning" and value not in warnings:  # shown once, however often it is reported
-                warnings.append(value)  # summary["warnings"] is this list
-            elif kind == "preview":
-                path, step, steps = value
-                line.update(stage=f"**{working}**", step=f" · step {step} of {steps}", runs=steps)
-                out[ui.preview] = path
-            elif kind == "result":
-                folder = studio.files_dir / value.id
-                folder.mkdir(exist_ok=True)
-                path = folder / download_name(resolved.prompt, resolved.model_id, value.seed)
-                shutil.copyfile(engine.store.file_path(value.id, original=True), path)
-                shown.append((str(path), f"seed {value.seed}"))
-                results.append({"id": value.id, "seed": value.seed, "path": str(path), "seam": seams.get(value.id)})
-                summary["assetIds"].append(value.id)
-                summary["seeds"].append(value.seed)
-                state.update(source=resolved.image_asset_id, input=str(input_path), results=list(results),
-                             selected=None, summary=summary)
-                out.update({ui.gallery: shown.copy(), ui.session: dict(state)})
+            match event:
+                case Waiting():
+                    line["stage"] = "**Waiting** for the device: another run is going"
+                case Loading(model_id=model_id):
+                    line["stage"] = f"**Loading** {model_id} (its first use since the server started)"
+                case Progress(fraction=fraction):
+                    line["stage"] = f"**{working}**"
+                    if not line["step"] or not resolved.intermediate_images:
+                        line["step"] = f" · {fraction:.0%}"
+                case Regions(regions=planned):
+                    line["stage"] = f"**{working}** {len(planned)} region{'s' * (len(planned) > 1)}"
+                case Warned(message=message) if message not in warnings:  # shown once, however often reported
+                    warnings.append(message)  # summary["warnings"] is this list
+                case Preview(step=step, steps=steps):
+                    line.update(stage=f"**{working}**", step=f" · step {step} of {steps}", runs=steps)
+                    out[ui.preview] = previews.save(event)
+                case Result(asset=asset, seam_report=seam):
+                    folder = studio.files_dir / asset.id
+                    folder.mkdir(exist_ok=True)
+                    path = folder / download_name(resolved.prompt, resolved.model_id, asset.seed)
+                    shutil.copyfile(engine.store.file_path(asset.id, original=True), path)
+                    shown.append((str(path), f"seed {asset.seed}"))
+                    results.append({"id": asset.id, "seed": asset.seed, "path": str(path), "seam": seam})
+                    summary["assetIds"].append(asset.id)
+                    summary["seeds"].append(asset.seed)
+                    state.update(source=resolved.image_asset_id, input=str(input_path), results=list(results),
+                                 selected=None, summary=summary)
+                    out.update({ui.gallery: shown.copy(), ui.session: dict(state)})
+                case Failed():
+                    failed = event
             text = status()
-            if out or worth_sending(kind, text):
+            if out or worth_sending(event, text):
                 sent.update(text=text, stage=line["stage"], at=time.monotonic())
                 yield {**out, ui.status: text}
-            if cancel.is_set():
-                stream.close()  # stops the generation wherever it runs, within a step
-                raise JobCanceled()
-    except JobCanceled:
-        yield final(studio, shown, summary, resolved, state,
-                    status(f"**Stopped** · kept {len(shown)} of {total} images"))
-        return
+            if cancel.is_set() and failed is None:
+                events.close()  # stops the generation wherever it runs, within a step
+                failed = Failed("canceled", "stopped")
     except QueueFull as exc:  # nothing started: refused like a bad input, and the last run's results stay
         yield {ui.status: f"**Not started** · {exc.message}"}
         raise gr.Error(exc.message, title="The server is busy") from None
-    except Exception as exc:  # noqa: BLE001  (said in plain words, in the status line and a toast)
-        # Not raised: the run ends normally, so what follows it (Generate live again) happens; an API caller
-        # reads the same words in the status output.
-        message = failure_message(studio, exc)
-        gr.Warning(message, title="The run failed")
+    finally:
+        device.CANCELS.pop(run_key, None)
+        if key and studio.running.get(key) is cancel:
+            del studio.running[key]
+    if failed is not None and failed.kind == "canceled":
+        yield final(studio, shown, summary, resolved, state, status(f"**Stopped** · kept {len(shown)} of {total} images"))
+        return
+    if failed is not None:
+        # Said in the status line, then raised: the page shows it as a toast, and an API caller (gradio_client)
+        # gets an error with the same words instead of outputs that look like a success.
+        message = failure_message(studio, failed)
         kept = f" · kept {len(shown)} of {total} images" if shown else " · the results above are the last run's"
         yield {**final(studio, shown, summary, resolved, state, status(f"**Failed** · {message}{kept}")),
                **({} if shown else {ui.gallery: gr.skip(), ui.session: gr.skip()})}
-        return
-    finally:
-        device._CANCELS.pop(run_key, None)
-        if key and studio.running.get(key) is cancel:
-            del studio.running[key]
+        raise gr.Error(message, title="The run failed")
     seeds = f"seed {resolved.seed}" if total == 1 else f"seeds {resolved.seed}–{resolved.seed + total - 1}"
     yield final(studio, shown, summary, resolved, state,
                 status(f"**Done** · {len(shown)} image{'s' * (len(shown) > 1)} in "
@@ -528,13 +536,11 @@ def final(studio: Studio, shown, summary, resolved, state, text: str) -> dict:
             ui.status: text, ui.params: summary, ui.seed: resolved.seed, ui.session: state}
 
 
-def failure_message(studio: Studio, exc: BaseException) -> str:
-    if isinstance(exc, RequestError):
-        return plain(studio, exc)
-    if isinstance(exc, ModelUnavailable):
-        return str(exc)
-    text = re.sub(r"^(RuntimeError: )+", "", str(exc))  # the wrapping of errors that crossed a process
-    return text if text.startswith("generation failed") else f"generation failed: {type(exc).__name__}: {text}"
+def failure_message(studio: Studio, failed: Failed) -> str:
+    """A failed run in the page's words: a bad input names the control at fault."""
+    if failed.kind == "bad-input":
+        return plain(studio, failed.error())
+    return failed.message
 
 
 def finish(studio: Studio, values: dict, request: gr.Request | None = None) -> dict:

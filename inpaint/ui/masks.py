@@ -1,43 +1,39 @@
-"""The effective mask: the painted mask or an uploaded one, inverted, grown, feathered; and its preview."""
+"""The mask the user drew (painted or uploaded, inverted, grown, feathered), and its preview."""
 
 from __future__ import annotations
 
 from PIL import Image, ImageDraw, ImageFilter
 
-from .. import imageops, regions
-from ..errors import RequestError
+from .. import imageops
 
 MASK_OVERLAY_RGB = (255, 45, 85)
 PREVIEW_MAX_SIDE = 320  # the preview beside the picture: small, so a stroke's answer travels fast
 
 
-def painted_mask(sketch: Image.Image | None, size: tuple[int, int]) -> Image.Image:
+def painted_mask(sketch: Image.Image) -> Image.Image:
     """The painter's PNG as a mask: white wherever it holds paint (alpha > 0; the brush's colour carries
-    nothing). It is drawn at the picture's size; another size is a sketch of another picture."""
-    if sketch is None:
-        return Image.new("L", size, 0)
-    if sketch.size != size:
-        raise RequestError("sketch", f"is {sketch.width}x{sketch.height}; it must be the picture's size, "
-                                     f"{size[0]}x{size[1]}")
+    nothing). It is drawn at the picture's size: the engine checks the mask's size against the picture's."""
     alpha = sketch.getchannel("A") if sketch.mode in ("RGBA", "LA") else sketch.convert("RGBA").getchannel("A")
     return alpha.point(lambda v: 255 if v else 0)
 
 
-def effective_mask(background: Image.Image, sketch: Image.Image | None, upload: Image.Image | None, *,
-                   invert: bool = False, grow: int = 0, feather: int = 0,
-                   soft: bool = False) -> tuple[Image.Image, list[str]]:
-    """The binary mask sent with the request: the painted one (or the uploaded mask, which wins), inverted,
-    grown, then feathered (a hard edge rounded, or with `soft` a grey one). Raises RequestError("mask", ...) when nothing is left to repaint."""
-    size = background.size
+def drawn_mask(sketch: Image.Image | None, upload: Image.Image | None, *, invert: bool = False, grow: int = 0,
+               feather: int = 0, soft: bool = False) -> tuple[Image.Image | None, list[str]]:
+    """The mask the user drew, as the request's `mask`: the painted one (or the uploaded mask, which wins),
+    inverted, grown, then feathered (a hard edge rounded, or with `soft` a grey one) by the page's mask tools;
+    None when nothing was drawn or uploaded. Raises RequestError("mask", ...) when nothing is left to repaint.
+    The engine then reads it as it reads any mask (size, threshold, its own seam band)."""
+    raw = upload if upload is not None else painted_mask(sketch) if sketch is not None else None
+    if raw is None:
+        return None, []
     # An uploaded mask reads as the contract reads one (prepare_mask picks its alpha or its luminance).
-    raw = upload if upload is not None else painted_mask(sketch, size)
-    mask, notes = imageops.prepare_mask(raw, size, field="mask", grow=int(grow), invert=bool(invert))
+    mask, notes = imageops.prepare_mask(raw, raw.size, field="mask", grow=int(grow), invert=bool(invert))
     if feather > 0 and soft:  # a soft mask keeps its grey edge: the merge's opacity
         return mask.filter(ImageFilter.GaussianBlur(feather / 2)), notes
     if feather > 0:
         # The contract thresholds every mask (white >= 128), so a soft edge would be cut back to a hard
         # one anyway: feathering here blurs then re-thresholds, rounding the brush's jagged outline.
-        mask, _ = imageops.prepare_mask(mask.filter(ImageFilter.GaussianBlur(feather / 2)), size, field="mask")
+        mask, _ = imageops.prepare_mask(mask.filter(ImageFilter.GaussianBlur(feather / 2)), mask.size, field="mask")
     return mask, notes
 
 
@@ -55,16 +51,6 @@ def layer_from_mask(mask: Image.Image) -> Image.Image:
     layer = Image.new("RGBA", mask.size, (*MASK_OVERLAY_RGB, 0))
     layer.putalpha(mask.point(lambda v: 255 if v >= imageops.MASK_THRESHOLD else 0))
     return layer
-
-
-def extended_preview(background: Image.Image, mask: Image.Image | None, sides: dict[str, int],
-                     ) -> tuple[Image.Image, Image.Image]:
-    """The grown canvas (new area grey) and its mask: the new area plus the sketch at its new offset."""
-    canvas = regions.outpaint_canvas(background, sides, prefill=False)
-    grown = regions.outpaint_mask(background.size, sides)
-    if mask is not None:
-        grown.paste(mask, (sides["left"], sides["top"]), mask)
-    return canvas, grown
 
 
 def draw_regions(preview: Image.Image, boxes, scale: float) -> Image.Image:

@@ -75,7 +75,7 @@ def declared_pixels(picture, sketch: str | None, upload) -> int:
 
 
 def read_mask_upload(upload: str | Path | bytes | None) -> Image.Image | None:
-    """An uploaded mask, decoded as the contract decodes `mask` (effective_mask then reads it as a mask)."""
+    """An uploaded mask, decoded as the contract decodes `mask` (drawn_mask then reads it as a mask)."""
     if upload is None:
         return None
     return imageops.open_image(upload_bytes(upload, field="mask"), field="mask", min_side=1)
