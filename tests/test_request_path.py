@@ -240,14 +240,14 @@ def test_the_in_memory_inputs_and_the_stored_ones_give_identical_results(tmp_pat
 def test_an_uploaded_image_with_alpha_gives_the_same_result_by_id_from_memory_or_the_store(engine):
     body = request_body(RE_ENCODED["alpha png"]())
     body["imageId"] = engine.upload(body.pop("image")).id
-    results = []
+    files = []
     for drop in (False, True):
         request = engine.prepare(body)
         if drop:
             engine.inputs.take(request.image_asset_id)
         [result] = results(engine.run(request))
-        results.append(file_of(engine, result.id))
-    assert results[0] == results[1]
+        files.append(file_of(engine, result.id))
+    assert files[0] == files[1]
 
 
 def test_the_input_cache_drops_the_least_recently_stored_past_its_pixels(tmp_path, pipeline_cache):

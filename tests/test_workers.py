@@ -102,13 +102,13 @@ def meeting_point(workers, timeout=60):
     """Each worker's generation waits at a barrier for the other's: it only passes if both run at once."""
     both_running = threading.Barrier(len(workers), timeout=timeout)
     for worker in workers:
-        generate = worker.generate
+        generate = worker._generate  # the work of a run, on its own thread
 
         @functools.wraps(generate)
         def meet(*args, generate=generate, **kwargs):
             both_running.wait()
             return generate(*args, **kwargs)
-        worker.generate = meet
+        worker._generate = meet
 
 
 def test_two_device_entries_run_two_jobs_at_once_with_the_results_of_one(engine, tmp_path):
