@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tests.images import data_url, photo, rect_mask
+from tests.support.images import data_url, photo, rect_mask
 
 from . import models
 from .timing import Metric, interleaved, log, median_ratio, summary

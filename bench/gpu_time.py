@@ -46,7 +46,7 @@ from inpaint.catalog import Catalog
 from inpaint.families import GpuCost
 from inpaint.generate import Engine
 from inpaint.pipelines import PipelineCache
-from tests.images import data_url, photo, rect_mask
+from tests.support.images import data_url, photo, rect_mask
 
 from .timing import Metric, log
 

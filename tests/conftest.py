@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny models built once per test run, and one pipeline cache over them; the opt-in long runs."""
+"""Shared fixtures: tiny models built once per test run, and one pipeline cache over them; the engine and the API
+in front of it (tests/support); the opt-in long runs."""
 
 import os
 import shutil
@@ -7,8 +8,13 @@ from pathlib import Path
 
 import pytest
 
-# TestClient sends `Host: testserver`; by default the server answers loopback names only.
+# TestClient sends `Host: testserver`; by default the server answers loopback names only. Set before
+# the server's settings are first read (the fixtures below import them).
 os.environ.setdefault("INPAINT_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
+
+from tests.support.api import client, engine  # noqa: E402,F401 (fixtures for every test module)
+from tests.support.fuzz import api_schema  # noqa: E402,F401 (a fixture)
+from tests.support.store import store  # noqa: E402,F401 (a fixture)
 
 ARTIFACTS = Path(__file__).parent / ".artifacts"
 LONG_TESTS = os.environ.get("INPAINT_LONG_TESTS") == "1"

@@ -21,7 +21,7 @@ from inpaint.catalog import MODEL_TYPES, Catalog
 from inpaint.errors import RequestError
 from inpaint.families.classical import PatchMatch
 from inpaint.generate import Engine
-from tests.images import data_url
+from tests.support.images import data_url
 
 ROOT = Path(__file__).resolve().parents[1]
 CATALOG = Catalog.load()

@@ -21,7 +21,7 @@ from inpaint.generate import Engine
 from inpaint.jobs import Job, record, run_job
 from inpaint.pipelines import PipelineCache
 from inpaint.schema import SEED_MAX
-from tests.images import cmyk_profile, data_url, photo, rect_mask, srgb_profile
+from tests.support.images import cmyk_profile, data_url, photo, rect_mask, srgb_profile
 
 CATALOG = Catalog.load()
 

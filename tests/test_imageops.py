@@ -14,7 +14,7 @@ from PIL import Image
 
 from inpaint import imageops
 from inpaint.errors import RequestError
-from tests.images import cmyk_profile, srgb_profile
+from tests.support.images import cmyk_profile, srgb_profile
 
 
 def photo(w: int = 1024, h: int = 768, seed: int = 0) -> Image.Image:

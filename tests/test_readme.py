@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from inpaint.api import create_app
-from tests.images import rect_mask
-from tests.test_api import engine, serve  # noqa: F401 (fixture)
+from tests.support.images import rect_mask
+from tests.support.api import serve
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 # A real photograph shipped with a runtime dependency (no download), enlarged with grain to a 2 MB PNG.

@@ -21,7 +21,7 @@ from inpaint.errors import RequestError
 from inpaint.families.diffusion import Diffusers
 from inpaint.generate import Engine
 from inpaint.jobs import Job, record, run_job
-from tests.images import data_url, rect_mask
+from tests.support.images import data_url, rect_mask
 
 ROOT = Path(__file__).resolve().parents[1]
 CATALOG = Catalog.load()

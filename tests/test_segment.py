@@ -27,7 +27,7 @@ from inpaint.generate import Engine
 from inpaint.pipelines import ModelUnavailable, PipelineCache
 from inpaint.sam import Sam2Predictor
 from inpaint.segment import segment
-from tests.images import bomb_png, data_url, encoded, photo
+from tests.support.images import bomb_png, data_url, encoded, photo
 
 ROOT = Path(__file__).resolve().parents[1]
 CATALOG = Catalog.load()

@@ -25,35 +25,17 @@ from inpaint.catalog import Catalog
 from inpaint.errors import RequestError
 from inpaint.generate import Engine
 from inpaint.ui import device, examples, fields, handlers, masks, uploads
-from tests.images import as_url, bomb_png, encoded, photo, rect_mask
+from tests.support.images import as_url, bomb_png, encoded, photo, rect_mask
+from tests.support.studio import BOX, SIZE, handler, merged, painted
 from tests.timing import best_of_two, timed
 
 CATALOG = Catalog.load()
-SIZE = 128
-BOX = (40, 40, 88, 88)
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def handler(demo, name: str):
-    """One of the Blocks' event functions, by its Python name (the private ones have no API route)."""
-    for block_fn in demo.fns.values():
-        if getattr(block_fn.fn, "__name__", None) == name:
-            return block_fn.fn
-    raise LookupError(name)
-
-
-def painted(image: Image.Image, box=None) -> dict:
-    """The picture and the painter's value as the page hands them to the run: the picture's bytes (the page
-    sends a path in Gradio's cache), and the painter's PNG, opaque in `box`, as a data URL."""
-    layer = Image.new("RGBA", image.size, (0, 0, 0, 0))
-    if box:
-        layer.paste((255, 45, 85, 255), box)
-    return {"image": encoded(image.convert("RGB")), "sketch": as_url(encoded(layer))}
 
 
 def rotated_jpeg(displayed: Image.Image) -> bytes:
@@ -63,14 +45,6 @@ def rotated_jpeg(displayed: Image.Image) -> bytes:
     buffer = io.BytesIO()
     displayed.transpose(Image.Transpose.ROTATE_90).save(buffer, "JPEG", quality=95, exif=exif.tobytes())
     return buffer.getvalue()
-
-
-def merged(outputs: list[dict]) -> dict:
-    """The page after a stream of partial updates: each component's last value."""
-    page = {}
-    for out in outputs:
-        page.update(out)
-    return page
 
 
 def stream(demo, session="s1", **given) -> list[dict]:
