@@ -22,7 +22,7 @@ ORDER = ("startup", "classical_request_vs_limit", "classical_throughput_2048", "
          "batch_overhead", "compat_overhead", "engine_overhead", "rest_overhead",
          "image_size_scaling", "preview_overhead", "preview_vs_vae", "warm_cache", "memory_128", "outside_mask_drift",
          "region_resolution", "seam_delta_e", "multi_region_cost", "outside_mask_drift_modes", "gpu", "gpu_time_estimate_error", "workers_throughput", "ray_overhead",
-         "segment_second_click_ratio", "grabcut_iou")
+         "segment_second_click_ratio", "grabcut_iou", "huge_picture_refusal", "mask_grow_scaling")
 SCALE = ("workers_throughput", "ray_overhead")
 CLASSICAL = ("classical_request_vs_limit", "classical_throughput_2048", "patchmatch_large_vs_telea", "memory_rise_2048",
              "classical_quality", "cli_classical_overhead", "patchmatch_engine_overhead", "compat_overhead")
@@ -30,6 +30,8 @@ CLASSICAL = ("classical_request_vs_limit", "classical_throughput_2048", "patchma
 SEAMS = ("region_resolution", "seam_delta_e", "multi_region_cost", "outside_mask_drift_modes")
 # Selecting objects: their own models (SAM 2.1 tiny's size, GrabCut), not the timed benchmark model.
 SEGMENT = ("segment_second_click_ratio", "grabcut_iou")
+# What the guards against hostile input cost: no model at all.
+GUARDS = ("huge_picture_refusal", "mask_grow_scaling")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,8 +107,14 @@ def _run(quick: bool, selected: list[str], results: Path | None, *, full_table: 
                 from . import segment
 
                 record(name, lambda measure=getattr(segment, name): measure(profile, work_dir))
+        for name in GUARDS:
+            if name in selected:
+                from . import guards
+
+                record(name, lambda measure=getattr(guards, name): measure(profile, work_dir))
         # The other metrics time the loaded model; without them, nothing waits for it.
-        without_model = {"startup", *CLASSICAL, "batch_overhead", *SEAMS, *SEGMENT, "gpu_time_estimate_error", *SCALE}
+        without_model = {"startup", *CLASSICAL, "batch_overhead", *SEAMS, *SEGMENT, *GUARDS, "gpu_time_estimate_error",
+                         *SCALE}
         bench = metrics.Bench(profile, work_dir) if set(selected) - without_model else None
         if bench is not None:
             log.info("%s run; model %s loaded in %.1f s, ready after %.1f s", profile.name, models.MID_MODEL_ID,

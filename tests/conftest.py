@@ -14,6 +14,7 @@ os.environ.setdefault("INPAINT_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testse
 
 from tests.support.api import client, engine  # noqa: E402,F401 (fixtures for every test module)
 from tests.support.fuzz import api_schema  # noqa: E402,F401 (a fixture)
+from tests.support.images import decoded_sizes  # noqa: E402,F401 (a fixture)
 from tests.support.store import store  # noqa: E402,F401 (a fixture)
 
 ARTIFACTS = Path(__file__).parent / ".artifacts"

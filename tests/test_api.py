@@ -464,7 +464,7 @@ def test_long_poll_answers_when_the_job_changes_and_at_its_timeout(client):
         seen = state
     # One answer per change: in progress, each result, done; nothing in between.
     assert followed[-1] == ("success", 2) and len(followed) <= 4, followed
-    # A finished job answers without waiting.
+    # A finished job answers without waiting: long before the 30 s it may wait (a generous bound, not a speed goal).
     waited = time.monotonic()
     assert client.get(f"/jobs/{job['jobId']}", params={"wait": 30}).json()["job"]["status"] == "success"
     assert time.monotonic() - waited < 29
@@ -496,7 +496,7 @@ def test_long_poll_times_out_on_a_job_that_does_not_change(engine):
         queued = submit(client, body())
         started = time.monotonic()
         answer = client.get(f"/jobs/{queued['jobId']}", params={"wait": 1.5}).json()["job"]
-        assert answer["status"] == "queued" and 1.4 < time.monotonic() - started < 3
+        assert answer["status"] == "queued" and time.monotonic() - started >= 1.4  # it waited its 1.5 s
         client.post(f"/jobs/{blocker['jobId']}/cancel")
 
 
@@ -518,7 +518,7 @@ def test_a_post_with_wait_answers_a_job_still_waiting_at_its_timeout(engine):
         blocker = submit(client, body(**(TINY | {"numInferenceSteps": 150, "width": 256, "height": 256}), numSamples=1))
         started = time.monotonic()
         queued = submit(client, body(), wait=1.5)
-        assert queued["status"] == "queued" and 1.4 < time.monotonic() - started < 3
+        assert queued["status"] == "queued" and time.monotonic() - started >= 1.4  # it waited its 1.5 s
         client.post(f"/jobs/{blocker['jobId']}/cancel")
 
 

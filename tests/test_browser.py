@@ -277,7 +277,6 @@ def test_generate_says_what_is_missing_and_the_status_speaks_at_once(page, pictu
            ui_mask_preview_all_ms=[round(s["latency_ms"]) for s in strokes],
            ui_mask_preview_typed_s=round((typed["shown"] - typed["up"]) / 1000, 3),
            ui_uploads_per_stroke=max(s["uploads"] for s in strokes))
-    assert statistics.median(feedback) < 1000  # the goal is 300 ms; a shared machine gets slack
 
 
 def test_sketch_generate_stream_switch_model_and_error(page, picture, engine):

@@ -27,7 +27,6 @@ from inpaint.generate import Engine
 from inpaint.ui import device, examples, fields, handlers, masks, uploads
 from tests.support.images import as_url, bomb_png, encoded, photo, rect_mask
 from tests.support.studio import BOX, SIZE, handler, merged, painted
-from tests.timing import best_of_two, timed
 
 CATALOG = Catalog.load()
 
@@ -532,7 +531,6 @@ def test_a_prompt_longer_than_the_text_encoder_reads_is_warned_in_the_studio(dem
 
 # ---- uploads: decoded once, through the project's guards -----------------------------------------
 
-HUGE_REFUSED_S = 1.0  # a 13300x13300 PNG took 17 s and 2.8 GB when it was decoded before the guards
 
 
 LABELS = {"image": "Picture", "mask": "Mask file", "sketch": "Painted mask"}  # the page's words for the fields
@@ -566,7 +564,9 @@ def test_picture_and_mask_upload_hand_files_over_undecoded(demo, files, monkeypa
     assert uploads.upload_bytes(url, field="mask") == encoded(Image.new("L", (8, 8), 255))
 
 
-def test_huge_upload_is_refused_by_the_guard_in_under_a_second(demo, files):
+def test_huge_upload_is_refused_by_the_guard_undecoded(demo, files, decoded_sizes):
+    # A 13300x13300 PNG took 17 s and 2.8 GB when it was decoded before the guards (its speed now:
+    # `huge_picture_refusal` in bench/).
     huge, image, mask = str(files / "huge.png"), str(files / "image.png"), str(files / "mask.png")
     huge_url = as_url((files / "huge.png").read_bytes())
     cases = [(dict(image=huge, sketch=""), mask, guard_message(files / "huge.png", "image")),
@@ -577,11 +577,9 @@ def test_huge_upload_is_refused_by_the_guard_in_under_a_second(demo, files):
             with pytest.raises(Exception) as caught:
                 run(demo, picture, mask=mask_file)
             return caught.value
-        refusal, elapsed = best_of_two(lambda: timed(refuse), HUGE_REFUSED_S)
+        refusal = refuse()
         assert type(refusal).__name__ == "Error" and refusal.message == expected
-        assert elapsed < HUGE_REFUSED_S, f"{expected}: refused in {elapsed:.2f} s"
-    # The previews shown beside the picture simply show nothing, as fast.
-    started = time.monotonic()
+    # The previews shown beside the picture simply show nothing, and decode nothing either.
     ui = demo.studio.ui
     values = mask_inputs(ui, picture=huge)
     shown = handler(demo, "show_mask")(values)
@@ -591,7 +589,7 @@ def test_huge_upload_is_refused_by_the_guard_in_under_a_second(demo, files):
     shown = handler(demo, "show_mask")({**values, ui.picture: image, ui.painter: huge_url})
     assert shown[ui.mask_preview] is None and "Paint over" in shown[ui.reason]
     assert handler(demo, "follow_image")({ui.picture: huge, ui.model: "tiny-sd-1_5"})[ui.image_size] is None
-    assert time.monotonic() - started < HUGE_REFUSED_S
+    assert all(width * height <= imageops.MAX_PIXELS for width, height in decoded_sizes), decoded_sizes
 
 
 def test_studio_events_decode_only_with_room_in_the_pixel_budget(demo, files, monkeypatch):
@@ -692,7 +690,7 @@ def test_parameters_left_out_take_the_contracts_defaults(client, files):
     assert summary["input"]["numSamples"] == 1 and summary["input"]["prompt"] == "" and summary["warnings"] == []
 
 
-def test_client_huge_upload_is_refused_by_the_guard_in_under_a_second(client, files):
+def test_client_huge_upload_is_refused_by_the_guard_undecoded(client, files, decoded_sizes):
     args = dict(prompt="an apple", modelId="tiny-sd-1_5", numSamples=1, numInferenceSteps=2, randomizeSeed=False,
                 width=64, height=64, api_name="/inpaint")
     for background, mask, field in (("huge.png", "mask.png", "image"), ("image.png", "huge.png", "mask")):
@@ -701,9 +699,8 @@ def test_client_huge_upload_is_refused_by_the_guard_in_under_a_second(client, fi
                 client.predict(image=handle_file(str(files / background)), mask=handle_file(str(files / mask)),
                                **args)
             return caught.value
-        refusal, elapsed = best_of_two(lambda: timed(refuse), HUGE_REFUSED_S)
-        assert str(refusal) == guard_message(files / "huge.png", field)
-        assert elapsed < HUGE_REFUSED_S, f"{field}: refused in {elapsed:.2f} s"
+        assert str(refuse()) == guard_message(files / "huge.png", field)
+    assert all(width * height <= imageops.MAX_PIXELS for width, height in decoded_sizes), decoded_sizes
 
 
 def test_client_rotated_jpeg_is_repainted_as_it_is_shown(client, files):
