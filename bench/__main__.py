@@ -1,7 +1,8 @@
 """`python -m bench [--quick] [--only NAME,...]`: one JSON line per metric on stdout, logs on stderr.
 
-The full run also writes bench/results.md. Exit status 1 when a metric could not be measured (an error,
-not a missed goal).
+Every run keeps the figures it measured in bench/results.json (a metric it could not measure keeps its figure)
+and rewrites bench/results.md from them. Exit status 1 when a metric could not be measured (an error, not a
+missed goal).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller sizes and fewer rounds: under a minute")
     parser.add_argument("--only", default="", help=f"comma-separated metrics to run, of: {', '.join(ORDER)}")
     parser.add_argument("--results", type=Path, default=None,
-                        help="where the full run writes its table (default bench/results.md)")
+                        help="the table to write (default bench/results.md), its figures beside it as .json")
     args = parser.parse_args(argv)
     only = [name for name in args.only.split(",") if name]
     unknown = sorted(set(only) - set(ORDER))
@@ -49,12 +50,13 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="bench: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll otherwise
+    command = "python -m bench" + " --quick" * args.quick + (f" --only {','.join(only)}" if only else "")
     # Libraries may print; stdout carries the JSON lines only.
     with contextlib.redirect_stdout(sys.stderr):
-        return _run(args.quick, selected, args.results, full_table=not only)
+        return _run(args.quick, selected, args.results, command)
 
 
-def _run(quick: bool, selected: list[str], results: Path | None, *, full_table: bool) -> int:
+def _run(quick: bool, selected: list[str], results: Path | None, command: str) -> int:
     # The metric modules are imported where they are used: a GPU machine may lack the server's packages.
     from . import metrics, models, report
     from .timing import Metric, emit, log
@@ -161,11 +163,10 @@ def _run(quick: bool, selected: list[str], results: Path | None, *, full_table: 
 
     seconds = time.perf_counter() - started
     log.info("%s run done in %.0f s", profile.name, seconds)
-    if not quick and full_table:
-        path = results or report.RESULTS
-        report.write(done, report.machine(), profile=profile.name, seconds=seconds,
-                     load=f"{load_start:.2f} / {os.getloadavg()[0]:.2f}", path=path)
-        log.info("wrote %s", path)
+    results = results or report.RESULTS
+    run = report.run(command, seconds=seconds, load=f"{load_start:.2f} / {os.getloadavg()[0]:.2f}")
+    report.record(done, run, figures=results.with_suffix(".json"), results=results)
+    log.info("wrote %s", results)
     return 1 if failed else 0
 
 
