@@ -24,6 +24,8 @@ LONG_TESTS = os.environ.get("INPAINT_LONG_TESTS") == "1"
 def pytest_configure(config):
     config.addinivalue_line("markers", "long: minutes-long hardening runs (the big load, the long fuzz); "
                                        "skipped unless INPAINT_LONG_TESTS=1")
+    config.addinivalue_line("markers", "figure: draws a picture the README shows, into a git-ignored folder unless "
+                                       "`python -m bench.figures` runs it")
     config.addinivalue_line("markers", "torch: needs torch and the diffusion libraries (the others run without them)")
 
 

@@ -34,9 +34,9 @@ from inpaint import api, assets, imageops, pipelines, web_security
 from inpaint.api import create_app
 from inpaint.assets import AssetStore
 from inpaint.jobs import INTERRUPTED
-from tests.support.images import bomb_png, data_url, encoded, photo, rect_mask
 from tests.support.api import BAD_BODIES, FINAL, KEY, TINY, assert_error, b64_url, body, listed_ids, submit, wait
 from tests.support.fuzz import CHECKS, RUNS
+from tests.support.images import bomb_png, data_url, encoded, photo, rect_mask
 from tests.support.servers import loopback_socket, server_env, start_server, stop_server
 
 LONG = pytest.mark.long  # skipped unless INPAINT_LONG_TESTS=1 (tests/conftest.py)

@@ -21,6 +21,7 @@ from inpaint.errors import RequestError
 from inpaint.families.diffusion import Diffusers
 from inpaint.generate import Engine
 from inpaint.jobs import Job, record, run_job
+from tests.support.figures import figure_path
 from tests.support.images import data_url, rect_mask
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -427,9 +428,10 @@ def marked(image: Image.Image, mask: Image.Image, colour=(255, 45, 85)) -> Image
 
 
 def save_figure(figure: Image.Image, name: str) -> None:
-    figure.save(ROOT / "tests" / "screenshots" / name, optimize=True)
+    figure.save(figure_path(name), optimize=True)
 
 
+@pytest.mark.figure  # draws a README picture: `python -m bench.figures`
 def test_the_readme_figures_are_drawn_by_the_engine(engine, monkeypatch):
     """One picture per new field, each made through the engine on a photograph from scikit-image's data folder."""
     # Regions: two marks far apart, each filled in its own crop (the boxes the job lists, drawn in).

@@ -28,8 +28,8 @@ from inpaint.api import AssetFileResponse, create_app
 from inpaint.jobs import INTERRUPTED
 from inpaint.server import server_config
 from inpaint.web_security import HEADER_TIMEOUT_S, MAX_AUTH_FAILURES, HeaderTimeoutProtocol
-from tests.support.images import as_url, data_url, encoded, photo, rect_mask
 from tests.support.api import FINAL, KEY, assert_error, body
+from tests.support.images import as_url, data_url, encoded, photo, rect_mask
 from tests.support.servers import REPO, loopback_socket, server_env, start_server, stop_server
 
 SECRET_ENV = "INPAINT_TEST_SECRET"  # a marker in the server's environment: /proc/self/environ must not leak it
