@@ -12,8 +12,8 @@ import pytest
 # the server's settings are first read (the fixtures below import them).
 os.environ.setdefault("INPAINT_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
 
+from inpaint.assets import AssetStore  # noqa: E402
 from tests.support.api import client, engine  # noqa: E402,F401 (fixtures for every test module)
-from tests.support.fuzz import api_schema  # noqa: E402,F401 (a fixture)
 from tests.support.images import decoded_sizes  # noqa: E402,F401 (a fixture)
 from tests.support.store import store  # noqa: E402,F401 (a fixture)
 
@@ -55,3 +55,20 @@ def pipeline_cache(models_dir):
 
     # Room for the three tiny families, so tests never reload one another's pipelines.
     return PipelineCache(Catalog.load(), models_dir, max_pipelines=3, device="cpu")
+
+
+@pytest.fixture
+def api_schema(tmp_path, pipeline_cache):
+    """The API's OpenAPI schema as schemathesis reads it from a live app (tests/support/fuzz.py)."""
+    import schemathesis
+    from fastapi.testclient import TestClient
+
+    from inpaint.api import create_app
+    from inpaint.catalog import Catalog
+    from inpaint.generate import Engine
+
+    fuzzed = Engine(Catalog.load(), AssetStore(tmp_path / "data"), pipeline_cache)
+    app = create_app(fuzzed, api_key=None, max_queue=4, with_ui=False)
+    with TestClient(app):  # runs the lifespan: the job worker is live while the fuzzer calls the app
+        yield schemathesis.openapi.from_asgi("/openapi.json", app)
+    fuzzed.store.close()
