@@ -394,7 +394,7 @@ def test_grow_dilates_by_exactly_grow_pixels():
     assert np.count_nonzero(out_np) == 20 * 20 + 6 * 6
 
 
-def test_grow_on_a_large_mask_grows_its_box():  # its speed: `mask_grow_4096` in bench/
+def test_grow_on_a_large_mask_grows_its_box():  # its speed: `mask_grow_scaling` in bench/
     mask_np = np.zeros((4096, 4096), np.uint8)
     mask_np[1000:3000, 1200:1400] = 255
     out = imageops.prepare_mask(Image.fromarray(mask_np, "L"), (4096, 4096), grow=64)[0]
