@@ -1,7 +1,8 @@
 """`python -m bench [--quick] [--only NAME,...]`: one JSON line per metric on stdout, logs on stderr.
 
-The full run also writes bench/results.md. Exit status 1 when a metric could not be measured (an error,
-not a missed goal).
+Every run keeps the figures it measured in bench/results.json (a metric it could not measure keeps its figure)
+and rewrites bench/results.md from them. Exit status 1 when a metric could not be measured (an error, not a
+missed goal).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ ORDER = ("startup", "classical_request_vs_limit", "classical_throughput_2048", "
          "batch_overhead", "compat_overhead", "engine_overhead", "rest_overhead",
          "image_size_scaling", "preview_overhead", "preview_vs_vae", "warm_cache", "memory_128", "outside_mask_drift",
          "region_resolution", "seam_delta_e", "multi_region_cost", "outside_mask_drift_modes", "gpu", "gpu_time_estimate_error", "workers_throughput", "ray_overhead",
-         "segment_second_click_ratio", "grabcut_iou")
+         "segment_second_click_ratio", "grabcut_iou", "huge_picture_refusal", "mask_grow_scaling")
 SCALE = ("workers_throughput", "ray_overhead")
 CLASSICAL = ("classical_request_vs_limit", "classical_throughput_2048", "patchmatch_large_vs_telea", "memory_rise_2048",
              "classical_quality", "cli_classical_overhead", "patchmatch_engine_overhead", "compat_overhead")
@@ -30,6 +31,8 @@ CLASSICAL = ("classical_request_vs_limit", "classical_throughput_2048", "patchma
 SEAMS = ("region_resolution", "seam_delta_e", "multi_region_cost", "outside_mask_drift_modes")
 # Selecting objects: their own models (SAM 2.1 tiny's size, GrabCut), not the timed benchmark model.
 SEGMENT = ("segment_second_click_ratio", "grabcut_iou")
+# What the guards against hostile input cost: no model at all.
+GUARDS = ("huge_picture_refusal", "mask_grow_scaling")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller sizes and fewer rounds: under a minute")
     parser.add_argument("--only", default="", help=f"comma-separated metrics to run, of: {', '.join(ORDER)}")
     parser.add_argument("--results", type=Path, default=None,
-                        help="where the full run writes its table (default bench/results.md)")
+                        help="the table to write (default bench/results.md), its figures beside it as .json")
     args = parser.parse_args(argv)
     only = [name for name in args.only.split(",") if name]
     unknown = sorted(set(only) - set(ORDER))
@@ -47,12 +50,13 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="bench: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll otherwise
+    command = "python -m bench" + " --quick" * args.quick + (f" --only {','.join(only)}" if only else "")
     # Libraries may print; stdout carries the JSON lines only.
     with contextlib.redirect_stdout(sys.stderr):
-        return _run(args.quick, selected, args.results, full_table=not only)
+        return _run(args.quick, selected, args.results, command)
 
 
-def _run(quick: bool, selected: list[str], results: Path | None, *, full_table: bool) -> int:
+def _run(quick: bool, selected: list[str], results: Path | None, command: str) -> int:
     # The metric modules are imported where they are used: a GPU machine may lack the server's packages.
     from . import metrics, models, report
     from .timing import Metric, emit, log
@@ -105,8 +109,14 @@ def _run(quick: bool, selected: list[str], results: Path | None, *, full_table: 
                 from . import segment
 
                 record(name, lambda measure=getattr(segment, name): measure(profile, work_dir))
+        for name in GUARDS:
+            if name in selected:
+                from . import guards
+
+                record(name, lambda measure=getattr(guards, name): measure(profile, work_dir))
         # The other metrics time the loaded model; without them, nothing waits for it.
-        without_model = {"startup", *CLASSICAL, "batch_overhead", *SEAMS, *SEGMENT, "gpu_time_estimate_error", *SCALE}
+        without_model = {"startup", *CLASSICAL, "batch_overhead", *SEAMS, *SEGMENT, *GUARDS, "gpu_time_estimate_error",
+                         *SCALE}
         bench = metrics.Bench(profile, work_dir) if set(selected) - without_model else None
         if bench is not None:
             log.info("%s run; model %s loaded in %.1f s, ready after %.1f s", profile.name, models.MID_MODEL_ID,
@@ -153,11 +163,10 @@ def _run(quick: bool, selected: list[str], results: Path | None, *, full_table: 
 
     seconds = time.perf_counter() - started
     log.info("%s run done in %.0f s", profile.name, seconds)
-    if not quick and full_table:
-        path = results or report.RESULTS
-        report.write(done, report.machine(), profile=profile.name, seconds=seconds,
-                     load=f"{load_start:.2f} / {os.getloadavg()[0]:.2f}", path=path)
-        log.info("wrote %s", path)
+    results = results or report.RESULTS
+    run = report.run(command, seconds=seconds, load=f"{load_start:.2f} / {os.getloadavg()[0]:.2f}")
+    report.record(done, run, figures=results.with_suffix(".json"), results=results)
+    log.info("wrote %s", results)
     return 1 if failed else 0
 
 

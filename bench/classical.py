@@ -31,7 +31,7 @@ from inpaint.catalog import Catalog
 from inpaint.generate import Engine
 from inpaint.pipelines import PipelineCache
 from inpaint.events import results
-from tests.images import data_url
+from tests.support.images import data_url
 
 from . import photos
 from .timing import Metric, interleaved, log, median_ratio, summary

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from inpaint.events import Failed, Progress
-from tests.images import data_url, photo, rect_mask
+from tests.support.images import data_url, photo, rect_mask
 
 from . import models
 from .timing import Metric, interleaved, log, median_ratio, summary

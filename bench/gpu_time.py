@@ -47,7 +47,7 @@ from inpaint.families import GpuCost
 from inpaint.generate import Engine
 from inpaint.pipelines import PipelineCache
 from inpaint.events import results
-from tests.images import data_url, photo, rect_mask
+from tests.support.images import data_url, photo, rect_mask
 
 from .timing import Metric, log
 

@@ -53,7 +53,7 @@ def _child(params: dict) -> dict:
     sys.path.insert(0, str(REPO))
     from bench import models
     from inpaint.events import results
-    from tests.images import data_url, photo, rect_mask
+    from tests.support.images import data_url, photo, rect_mask
 
     side, samples = params["side"], params["samples"]
     data_dir = Path(tempfile.mkdtemp(prefix="memory-", dir=models.CACHE_DIR))

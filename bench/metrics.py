@@ -19,7 +19,7 @@ from inpaint import families, imageops, pipelines
 from inpaint.jobs import Job, run_job
 from inpaint.previews import latents_to_preview
 from inpaint.events import results
-from tests.images import data_url, photo, rect_mask
+from tests.support.images import data_url, photo, rect_mask
 
 from . import memory, models
 from .timing import Metric, interleaved, median_ratio, median_time, summary

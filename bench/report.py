@@ -1,7 +1,8 @@
-"""bench/results.md: the machine, the versions, the date and one table row per metric."""
+"""bench/results.md, written from bench/results.json: the latest figure of each metric, the run it came from (date,\nmachine, versions), how the figures are made."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import sys
@@ -13,6 +14,8 @@ from . import models
 from .timing import Metric
 
 RESULTS = Path(__file__).with_name("results.md")
+FIGURES = Path(__file__).with_name("results.json")
+DETAIL_CHARS = 160  # a table cell: the whole detail is in FIGURES
 # The studio in a browser (tests/test_browser.py) and load, faults and hostile input (tests/test_hardening.py)
 # are measured by tests; their figures are kept here and printed below the benchmark's table, so one page holds
 # every figure.
@@ -49,12 +52,15 @@ METHOD = f"""\
 - `region_resolution`, `seam_delta_e`, `multi_region_cost`, `outside_mask_drift_modes`: the shipped tiny and
   classical models through the engine, on photographs that scikit-image ships (see `bench/seams.py`).
 - Peak memory is the `ru_maxrss` of a fresh child process per configuration.
+- `huge_picture_refusal` and `mask_grow_scaling` (`bench/guards.py`): what the guards against hostile input cost,
+  in one process: a 13300x13300 PNG refused by its header against a 1x1 PNG refused once decoded (REST, a
+  TestClient), and a 4096x4096 mask grown by 64 px against by 8 px.
 - `workers_throughput` and `ray_overhead` (`bench/scale.py`) time the tiny SD 1.5 of the catalog with torch on one
   thread per worker: a job queue over two local workers (two engines on the CPU, `INPAINT_DEVICES=cpu,cpu`) or two
   Ray actors of a local cluster (`num_cpus=1` each), against one; and one request through a Ray actor against the
   local engine. On a shared machine other work takes cores from them: the load average is in the header.
-- Run `python -m bench` to rewrite this file; `python -m bench --quick` prints the same metrics in under a minute
-  (smaller sizes, fewer rounds) and leaves it alone.
+- `python -m bench` measures every metric; `--quick` the same metrics at smaller sizes and fewer rounds (its
+  rows say so in their run's command); `--only a,b` those named. Each run replaces the figures it measured.
 """
 
 
@@ -78,7 +84,8 @@ def _memory_gb() -> str:
     return "?"
 
 
-def machine() -> dict[str, str]:
+def run(command: str, *, seconds: float, load: str) -> dict[str, str]:
+    """What the table says of a run: its date (which names it), command, length, load, machine and versions."""
     import torch
 
     versions = {}
@@ -87,11 +94,15 @@ def machine() -> dict[str, str]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = "-"
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
     return {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": f"{_cpu_model()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, RAM {_memory_gb()}",
-        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "none",
-        "os": f"{platform.system()} {platform.release()}, Python {sys.version.split()[0]}",
+        "command": command,
+        "minutes": round(seconds / 60, 1),
+        "load": load,
+        "machine": f"{_cpu_model()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, RAM "
+                   f"{_memory_gb()}; GPU: {gpu}; {platform.system()} {platform.release()}, Python "
+                   f"{sys.version.split()[0]}",
         "versions": ", ".join(f"{name} {version}" for name, version in versions.items()),
     }
 
@@ -100,27 +111,63 @@ def _cell(text: object) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def write(metrics: list[Metric], info: dict[str, str], *, profile: str, seconds: float, load: str,
-          path: Path = RESULTS) -> None:
+def brief(detail: str, limit: int = DETAIL_CHARS) -> str:
+    """The start of a metric's detail for the table: whole up to `limit` characters, else cut at the last clause
+    (or word) that fits. The whole detail stays in the figures file."""
+    if len(detail) <= limit:
+        return detail
+    head = detail[:limit]
+    for mark in ("; ", ": ", ", ", " "):
+        cut = head.rfind(mark)
+        if cut > limit // 2:
+            return head[:cut].rstrip(" ,;:") + " …"
+    return head + " …"
+
+
+def load(path: Path = FIGURES) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {"runs": {}, "metrics": {}}
+
+
+def record(metrics: list[Metric], run: dict[str, str], *, figures: Path = FIGURES, results: Path = RESULTS) -> None:
+    """Keeps each measured metric's figure (one not measured, an error, keeps the figure it had), drops the runs
+    no figure comes from any more, and rewrites the table from what is kept."""
+    kept = load(figures)
+    measured = {m.metric: {**m.to_json(), "run": run["date"]} for m in metrics if m.value is not None}
+    if measured:
+        kept["runs"][run["date"]] = run
+        kept["metrics"].update({name: {k: v for k, v in figure.items() if k != "metric"}
+                                for name, figure in measured.items()})
+    used = {figure["run"] for figure in kept["metrics"].values()}
+    kept["runs"] = {date: info for date, info in sorted(kept["runs"].items()) if date in used}
+    figures.write_text(json.dumps(kept, indent=1, ensure_ascii=False) + "\n")
+    results.write_text(markdown(kept))
+
+
+def markdown(kept: dict) -> str:
+    """bench/results.md: the runs the figures come from, then one row per metric, then how they are made and the
+    figures the tests measure."""
     verdict = {True: "yes", False: "**no**", None: "-"}
+    names = {date: chr(ord("A") + index) for index, date in enumerate(kept["runs"])}
     lines = [
         "# Benchmark results",
         "",
-        f"`python -m bench` ({profile} run, {seconds / 60:.1f} min), {info['date']}.",
+        f"Written by `python -m bench` (and `--quick`, `--only ...`): each run replaces the figures it measured in "
+        f"[`{FIGURES.name}`]({FIGURES.name}), which holds every metric's whole detail, and rewrites this page from it. "
+        f"Earlier figures: `git log -p bench/{FIGURES.name}`.",
         "",
-        f"- Machine: {info['cpu']}; GPU: {info['gpu']}; {info['os']}",
-        f"- Load average (1 min) at the start and the end: {load}",
-        f"- Versions: {info['versions']}",
-        "",
-        "| metric | value | unit | goal | holds | detail |",
-        "|---|---|---|---|---|---|",
+        "| run | date | command | minutes | load (1 min, start / end) | machine | versions |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for m in metrics:
-        value = "null" if m.value is None else m.value
-        lines.append(f"| `{m.metric}` | {value} | {_cell(m.unit)} | {_cell(m.goal)} | {verdict[m.holds()]} | "
-                     f"{_cell(m.detail)} |")
+    for date, run in kept["runs"].items():
+        lines.append(f"| {names[date]} | {date} | `{_cell(run['command'])}` | {run['minutes']} | {run['load']} | "
+                     f"{_cell(run['machine'])} | {_cell(run['versions'])} |")
+    lines += ["", "| metric | value | unit | goal | holds | run | detail |", "|---|---|---|---|---|---|---|"]
+    for name, figure in kept["metrics"].items():
+        holds = Metric(name, figure["value"], figure["goal"], figure["unit"], figure["detail"]).holds()
+        lines.append(f"| `{name}` | {figure['value']} | {_cell(figure['unit'])} | {_cell(figure['goal'])} | "
+                     f"{verdict[holds]} | {names[figure['run']]} | {_cell(brief(figure['detail']))} |")
     lines += ["", METHOD]
     for section in (STUDIO, HARDENING):
         if section.exists():
             lines += [section.read_text().strip(), ""]
-    path.write_text("\n".join(lines))
+    return "\n".join(lines)

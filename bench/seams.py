@@ -16,7 +16,7 @@ from inpaint.events import Regions, Result, results
 from inpaint.families.diffusion import Diffusers
 from inpaint.generate import Engine
 from inpaint.pipelines import PipelineCache
-from tests.images import data_url, rect_mask
+from tests.support.images import data_url, rect_mask
 
 from . import models, photos
 from .timing import Metric, interleaved, median_ratio, summary

@@ -19,7 +19,7 @@ from inpaint.families import Prompt
 from inpaint.generate import Engine
 from inpaint.pipelines import PipelineCache
 from inpaint.segment import segment
-from tests.images import data_url
+from tests.support.images import data_url
 
 from . import models, photos
 from .timing import Metric, interleaved, median_ratio, summary

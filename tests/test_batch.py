@@ -16,7 +16,7 @@ from skimage import data as photos
 from inpaint import batch
 from inpaint.api import create_app
 from inpaint.runs import Local
-from tests.test_api import KEY, engine, serve  # noqa: F401 (fixture)
+from tests.support.api import KEY, serve
 
 ROOT = Path(__file__).resolve().parents[1]
 # Real photographs from scikit-image's data folder, cropped small: the classical models fill them in a blink.

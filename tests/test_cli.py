@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tests.images import data_url, photo, rect_mask
+from tests.support.images import data_url, photo, rect_mask
 
 ROOT = Path(__file__).resolve().parents[1]
 

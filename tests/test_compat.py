@@ -17,8 +17,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from inpaint.api import create_app
-from tests.images import data_url, encoded, photo, rect_mask
-from tests.test_api import KEY, body, engine, make_engine, serve  # noqa: F401 (fixture)
+from tests.support.api import KEY, body, make_engine, serve
+from tests.support.images import data_url, encoded, photo, rect_mask
 
 BOX = (40, 30, 80, 60)  # the hole, in a 128x96 photo
 SEAM = 8  # a diffusion model's seam band: the mask grows by it before the merge

@@ -22,7 +22,8 @@ from inpaint.errors import RequestError
 from inpaint.families.classical import PatchMatch
 from inpaint.generate import Engine
 from inpaint.events import results
-from tests.images import data_url
+from tests.support.figures import figure_path
+from tests.support.images import data_url
 
 ROOT = Path(__file__).resolve().parents[1]
 CATALOG = Catalog.load()
@@ -329,6 +330,7 @@ def test_cli_runs_patchmatch_without_a_prompt(tmp_path):
     assert json.loads(done.stdout)["status"] == "success" and len(list((tmp_path / "out").glob("*.png"))) == 1
 
 
+@pytest.mark.figure  # draws a README picture: `python -m bench.figures`
 def test_patchmatch_continues_texture_where_telea_blurs_and_the_readme_shows_it(engine):
     """On a brick wall with a hole, PatchMatch's fill has the wall's fine detail and OpenCV's has little; the
     figure in the README (original, hole, Telea, PatchMatch) is made here by the engine."""
@@ -352,4 +354,4 @@ def test_patchmatch_continues_texture_where_telea_blurs_and_the_readme_shows_it(
     figure = Image.new("RGB", (4 * 256 + 3 * 8, 256), "white")
     for i, image in enumerate([wall, marked, fills["opencv-telea"], fills["patchmatch"]]):
         figure.paste(image, (i * 264, 0))
-    figure.save(ROOT / "tests" / "screenshots" / "patchmatch-vs-telea.png", optimize=True)
+    figure.save(figure_path("patchmatch-vs-telea.png"), optimize=True)

@@ -21,7 +21,8 @@ from inpaint.generate import Engine
 from inpaint.jobs import Job, record, run_job
 from inpaint.pipelines import PipelineCache
 from inpaint.schema import SEED_MAX
-from tests.images import cmyk_profile, data_url, photo, rect_mask, srgb_profile
+from tests.support.catalog import one_model_per_family, tiny_diffusion_ids
+from tests.support.images import cmyk_profile, data_url, photo, rect_mask, srgb_profile
 
 CATALOG = Catalog.load()
 
@@ -228,7 +229,7 @@ def tiny_body(model_id="tiny-sd-1_5", size=(96, 80), **fields):
     return body(image, mask, modelId=model_id, **fields)
 
 
-@pytest.mark.parametrize("model_id", ["tiny-sd-1_5", "tiny-sd-xl", "tiny-flux.1"])
+@pytest.mark.parametrize("model_id", tiny_diffusion_ids())
 def test_every_family_merges_bit_exact_outside_the_mask(engine, model_id):
     extra = {"width": 512, "height": 512} if model_id == "tiny-sd-xl" else {}
     request, [result] = run(engine, tiny_body(model_id, **extra))
@@ -275,7 +276,7 @@ def test_same_request_twice_gives_identical_bytes(engine):
     assert engine.store.file_path(first.id).read_bytes() == engine.store.file_path(second.id).read_bytes()
 
 
-@pytest.mark.parametrize("model_id", ["tiny-sd-1_5", "tiny-sd-xl", "tiny-flux.1"])
+@pytest.mark.parametrize("model_id", tiny_diffusion_ids())
 def test_sample_i_of_a_batch_equals_a_single_run_with_seed_plus_i(engine, model_id):
     # Without colour matching: its gain may scale the batch's one-level numeric difference (tests/test_seams.py).
     size = {"width": 512, "height": 512, "colorMatch": "none"} if model_id == "tiny-sd-xl" else {"colorMatch": "none"}
@@ -409,14 +410,6 @@ def two_marks(width: int, height: int) -> Image.Image:
     mask.paste(255, (60, 60, 100, 100))
     mask.paste(255, (178, 60, 218, 100))
     return mask
-
-
-def one_model_per_family() -> list[str]:
-    ids = {}
-    for entry in CATALOG.entries():  # derived from the catalog: a new family is covered once it has an entry offline
-        if entry.availability() == "offline" and not entry.epochs and not entry.family.selects:
-            ids.setdefault(entry.family.name, entry.id)
-    return sorted(ids.values())
 
 
 @pytest.mark.parametrize("model_id", one_model_per_family())

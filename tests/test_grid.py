@@ -18,7 +18,7 @@ from inpaint.api import create_app
 from inpaint.client import Remote
 from inpaint.errors import RequestError
 from inpaint.runs import Local
-from tests.test_api import engine, serve  # noqa: F401 (fixture)
+from tests.support.api import serve
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = np.array(sheet.PAPER)

@@ -5,7 +5,6 @@ import io
 import struct
 import subprocess
 import sys
-import time
 import zlib
 
 import numpy as np
@@ -14,7 +13,7 @@ from PIL import Image
 
 from inpaint import imageops
 from inpaint.errors import RequestError
-from tests.images import cmyk_profile, srgb_profile
+from tests.support.images import cmyk_profile, srgb_profile
 
 
 def photo(w: int = 1024, h: int = 768, seed: int = 0) -> Image.Image:
@@ -149,13 +148,12 @@ def test_animated_images_rejected(fmt):
     (7000, 7000, "49.0 MP"),  # under Pillow's limit, over ours
     (9000, 100, "9000x100 px"),
 ])
-def test_decompression_bomb_rejected_from_header(w, h, needle):
+def test_decompression_bomb_rejected_from_header(w, h, needle, decoded_sizes):
     data = bomb_png(w, h)
     assert len(data) < 200
-    start = time.perf_counter()
     rejects("image", lambda: imageops.load_image(data, field="image"), needle)
     rejects("mask", lambda: imageops.load_mask(data, field="mask"))
-    assert time.perf_counter() - start < 0.5
+    assert decoded_sizes == []
 
 
 def test_pillow_refuses_a_bomb_anywhere_in_the_process_once_imageops_is_imported():
@@ -396,12 +394,10 @@ def test_grow_dilates_by_exactly_grow_pixels():
     assert np.count_nonzero(out_np) == 20 * 20 + 6 * 6
 
 
-def test_grow_is_fast_on_large_masks():
+def test_grow_on_a_large_mask_grows_its_box():  # its speed: `mask_grow_scaling` in bench/
     mask_np = np.zeros((4096, 4096), np.uint8)
     mask_np[1000:3000, 1200:1400] = 255
-    start = time.perf_counter()
     out = imageops.prepare_mask(Image.fromarray(mask_np, "L"), (4096, 4096), grow=64)[0]
-    assert time.perf_counter() - start < 3
     assert imageops.mask_bbox(out) == (1136, 936, 1464, 3064)
 
 

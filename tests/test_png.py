@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from inpaint import assets, png
-from tests.images import srgb_profile
+from tests.support.images import srgb_profile
 
 PHOTO = Path(gradio.__file__).parent / "media_assets" / "images" / "cheetah.jpg"  # a real photograph, shipped
 

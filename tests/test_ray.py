@@ -16,8 +16,8 @@ from inpaint.catalog import Catalog
 from inpaint.events import Done, Failed, Preview, Progress, Result, Warned
 from inpaint.generate import Engine
 from inpaint.pipelines import PipelineCache
-from tests.queues import run_jobs, started_queue
-from tests.test_workers import tiny_body
+from tests.support.queues import run_jobs, started_queue
+from tests.support.workers import tiny_body
 
 pytestmark = pytest.mark.torch
 CATALOG = Catalog.load()

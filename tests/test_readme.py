@@ -14,8 +14,9 @@ import pytest
 from PIL import Image
 
 from inpaint.api import create_app
-from tests.images import rect_mask
-from tests.test_api import engine, serve  # noqa: F401 (fixture)
+from tests.support.api import serve
+from tests.support.figures import figure_path
+from tests.support.images import rect_mask
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 # A real photograph shipped with a runtime dependency (no download), enlarged with grain to a 2 MB PNG.
@@ -57,6 +58,7 @@ def batch_and_grid_script() -> str:
     return "\n".join(line[4:] for line in section.splitlines() if line.startswith("    "))
 
 
+@pytest.mark.figure  # draws a README picture: `python -m bench.figures`
 def test_the_readme_batch_and_grid_commands_make_its_contact_sheet(tmp_path):
     env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "PYTHONPATH": str(README.parent),
            "INPAINT_DATA_DIR": str(tmp_path / "data"), "HF_HUB_OFFLINE": "1"}
@@ -71,3 +73,4 @@ def test_the_readme_batch_and_grid_commands_make_its_contact_sheet(tmp_path):
     assert len(cells) == 6 and all(cell["status"] == "success" for cell in cells)
     # The README's picture is this sheet (its times aside): the same layout.
     assert Image.open(tmp_path / "grid" / "grid.png").size == Image.open(SHEET).size
+    shutil.copyfile(tmp_path / "grid" / "grid.png", figure_path(SHEET.name))

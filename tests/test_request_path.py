@@ -20,7 +20,7 @@ from inpaint.catalog import Catalog
 from inpaint.families.diffusion import Diffusers
 from inpaint.generate import Engine
 from inpaint.events import Result, results
-from tests.images import as_url, cmyk_profile, encoded, photo, rect_mask, srgb_profile
+from tests.support.images import as_url, cmyk_profile, encoded, photo, rect_mask, srgb_profile
 
 CATALOG = Catalog.load()
 ORIENTATION = 0x0112  # the EXIF tag
@@ -376,7 +376,7 @@ def test_a_failed_write_fails_the_generation_and_keeps_the_results_stored_before
 
 
 def test_disk_full_while_a_job_stores_a_result_fails_it_and_keeps_the_results_before(engine, monkeypatch):
-    from tests.test_api import TINY, assert_error, body, submit, wait
+    from tests.support.api import TINY, assert_error, body, submit, wait
 
     written = []
 

@@ -11,22 +11,15 @@ from types import SimpleNamespace
 import pytest
 
 from inpaint import assets, jobs, settings
-from inpaint.assets import AssetStore, new_id
+from inpaint.assets import new_id
 from inpaint.errors import RequestError
 from inpaint.events import Done, Failed, Preview, Result
 from inpaint.jobs import Job, JobQueue, record, run_job
-from tests.test_assets import files_of, noise, saved_job, stored_files
+from tests.support.store import files_of, noise, saved_job, stored_files
 
 DAY = 24 * 60 * 60
 LONG_AGO = "2020-01-01T00:00:00.000Z"
 LONG_AGO_S = datetime(2020, 1, 1, tzinfo=timezone.utc).timestamp()
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = AssetStore(tmp_path / "data")
-    yield s
-    s.close()
 
 
 @contextmanager

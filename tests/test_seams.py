@@ -22,11 +22,12 @@ from inpaint.families.diffusion import Diffusers
 from inpaint.generate import Engine
 from inpaint.jobs import Job, record, run_job
 from inpaint.events import Regions, results
-from tests.images import data_url, rect_mask
+from tests.support.catalog import one_model_per_family
+from tests.support.figures import figure_path
+from tests.support.images import data_url, rect_mask
 
 ROOT = Path(__file__).resolve().parents[1]
 CATALOG = Catalog.load()
-FAMILY_MODELS = ["opencv-telea", "patchmatch", "tiny-lama", "tiny-mi-gan", "tiny-sd-1_5", "tiny-sd-xl", "tiny-flux.1"]
 MODES = [{"colorMatch": "none"}, {"colorMatch": "mean-std"}, {"colorMatch": "histogram"}, {"maskMode": "soft"},
          {"outpaint": {"left": 24, "right": 0, "top": 16, "bottom": 8}},
          {"maskMode": "soft", "colorMatch": "histogram", "outpaint": {"right": 32}}]
@@ -86,7 +87,7 @@ def stored_mask(engine: Engine, request) -> np.ndarray:
 
 # ---- every mode on every family ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("model_id", FAMILY_MODELS)
+@pytest.mark.parametrize("model_id", one_model_per_family())
 @pytest.mark.parametrize("mode", MODES, ids=lambda mode: "-".join(f"{k}={v}" for k, v in mode.items()))
 def test_every_mode_on_every_family_keeps_the_original_bit_exact_outside_the_mask(engine, model_id, mode):
     image, mask = chelsea(), ellipse_mask((160, 120), (50, 30, 100, 80))
@@ -423,9 +424,10 @@ def marked(image: Image.Image, mask: Image.Image, colour=(255, 45, 85)) -> Image
 
 
 def save_figure(figure: Image.Image, name: str) -> None:
-    figure.save(ROOT / "tests" / "screenshots" / name, optimize=True)
+    figure.save(figure_path(name), optimize=True)
 
 
+@pytest.mark.figure  # draws a README picture: `python -m bench.figures`
 def test_the_readme_figures_are_drawn_by_the_engine(engine, monkeypatch):
     """One picture per new field, each made through the engine on a photograph from scikit-image's data folder."""
     # Regions: two marks far apart, each filled in its own crop (the boxes the job lists, drawn in).

@@ -27,7 +27,8 @@ from inpaint.generate import Engine
 from inpaint.pipelines import ModelUnavailable, PipelineCache
 from inpaint.sam import Sam2Predictor
 from inpaint.segment import segment
-from tests.images import bomb_png, data_url, encoded, photo
+from tests.support.figures import figure_path
+from tests.support.images import bomb_png, data_url, encoded, photo
 
 ROOT = Path(__file__).resolve().parents[1]
 CATALOG = Catalog.load()
@@ -391,6 +392,7 @@ def readme_commands() -> str:
 
 
 @pytest.mark.skipif(not shutil.which("jq"), reason="the README's commands use jq")
+@pytest.mark.figure  # draws a README picture: `python -m bench.figures`
 def test_the_readme_selects_the_rocket_and_removes_it(tmp_path):
     env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "INPAINT_DATA_DIR": str(tmp_path / "data"),
            "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
@@ -422,4 +424,4 @@ def test_the_readme_selects_the_rocket_and_removes_it(tmp_path):
     figure = Image.new("RGB", (3 * tiles[0].width + 2 * 8, tiles[0].height), "white")
     for index, tile in enumerate(tiles):
         figure.paste(tile, (index * (tile.width + 8), 0))
-    figure.save(ROOT / "tests" / "screenshots" / "select-box-remove.png", optimize=True)
+    figure.save(figure_path("select-box-remove.png"), optimize=True)

@@ -8,15 +8,18 @@ import pytest
 
 from inpaint import ui
 from inpaint.assets import AssetStore
+from inpaint.catalog import Catalog
 from inpaint.events import Done, Failed, Preview, Waiting
 from inpaint.generate import Engine
 from inpaint.jobs import QueueFull
 from inpaint.pipelines import PipelineCache
 from inpaint.workers import local_workers
-from tests.images import photo
-from tests.queues import run_jobs, started_queue
-from tests.test_ui import BOX, SIZE, handler, merged, painted
-from tests.test_workers import CATALOG, meeting_point, tiny_body
+from tests.support.images import photo
+from tests.support.queues import run_jobs, started_queue
+from tests.support.studio import BOX, SIZE, handler, merged, painted
+from tests.support.workers import meeting_point, tiny_body
+
+CATALOG = Catalog.load()
 
 
 @pytest.fixture

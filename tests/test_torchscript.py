@@ -7,7 +7,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -255,12 +254,10 @@ def _closed_port():
         return s.getsockname()[1]
 
 
-def test_an_unreachable_url_fails_fast_and_says_what_it_needs(tmp_path):
+def test_an_unreachable_url_fails_saying_what_it_needs(tmp_path):
     url = f"http://127.0.0.1:{_closed_port()}/x.pt"
-    start = time.monotonic()
     with pytest.raises(ModelUnavailable, match="needs a download of .*x.pt and network access") as raised:
         torchscript.weights_file("lama", url, "0" * 32, tmp_path, timeout_s=2)
-    assert time.monotonic() - start < 5
     assert f"put the file at {tmp_path / 'x.pt'} by hand" in str(raised.value)
     assert list(tmp_path.iterdir()) == []
 
@@ -269,11 +266,10 @@ def test_a_server_that_never_answers_times_out(tmp_path):
     with socket.socket() as silent:  # listens, so the connect succeeds, but never says a word
         silent.bind(("127.0.0.1", 0))
         silent.listen()
-        start = time.monotonic()
+        # Without the timeout this would wait for ever: ending with the error is the test.
         with pytest.raises(ModelUnavailable, match="needs a download"):
             torchscript.weights_file("lama", f"http://127.0.0.1:{silent.getsockname()[1]}/x.pt", "0" * 32, tmp_path,
                                      timeout_s=0.5)
-        assert time.monotonic() - start < 3
 
 
 def test_offline_refuses_at_once(server, tmp_path, monkeypatch):

@@ -210,7 +210,7 @@ def space(models_dir, tmp_path, monkeypatch):
 
 
 def _request(engine, model_id: str, **extra):
-    from tests.images import data_url, photo, rect_mask
+    from tests.support.images import data_url, photo, rect_mask
 
     body = {"modelId": model_id, "prompt": "a boat", "image": data_url(photo(64, 64)),
             "mask": data_url(rect_mask(64, 64, (16, 16, 48, 48))), "width": 64, "height": 64,
@@ -292,7 +292,7 @@ def test_rest_refuses_models_with_weights_on_zerogpu_and_stores_nothing(tmp_path
     from inpaint.catalog import Catalog
     from inpaint.generate import Engine
     from inpaint.pipelines import PipelineCache
-    from tests.images import data_url, photo, rect_mask
+    from tests.support.images import data_url, photo, rect_mask
 
     monkeypatch.setattr(zerogpu, "is_zerogpu", lambda: True)
     catalog = Catalog.load()

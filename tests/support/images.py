@@ -1,4 +1,4 @@
-"""Test pictures made here: photo-like images, rectangular masks, data URLs."""
+"""Test pictures made here: photo-like images, rectangular masks, data URLs; and the pictures Pillow decodes."""
 
 import base64
 import functools
@@ -8,7 +8,8 @@ import struct
 import zlib
 
 import numpy as np
-from PIL import Image, ImageCms
+import pytest
+from PIL import Image, ImageCms, ImageFile
 
 
 def photo(width: int, height: int, seed: int = 0) -> Image.Image:
@@ -88,3 +89,18 @@ def bomb_png(width: int, height: int) -> bytes:
     idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)) + \
         chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+@pytest.fixture
+def decoded_sizes(monkeypatch) -> list[tuple[int, int]]:
+    """The size of every picture Pillow decodes while the test runs, in any thread: a guard that refuses a
+    picture by its header leaves no trace here, however long the machine takes."""
+    sizes = []
+    load = ImageFile.ImageFile.load
+
+    def recorded(image):
+        if image.tile:  # pixels still to decode
+            sizes.append(image.size)
+        return load(image)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", recorded)
+    return sizes
