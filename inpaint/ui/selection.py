@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import weakref
 from collections import OrderedDict
 from pathlib import Path
 
 import gradio as gr
+
 from .. import imageops
 from ..catalog import Catalog
 from ..errors import RequestError
@@ -68,7 +70,7 @@ class StoredPictures:
                 self._ids.popitem(last=False)
 
 
-_STORED: dict[int, StoredPictures] = {}  # per engine
+_STORED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # engine -> its StoredPictures
 
 
 def select(engine, picture, *, model_id, points=None, box=None, text=None) -> Segmented:
@@ -78,7 +80,7 @@ def select(engine, picture, *, model_id, points=None, box=None, text=None) -> Se
     if picture is None:
         raise RequestError("image", "upload or paste a picture first")
     data = upload_bytes(picture, field="image")
-    stored = _STORED.setdefault(id(engine), StoredPictures())
+    stored = _STORED.setdefault(engine, StoredPictures())
     image, digest = stored.image_of(engine.store, data)
     body = {"image": image, "modelId": model_id, "points": [] if points is None else points}
     if box is not None:
