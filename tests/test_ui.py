@@ -681,7 +681,7 @@ def test_a_rotated_jpeg_is_repainted_as_it_is_shown(demo, engine, files):
 
 def test_only_the_generation_is_public_with_the_contracts_parameter_names(client):
     api = client.view_api(return_format="dict", print_info=False)
-    assert set(api["named_endpoints"]) == {"/inpaint"} and not api["unnamed_endpoints"]
+    assert set(api["named_endpoints"]) == {"/inpaint", "/segment"} and not api["unnamed_endpoints"]
     names = {p["parameter_name"] for p in api["named_endpoints"]["/inpaint"]["parameters"]}
     assert {"image", "mask", "prompt", "negativePrompt", "modelId", "modelEpoch", "baseModelId", "seed",
             "strength", "guidance", "numInferenceSteps", "numSamples", "width", "height", "scheduler",

@@ -15,11 +15,11 @@ import gradio as gr
 from .. import settings
 from ..generate import Engine
 from ..jobs import JobQueue
-from . import device, handlers
+from . import compare, device, handlers, selection
 from .examples import make_examples
 from .fields import FIELDS, OUTPAINT_SIDES, api_function
 from .handlers import KEEP_FILES_S, Studio
-from .layout import PAINTER_LOAD_JS, build_layout
+from .layout import PAINTER_LOAD_JS, SELECTION_LANDS_JS, build_layout
 from .uploads import deliver_files
 
 
@@ -117,12 +117,33 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
         on(ui.use_input.click, handlers.keep_editing, {ui.session},
            [ui.picture, ui.painter, ui.mask_upload, ui.mask_preview, ui.session])
 
+        # The Select tool: select.js puts each gesture's request in the selector's value, and lands the answer
+        # the selection receives. /segment is the same selection for API callers (no page event: its parameters
+        # are never shown).
+        on(ui.selector.change, selection.select_on_page, {ui.picture, ui.selector, ui.select_model}, ui.selection,
+           trigger_mode="always_last", concurrency_id="inpaint-select", concurrency_limit=SELECTIONS_AT_ONCE)
+        on(ui.select_text.submit, selection.select_by_text, {ui.picture, ui.select_text, ui.select_model},
+           ui.selection, concurrency_id="inpaint-select", show_progress="minimal")
+        ui.selection.change(None, ui.selection, None, js=SELECTION_LANDS_JS, **PRIVATE)
+        ui.select_model.change(bind(selection.follow_selector, studio), ui.select_model, ui.select_text, **PRIVATE)
+        gr.on([], bind(selection.segment_api, studio),
+              [ui.picture, ui.segment_points, ui.segment_box, ui.select_text, ui.select_model],
+              [ui.segment_mask, ui.segment_score], api_name="segment", concurrency_id="inpaint-select")
+        # Compare settings: a run per value, each its own job, as many at once as runs.
+        on(ui.compare_btn.click, compare.compare,
+           {*(ui[f.component] for f in FIELDS), ui.session, ui.compare_field, ui.compare_values},
+           [ui.gallery, ui.download, ui.status, ui.params], concurrency_id="inpaint-device",
+           concurrency_limit=len(jobs.workers) if jobs else 1)
+
     demo.studio = studio  # its components by name, for tests and for code that extends the page
     demo.queue(max_size=max_queue, default_concurrency_limit=4)
     return demo
 
 
 PRIVATE = {"api_visibility": "private", "show_progress": "hidden"}
+# Selections run beside the generations (not on the device lock: see inpaint.segment); GrabCut takes a core for
+# about half a second, so a few at once keep clicks answering without starving a run.
+SELECTIONS_AT_ONCE = 2
 # What follows the model: the fields table's rows that depend on it, and the ranges, choices and LoRA parts.
 FOLLOWED = ("guidance", "width", "height", "scheduler", "base_model", "model_epoch", "negative_strength",
             "concept_pick", "concept_box", "concepts", "num_samples", "steps", "strength", "negative_prompt",

@@ -21,6 +21,10 @@ CONCEPT_HEADERS = ["concept", "scale", "epoch"]
 MAX_CONCEPTS = 8  # the request's own limit
 PROMPT_HINT = "What to paint in the masked area"
 OUTPAINT_SIDES = ("left", "right", "top", "bottom")
+# The fields the "Compare settings" panel varies (inpaint.ui.compare), as the page names them.
+COMPARED = (("Strength", "strength"), ("Guidance", "guidance"), ("Steps", "numInferenceSteps"), ("Seed", "seed"),
+            ("Model", "modelId"), ("Colour match", "colorMatch"), ("Prompt", "prompt"))
+VALUES_HINT = "Comma-separated, e.g. 0.5, 0.7, 0.9 (a value with a comma in double quotes)"
 INTEGER_FIELDS = ("numSamples", "numInferenceSteps", "width", "height", "seed")  # sliders hand floats
 
 

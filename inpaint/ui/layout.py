@@ -10,16 +10,19 @@ import gradio as gr
 from ..catalog import Catalog
 from ..schema import OUTPAINT_MAX_PX
 from .fields import (
+    COMPARED,
     CONCEPT_HEADERS,
     DEFAULT_STEPS,
     DEFAULT_STRENGTH,
     OUTPAINT_SIDES,
     PROMPT_HINT,
+    VALUES_HINT,
     concept_choices,
     model_info,
     model_label,
 )
 from .masks import MASK_OVERLAY_RGB
+from .selection import SELECT_HINT, best_selector, reads_text, selector_choices
 
 PICTURE_HEIGHT_PX = 560  # the photo should fill its box, not sit at 60% of it
 
@@ -48,13 +51,23 @@ CSS = """
 /* A phone: a shorter picture box (a landscape photo letterboxed in 560 px is mostly empty), tools on two lines. */
 @media (max-width: 640px) {
   #inpaint-picture { height: 380px !important; }
-  #inpaint-painter button { padding: 2px 7px; }
-  #inpaint-painter input[type=range] { width: 80px; }
+  #inpaint-painter button { padding: 2px 5px; }
+  #inpaint-painter input[type=range] { width: 48px; }
 }
 #inpaint-model ul.options { min-width: 100%; width: max-content; max-width: 90vw; }
 /* A streaming output keeps gradio's accent border, not its endless pulse: repainted every frame by a browser
    without a GPU, it competes with the run for the CPU the whole time (the status line says the run goes on). */
 .generating { animation: none !important; }
+""" + """
+/* The Select tool (select.js): its model, text box and status line, shown while it is chosen; the box being drawn. */
+#inpaint-select-row, #inpaint-selector { display: none; }
+.inpaint-select-status { margin: 0; color: var(--body-text-color-subdued); }
+.inpaint-select-status[data-busy=true]::before { content: ""; display: inline-block; width: 0.8em; height: 0.8em;
+  margin-right: 6px; vertical-align: -1px; border: 2px solid var(--color-accent); border-right-color: transparent;
+  border-radius: 50%; animation: inpaint-spin 0.8s linear infinite; }
+@keyframes inpaint-spin { to { transform: rotate(360deg); } }
+#inpaint-select-box { position: absolute; display: none; pointer-events: none; z-index: 2;
+                      border: 2px dashed #fff; box-shadow: 0 0 0 1px rgba(0, 0, 0, 0.6); }
 """
 
 
@@ -67,6 +80,8 @@ BRUSH_COLOUR = "#{:02x}{:02x}{:02x}".format(*MASK_OVERLAY_RGB)  # the preview ti
 PAINTER_HTML = f"""<div class="inpaint-tools" role="toolbar" aria-label="Mask painting">
   <button type="button" data-tool="brush" aria-pressed="true" title="Paint what should change">Brush</button>
   <button type="button" data-tool="eraser" aria-pressed="false" title="Take paint away">Eraser</button>
+  <button type="button" data-tool="select" aria-pressed="false"
+    title="Click an object to select it (Alt-click or right-click removes, drag a box)">Select</button>
   <label title="Brush size ([ and ])">Size <input type="range" min="4" max="200" value="{BRUSH_SIZE}"
     aria-label="Brush size"><output>{BRUSH_SIZE}</output></label>
   <button type="button" data-action="undo" title="Undo (Ctrl+Z)">Undo</button>
@@ -77,6 +92,10 @@ PAINTER_HTML = f"""<div class="inpaint-tools" role="toolbar" aria-label="Mask pa
 PAINTER_JS = ((Path(__file__).parent / "painter.js").read_text()
               .replace("BRUSH_STEP", str(BRUSH_STEP)).replace("ORIGINAL_KEY", f'"{ORIGINAL_KEY}"')
               .replace("BRUSH_COLOUR", f'"{BRUSH_COLOUR}"'))
+# The Select tool (select.js, kept apart from the painter's own code): its status line under the toolbar.
+SELECTOR_HTML = f"""<p class="inpaint-select-status" role="status" aria-live="polite">{SELECT_HINT}</p>"""
+SELECT_JS = (Path(__file__).parent / "select.js").read_text()
+SELECTION_LANDS_JS = "(value) => { window.inpaintSelect && window.inpaintSelect.land(value); }"
 # A mask the server sets (an example's, an imported file's, none for a new picture) reaches the canvas.
 PAINTER_LOAD_JS = "(value) => { window.inpaintPainter && window.inpaintPainter.load(value); }"
 
@@ -125,6 +144,7 @@ def build_layout(catalog: Catalog, default_id: str, deliver_files) -> Layout:
             # Its value is the painted mask as a PNG data URL ("" before a stroke); painter.js draws it.
             ui.painter = gr.HTML("", label="Painted mask", html_template=PAINTER_HTML, js_on_load=PAINTER_JS,
                                  apply_default_css=False, elem_id="inpaint-painter")
+            build_select_row(ui, catalog)
             ui.prompt = gr.Textbox(label="Prompt", lines=2, placeholder=PROMPT_HINT, elem_id="inpaint-prompt")
             with gr.Row():
                 # Greyed until there is a picture and something to repaint (the line under it says what is missing).
@@ -234,4 +254,37 @@ def build_layout(catalog: Catalog, default_id: str, deliver_files) -> Layout:
                                                type="array", column_count=3, label="Concepts (scale -2..2)",
                                                interactive=True, elem_id="inpaint-concepts")
                     ui.clear_concepts = gr.Button("Clear concepts", size="sm")
+            build_compare_panel(ui)
     return ui
+
+
+def build_select_row(ui: Layout, catalog: Catalog) -> None:
+    """The Select tool's model, its text box (text models) and its status line, shown while the tool is chosen
+    (select.js); the selector's value carries each gesture's request to the server, the selection its answer."""
+    default = best_selector(catalog)
+    with gr.Row(equal_height=True, elem_id="inpaint-select-row"):
+        ui.select_model = gr.Dropdown(choices=selector_choices(catalog), value=default, label="Select with",
+                                      allow_custom_value=True, scale=2, min_width=160, elem_id="inpaint-select-model")
+        ui.select_text = gr.Textbox(label="Select", placeholder="What to select, in words: the cat, all cups",
+                                    scale=3, min_width=160, visible=reads_text(catalog, default),
+                                    elem_id="inpaint-select-text")
+    ui.selector = gr.HTML(None, html_template=SELECTOR_HTML, js_on_load=SELECT_JS, apply_default_css=False,
+                          elem_id="inpaint-selector")
+    # The answer to a gesture, for select.js to land: in the page (so its change event runs), never seen.
+    ui.selection = gr.HTML(None, html_template="", js_on_load=None, apply_default_css=False, visible="hidden",
+                           elem_id="inpaint-selection")
+    # The public /segment endpoint's own parameters and answers (never shown: the page speaks through the selector).
+    ui.segment_points = gr.JSON(None, visible=False, label="points")
+    ui.segment_box = gr.JSON(None, visible=False, label="box")
+    ui.segment_mask = gr.Image(None, type="filepath", format="png", visible=False, label="mask")
+    ui.segment_score = gr.Number(None, visible=False, label="score")
+
+
+def build_compare_panel(ui: Layout) -> None:
+    """Compare settings: one run per value of a field, drawn as one labelled sheet in the gallery."""
+    with gr.Accordion("Compare settings", open=False, elem_id="inpaint-compare-settings"):
+        ui.compare_field = gr.Dropdown(choices=list(COMPARED), value="strength", label="Field",
+                                       elem_id="inpaint-compare-field")
+        ui.compare_values = gr.Textbox(label="Values", placeholder="0.5, 0.7, 0.9", info=VALUES_HINT,
+                                       elem_id="inpaint-compare-values")
+        ui.compare_btn = gr.Button("Generate the comparison", elem_id="inpaint-compare-generate")

@@ -12,11 +12,16 @@ const ring = document.createElement("div");  // the brush's outline under the po
 ring.id = "inpaint-brush-ring";
 const size = element.querySelector("input[type=range]");
 let picture = null, shownSource = null, base = null, exported = props.value || "";
-let erasing = false, operations = [], undone = [], stroke = null;
+let tool = "brush", operations = [], undone = [], stroke = null;
 
 const paint = (operation) => {
     if (operation.clear) {
         context.clearRect(0, 0, canvas.width, canvas.height);
+        return;
+    }
+    if (operation.layer) {  // a selection (select.js): its mask, already in the brush's colour
+        context.globalCompositeOperation = "source-over";
+        context.drawImage(operation.layer, 0, 0, canvas.width, canvas.height);
         return;
     }
     const [first, ...rest] = operation.points;
@@ -33,7 +38,9 @@ const redraw = () => {
     context.globalCompositeOperation = "source-over";
     context.clearRect(0, 0, canvas.width, canvas.height);
     if (base) context.drawImage(base, 0, 0);
-    operations.forEach(paint);
+    // A selection refined by a further click replaces the one before it (Undo brings that one back).
+    const replaced = new Set(operations.map((operation) => operation.replaces));
+    operations.filter((operation) => !replaced.has(operation)).forEach(paint);
 };
 const commit = () => {
     exported = base || operations.length ? canvas.toDataURL("image/png") : "";
@@ -108,7 +115,15 @@ const load = (value) => {
     };
     layer.src = value;
 };
-window.inpaintPainter = {load};
+// What the Select tool (select.js) works with: the canvas, a pointer's place in the picture's pixels, the last
+// operation (a selection it refines), and adding one (a selection landing, undone like a stroke).
+const add = (operation) => {
+    operations.push(operation);
+    undone = [];
+    redraw();
+    commit();
+};
+window.inpaintPainter = {load, canvas, at: (event) => at(event), last: () => operations[operations.length - 1], add};
 
 // Strokes, in the picture's pixels: the brush's size is what the ring shows on screen.
 const at = (event) => {
@@ -118,16 +133,17 @@ const at = (event) => {
 const showRing = (event) => {
     const box = canvas.getBoundingClientRect(), parent = canvas.offsetParent.getBoundingClientRect();
     const diameter = +size.value;
-    Object.assign(ring.style, {display: event.clientX >= box.left && event.clientX <= box.right ? "block" : "none",
+    const over = tool !== "select" && event.clientX >= box.left && event.clientX <= box.right;
+    Object.assign(ring.style, {display: over ? "block" : "none",
                                width: diameter + "px", height: diameter + "px",
                                left: event.clientX - parent.left - diameter / 2 + "px",
                                top: event.clientY - parent.top - diameter / 2 + "px"});
 };
 canvas.addEventListener("pointerdown", (event) => {
-    if (event.button !== 0) return;
+    if (event.button !== 0 || tool === "select") return;  // the Select tool's gestures are select.js's
     canvas.setPointerCapture(event.pointerId);
     const box = canvas.getBoundingClientRect();
-    stroke = {points: [at(event)], width: +size.value * canvas.width / box.width, erase: erasing};
+    stroke = {points: [at(event)], width: +size.value * canvas.width / box.width, erase: tool === "eraser"};
     paint(stroke);
     event.preventDefault();
 });
@@ -169,18 +185,21 @@ const clear = () => {
     redraw();
     commit();
 };
-const choose = (eraser) => {
-    erasing = eraser;
+const choose = (name) => {
+    tool = name;
+    canvas.style.cursor = name === "select" ? "crosshair" : "";
     for (const button of element.querySelectorAll("[data-tool]")) {
-        button.setAttribute("aria-pressed", String((button.dataset.tool === "eraser") === eraser));
+        button.setAttribute("aria-pressed", String(button.dataset.tool === name));
     }
+    document.dispatchEvent(new CustomEvent("inpaint-tool", {detail: name}));
 };
 const resize = (step) => {
     size.value = Math.min(+size.max, Math.max(+size.min, +size.value + step));
     size.dispatchEvent(new Event("input", {bubbles: true}));
 };
 const original = (held) => { canvas.style.visibility = held ? "hidden" : ""; };
-const actions = {brush: () => choose(false), eraser: () => choose(true), undo, redo, clear};
+const actions = {brush: () => choose("brush"), eraser: () => choose("eraser"), select: () => choose("select"),
+                 undo, redo, clear};
 element.addEventListener("click", (event) => {
     const button = event.target.closest("button");
     if (button) actions[button.dataset.tool || button.dataset.action]?.();
