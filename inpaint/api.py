@@ -454,7 +454,8 @@ async def _upload_body(request: Request) -> AssetUpload:
 
 def upload_asset(request: Request, engine: EngineDep, upload: Annotated[AssetUpload, Depends(_upload_body)]) -> dict:
     """Store an image; it can then be used as `image`/`imageId` or `maskId` of a request."""
-    asset = engine.upload(upload.image, hide=upload.hide, parent_id=upload.parent_id)
+    asset = engine.upload(imageops.decode_data_url(upload.image, field="image"), hide=upload.hide,
+                          parent_id=upload.parent_id)
     return {"asset": _asset_out(request, asset, False)}
 
 

@@ -262,12 +262,11 @@ class Engine:
                                warnings=warnings)
             yield _Checked(req, resolved, sources, image, as_sent, raw_mask, mask)
 
-    def upload(self, data_url: str, *, hide: bool = False, parent_id: str | None = None) -> Asset:
-        """Store an uploaded image as an asset. Alpha is kept: as a mask (`maskId`) it is what counts; as an
+    def upload(self, data: bytes, *, hide: bool = False, parent_id: str | None = None) -> Asset:
+        """Store an uploaded image file as an asset. Alpha is kept: as a mask (`maskId`) it is what counts; as an
         input image it is flattened on white when a request uses it. So the file is stored as received when
         it decodes to RGB or RGBA as it stands (see _stored_as_sent), else re-encoded as the RGBA or the
         flattened RGB that is kept."""
-        data = imageops.decode_data_url(data_url, field="image")
         with self.decoding.hold(imageops.declared_pixels(data)):
             decoded = imageops.open_image(data, field="image")
             as_sent = _stored_as_sent(data, decoded, alpha=True)

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+from . import imageops
 from .errors import RequestError
 from .schema import parse_request
 
@@ -82,7 +83,7 @@ class Local:
         return {entry.id for entry in self.engine.catalog.entries()}
 
     def upload(self, data_url: str) -> str:
-        return self.engine.upload(data_url).id
+        return self.engine.upload(imageops.decode_data_url(data_url, field="image")).id
 
     def cancel(self) -> None:
         pass  # one request at a time, on the caller's thread: an interrupt there closes its stream

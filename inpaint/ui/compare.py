@@ -11,15 +11,17 @@ import time
 from pathlib import Path
 
 import gradio as gr
+from PIL import Image
 
 from .. import grid, sheet
 from ..assets import new_id
-from ..errors import JobCanceled, RequestError
+from ..errors import RequestError
+from ..events import Failed, Result
 from ..runs import Outcome
 from ..schema import SEED_MAX
 from . import device
 from .fields import COMPARED, FIELDS, VALUES_HINT
-from .handlers import Studio, decoding, failure_message, plain, request_body
+from .handlers import Studio, decoding, failure_message, plain, run_inputs
 
 MAX_VALUES = 12  # each value is a whole run: a dozen already takes a while on a GPU, and a sheet a dozen wide
 
@@ -65,49 +67,50 @@ def cells_of(studio: Studio, base: dict, axis: grid.Axis) -> list[grid.Cell]:
         raise RequestError("compare", f"{field_name(axis.field)}: {exc.message}") from None
 
 
-def base_request(studio: Studio, values: dict, state: dict, axis: grid.Axis) -> dict:
-    """The page's request with one result per cell and, unless the seed is what varies, one seed for all: the cells
-    differ by the compared setting alone."""
-    with decoding(studio, values.get("image"), values.get("sketch"), values.get("mask")):
-        body, _ = request_body(studio, values, state)
+def base_request(studio: Studio, values: dict, state: dict,
+                 axis: grid.Axis) -> tuple[dict, bytes | None, Image.Image | None]:
+    """The page's request with one result per cell and, unless the seed is what varies, one seed for all (the cells
+    differ by the compared setting alone); with the picture's file and the drawn mask, as a run takes them."""
+    with decoding(studio, None, values.get("sketch"), values.get("mask")):
+        body, picture, mask, _ = run_inputs(studio, values, state)
+    if mask is None and "outpaint" not in body:  # said once for the panel, not by each cell
+        raise RequestError("mask", "mask is empty: paint the area to repaint")
     body.update(numSamples=1, intermediateImages=False)
     if axis.field != "seed" and "seed" not in body:
         body["seed"] = random.randint(0, SEED_MAX)
-    return body
+    return body, picture, mask
 
 
-def run_cell(studio: Studio, body: dict, cell: grid.Cell, out: Path, cancel: threading.Event) -> dict:
+def run_cell(studio: Studio, body: dict, mask: Image.Image | None, cell: grid.Cell, out: Path,
+             cancel: threading.Event) -> dict:
     """One cell's request, run to its end as the studio runs one (through the job queue when the server has one);
     its line as results.jsonl words it, its result copied into `out`."""
     started = time.perf_counter()
     try:
-        resolved = studio.engine.prepare({**body, **cell.values})
+        resolved = studio.engine.prepare({**body, **cell.values}, mask=mask)
     except RequestError as exc:
         return {"cell": dict(cell.settings), **Outcome.refused(exc, time.perf_counter() - started).to_json()}
     outcome = Outcome("success", 0.0, warnings=list(resolved.warnings), input=resolved.to_json())
-    seams: dict[str, dict] = {}
     run_key = new_id("run")
-    device._CANCELS[run_key] = cancel  # the studio's Stop reaches the run wherever it runs
+    device.CANCELS[run_key] = cancel  # the studio's Stop reaches the run wherever it runs
     try:
-        stream = device.studio_events(studio.jobs, studio.engine_key, resolved, run_key, str(studio.files_dir))
-        for kind, value in stream:
-            if kind == "seam":
-                seams[value[0]] = value[1]
-            elif kind == "result":
-                name = f"cell-{cell.index:03d}-{value.seed}.png"
-                shutil.copyfile(studio.engine.store.file_path(value.id, original=True), out / name)
+        events = device.studio_events(studio.jobs, studio.engine_key, resolved, run_key)
+        for event in events:
+            if isinstance(event, Result):
+                name = f"cell-{cell.index:03d}-{event.asset.seed}.png"
+                shutil.copyfile(studio.engine.store.file_path(event.asset.id, original=True), out / name)
                 outcome.files.append(name)
-                outcome.seeds.append(value.seed)
-                outcome.seam_reports.append(seams.get(value.id))
-            if cancel.is_set():
-                stream.close()  # stops the generation within a step
-                raise JobCanceled()
-    except JobCanceled:
-        outcome.status, outcome.error = "canceled", "stopped"
-    except Exception as exc:  # noqa: BLE001  (the cell fails alone, in the sheet's words)
-        outcome.status, outcome.error = "failure", failure_message(studio, exc)
+                outcome.seeds.append(event.asset.seed)
+                outcome.seam_reports.append(event.seam_report)
+            elif isinstance(event, Failed) and event.kind == "canceled":
+                outcome.status, outcome.error = "canceled", "stopped"
+            elif isinstance(event, Failed):  # the cell fails alone, in the sheet's words
+                outcome.status, outcome.error = "failure", failure_message(studio, event)
+            if cancel.is_set() and outcome.status == "success":
+                events.close()  # stops the generation within a step
+                outcome.status, outcome.error = "canceled", "stopped"
     finally:
-        device._CANCELS.pop(run_key, None)
+        device.CANCELS.pop(run_key, None)
     outcome.seconds = time.perf_counter() - started
     return {"cell": dict(cell.settings), **outcome.to_json()}
 
@@ -122,13 +125,13 @@ def compare(studio: Studio, values: dict, request: gr.Request | None = None):
         raise gr.Error("A run is going in this page: Stop ends it", title="Compare settings")
     try:
         axis = axis_of(values[ui.compare_field], values[ui.compare_values])
-        body = base_request(studio, by_param, dict(values[ui.session] or {}), axis)
+        body, picture, mask = base_request(studio, by_param, dict(values[ui.session] or {}), axis)
         cells = cells_of(studio, body, axis)
     except RequestError as exc:
         words = exc.message if exc.field == "compare" else plain(studio, exc)
         raise gr.Error(f"Compare settings: {words}", title="Please check") from None
-    if body["image"].startswith("data:"):  # stored once for every cell
-        body["image"] = studio.engine.upload(body["image"], hide=True).id
+    if picture is not None:  # stored once for every cell
+        body["image"] = studio.engine.upload(picture, hide=True).id
     out = studio.files_dir / new_id("compare")
     out.mkdir(parents=True)
     cancel = threading.Event()
@@ -142,7 +145,7 @@ def compare(studio: Studio, values: dict, request: gr.Request | None = None):
                 lines.append({"cell": dict(cell.settings), **Outcome("canceled", 0.0, error="stopped").to_json()})
                 continue
             yield {ui.status: f"**Comparing** {title} · {cell.settings[0][1]} ({cell.index + 1} of {len(cells)})"}
-            lines.append(run_cell(studio, body, cell, out, cancel))
+            lines.append(run_cell(studio, body, mask, cell, out, cancel))
             yield drawn(studio, axis, lines, cells, out, title, done=False)
     finally:
         if key and studio.running.get(key) is cancel:
