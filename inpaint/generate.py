@@ -281,7 +281,7 @@ class Engine:
                                            data=mask_file).id
             self.inputs.put(image_asset_id, image)
             self.inputs.put(mask_asset_id, mask)
-        return dataclasses.replace(checked.resolved, image_asset_id=image_asset_id, mask_asset_id=mask_asset_id)
+        return checked.resolved.model_copy(update={"image_asset_id": image_asset_id, "mask_asset_id": mask_asset_id})
 
     @contextmanager
     def _checked(self, body: object) -> Iterator[_Checked]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from inpaint import zerogpu
-from inpaint.errors import JobCanceled, RequestError
+from inpaint.errors import JobCanceled, ModelUnavailable, RequestError
 
 FAMILIES = ["sd-1_5", "sd-xl", "flux.1"]
 
@@ -94,7 +94,6 @@ def test_preload_ids_start_with_the_default_model(monkeypatch):
 
 def test_errors_cross_the_boundary_as_plain_data_and_come_back_as_themselves():
     from inpaint.ui import device as ui
-    from inpaint.pipelines import ModelUnavailable
 
     for exc in (RequestError("modelId", "no such model", status=404), ModelUnavailable("m", "needs the Hub"),
                 JobCanceled(), KeyError("x")):
@@ -266,15 +265,12 @@ def test_a_model_not_placed_at_startup_loads_in_the_call_and_says_so(space, tmp_
 
 @pytest.mark.torch
 def test_an_error_in_the_call_comes_back_as_its_own_class(space, tmp_path, monkeypatch):
-    from dataclasses import replace
-
     from inpaint.ui import device as ui
-    from inpaint.pipelines import ModelUnavailable
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the worker inherits it: a Hub model is unavailable at once
     engine, key, _ = space
-    request = replace(_request(engine, "tiny-sd-1_5", numSamples=1), model_id="sd-1_5-inpainting",
-                      pipeline_model_id="sd-1_5-inpainting")
+    request = _request(engine, "tiny-sd-1_5", numSamples=1).model_copy(
+        update={"model_id": "sd-1_5-inpainting", "pipeline_model_id": "sd-1_5-inpainting"})
     with pytest.raises(ModelUnavailable, match="HF_HUB_OFFLINE") as caught:
         list(ui.device_events(key, request, "run-3", str(tmp_path)))
     assert caught.value.model_id == "sd-1_5-inpainting"

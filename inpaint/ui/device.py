@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from PIL import Image
 
 from .. import zerogpu
-from ..errors import JobCanceled, RequestError
+from ..errors import JobCanceled, ModelUnavailable, RequestError
 from ..events import (
     Failed,
     Loading,
@@ -26,7 +26,6 @@ from ..events import (
     Warned,
 )
 from ..generate import Engine
-from ..pipelines import ModelUnavailable
 from ..previews import side_by_side
 from ..schema import ResolvedRequest
 

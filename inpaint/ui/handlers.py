@@ -18,17 +18,14 @@ from PIL import Image
 from .. import imageops, regions, zerogpu
 from ..assets import new_id
 from ..catalog import ModelEntry
-from ..errors import JobCanceled, RequestError
+from ..errors import Busy, JobCanceled, ModelUnavailable, QueueFull, RequestError
 from ..generate import Engine
-from ..jobs import JobQueue, QueueFull
-from ..limits import Busy
-from ..pipelines import ModelUnavailable
+from ..jobs import JobQueue
+from ..schema import DEFAULT_SAMPLES, MAX_CONCEPTS
 from . import device
 from .examples import prune
 from .fields import (
-    DEFAULT_SAMPLES,
     FIELDS,
-    MAX_CONCEPTS,
     OUTPAINT_SIDES,
     PROMPT_HINT,
     concept_choices,
