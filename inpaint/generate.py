@@ -16,6 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -225,14 +226,15 @@ def stream(generate: Callable[..., list[Asset]], request: ResolvedRequest, cance
         thread.join()
 
 
-def default_engine() -> Engine:
+def default_engine(data_dir: Path | None = None) -> Engine:
     """The engine configured by the environment (settings), as the app, the API and the CLI use it: on the
-    first device of INPAINT_DEVICES (workers.local_workers makes the others)."""
+    first device of INPAINT_DEVICES (workers.local_workers makes the others), its store in `data_dir` (default:
+    the data folder, INPAINT_DATA_DIR)."""
     catalog = Catalog.load(settings.USER_CATALOG)
     # Unset, torch picks: cuda where ZeroGPU emulates it for a process that sees no GPU.
     pipelines = PipelineCache(catalog, settings.MODELS_DIR, max_pipelines=settings.MAX_PIPELINES,
                               device=settings.GIVEN_DEVICES[0] if settings.GIVEN_DEVICES else None)
-    return Engine(catalog, AssetStore(settings.DATA_DIR), pipelines)
+    return Engine(catalog, AssetStore(settings.DATA_DIR if data_dir is None else data_dir), pipelines)
 
 
 class Engine:
