@@ -29,7 +29,7 @@ from starlette.routing import Match
 
 from . import __version__, allocator, imageops, limits, segment_api, settings, zerogpu
 from .assets import ASSET_ID_PATTERN, JOB_ID_PATTERN, Asset
-from .errors import NotFoundError, RequestError
+from .errors import NotFoundError, RequestError, validation_error
 from .generate import Engine, default_engine
 from .jobs import LONG_POLL_MAX_S, JobQueue, record
 from .responses import (
@@ -144,21 +144,7 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    first = exc.errors()[0]
-    where = [str(part) for part in first.get("loc", ())]
-    if where and where[0] in ("body", "query", "path", "header"):
-        where = where[1:]
-    message = str(first.get("msg", "is invalid")).removeprefix("Value error, ")
-    if first.get("type") == "json_invalid":  # FastAPI locates it at a character offset, not a field
-        where, message = [], f"is not valid JSON ({first.get('ctx', {}).get('error', message)})"
-    elif not where and first.get("type") in ("model_type", "model_attributes_type", "dict_type"):
-        message = "the request body must be a JSON object"
-    elif first.get("type") == "extra_forbidden":
-        message = "is not a field of this request"
-    elif first.get("type") != "missing" and "input" in first:
-        shown = repr(first["input"])
-        message = f"{message} (got {shown[:80] + '...' if len(shown) > 80 else shown})"
-    return _error(400, ".".join(where) or "body", message)
+    return await _request_error(request, validation_error(exc.errors()))
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:

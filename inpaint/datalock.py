@@ -1,4 +1,5 @@
-"""One server per data folder: an exclusive lock on a file in it, held while the server runs jobs."""
+"""One process per data folder: an exclusive lock on a file in it, held while a server runs jobs or a command line
+run stores in it (`generate --store`)."""
 
 from __future__ import annotations
 
@@ -7,18 +8,17 @@ import os
 import threading
 from pathlib import Path
 
+from .errors import DataFolderBusy
+
 LOCK_NAME = "server.lock"
 
 _held: dict[Path, tuple[int, int]] = {}  # folder -> (file descriptor, holders in this process)
 _guard = threading.Lock()
 
 
-class DataFolderBusy(RuntimeError):
-    """Another process holds the data folder: its jobs must not be marked failed by this one."""
-
-
-def acquire(folder: Path) -> None:
-    """Lock `folder` for this process (re-entrant within it); DataFolderBusy names the holder otherwise.
+def acquire(folder: Path, holder: str = "inpaint server") -> None:
+    """Lock `folder` for this process (re-entrant within it); DataFolderBusy names the holder otherwise. `holder`
+    says what this process is, for the message another one gets.
 
     flock, not a pid file: the kernel releases it when the holder dies, even by SIGKILL, so a crashed
     server never blocks the next one.
@@ -34,12 +34,12 @@ def acquire(folder: Path) -> None:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+            other = os.pread(fd, 100, 0).decode(errors="replace").strip() or "inpaint process"
             os.close(fd)
-            raise DataFolderBusy(f"another inpaint server ({holder}) is using the data folder {folder}; stop it, "
-                                 "or give this one its own folder with INPAINT_DATA_DIR") from None
+            raise DataFolderBusy(f"another {other} is using the data folder {folder}; stop it, or give this one "
+                                 "its own folder with INPAINT_DATA_DIR") from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+        os.pwrite(fd, f"{holder} (pid {os.getpid()})".encode(), 0)
         _held[folder] = (fd, 1)
 
 

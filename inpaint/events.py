@@ -9,8 +9,7 @@ from typing import Literal
 from PIL import Image
 
 from .assets import Asset
-from .errors import JobCanceled, RequestError
-from .pipelines import ModelUnavailable
+from .errors import JobCanceled, ModelUnavailable, RequestError
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -165,14 +166,15 @@ def _png_plain(data: bytes) -> bool:
     return False
 
 
-def default_engine() -> Engine:
+def default_engine(data_dir: Path | None = None) -> Engine:
     """The engine configured by the environment (settings), as the app, the API and the CLI use it: on the
-    first device of INPAINT_DEVICES (workers.local_workers makes the others)."""
+    first device of INPAINT_DEVICES (workers.local_workers makes the others), its store in `data_dir` (default:
+    the data folder, INPAINT_DATA_DIR)."""
     catalog = Catalog.load(settings.USER_CATALOG)
     # Unset, torch picks: cuda where ZeroGPU emulates it for a process that sees no GPU.
     pipelines = PipelineCache(catalog, settings.MODELS_DIR, max_pipelines=settings.MAX_PIPELINES,
                               device=settings.GIVEN_DEVICES[0] if settings.GIVEN_DEVICES else None)
-    return Engine(catalog, AssetStore(settings.DATA_DIR), pipelines)
+    return Engine(catalog, AssetStore(settings.DATA_DIR if data_dir is None else data_dir), pipelines)
 
 
 class Engine:
@@ -228,7 +230,7 @@ class Engine:
                                            data=mask_file).id
             self.inputs.put(image_asset_id, image)
             self.inputs.put(mask_asset_id, mask)
-        return dataclasses.replace(checked.resolved, image_asset_id=image_asset_id, mask_asset_id=mask_asset_id)
+        return checked.resolved.model_copy(update={"image_asset_id": image_asset_id, "mask_asset_id": mask_asset_id})
 
     @contextmanager
     def _checked(self, body: object, image: bytes | None, mask: MaskInput | None) -> Iterator[_Checked]:

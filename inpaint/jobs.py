@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from . import datalock, settings
 from .assets import check_job_id, new_id, utc_now
-from .errors import NotFoundError, RequestError
+from .errors import NotFoundError, QueueFull, RequestError
 from .events import (
     Done,
     Event,
@@ -50,11 +50,6 @@ PREVIEWS_CAPPED = (f"previews are capped at {MAX_PREVIEWS_PER_JOB} per job: "
 MAINTENANCE_EVERY_S = 60 * 60
 LONG_POLL_MAX_S = 30  # proxies commonly cut idle connections after 60 s
 CANCEL_POLL_S = 0.1  # how soon a studio run waiting in the queue notices its Stop
-
-
-class QueueFull(RequestError):
-    def __init__(self, size: int):
-        super().__init__("job", f"the queue is full ({size} jobs waiting); retry later", status=429)
 
 
 @dataclass

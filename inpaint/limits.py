@@ -5,17 +5,9 @@ from __future__ import annotations
 import threading
 from contextlib import contextmanager
 
-from .errors import RequestError
+from .errors import Busy
 
 RETRY_AFTER_S = 2  # a preparation takes a second or two at the largest sizes
-
-
-class Busy(RequestError):
-    """The server is decoding as much as it may at once; the client should retry shortly (503)."""
-
-    def __init__(self, pixels: int, capacity: int):
-        super().__init__("server", f"the server is busy decoding other large images ({pixels / 1e6:.0f} MP asked, "
-                                   f"{capacity / 1e6:.0f} MP at once); retry in {RETRY_AFTER_S} s", status=503)
 
 
 class PixelBudget:
@@ -35,7 +27,7 @@ class PixelBudget:
         pixels = min(max(0, int(pixels)), self.capacity)  # one request alone always fits
         with self._room:
             if not self._room.wait_for(lambda: self._held + pixels <= self.capacity, timeout=self.wait_s):
-                raise Busy(pixels, self.capacity)
+                raise Busy(pixels, self.capacity, RETRY_AFTER_S)
             self._held += pixels
         try:
             yield

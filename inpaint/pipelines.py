@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .catalog import SCHEDULERS, Catalog, ModelEntry
-from .errors import RequestError
+from .errors import ModelUnavailable
 from .families import Family
 
 # torch and diffusers take seconds to import: they are imported by the first diffusion request, so the server
@@ -28,14 +28,6 @@ HUB_PROBE_TIMEOUT_S = 5.0
 # are not thread-safe (two devices loading their first model at once saw `diffusers` without its pipeline
 # classes). Loads read the disk or the network; they gain little from running side by side.
 _LOADING = threading.Lock()  # an unreachable Hub must fail a request in seconds, not hang on retries
-
-
-class ModelUnavailable(RuntimeError):
-    """A model that cannot be loaded here; the message says what it needs."""
-
-    def __init__(self, model_id: str, message: str):
-        super().__init__(f"model {model_id!r} is unavailable: {message}")
-        self.model_id = model_id
 
 
 @dataclass
@@ -268,13 +260,9 @@ class PipelineCache:
                                              "save it with save_pretrained")
         return folder
 
-    def lora_file(self, entry: ModelEntry, epoch: str | None = None, *, field: str = "modelEpoch") -> Path:
-        """The weight file of one epoch of a LoRA entry (default: the last), fetched or built on first use."""
-        if not entry.type.is_lora:
-            raise ValueError(f"{entry.id!r} is not a LoRA model")
-        epoch = entry.epochs[-1] if epoch is None else epoch
-        if epoch not in entry.epochs:
-            raise RequestError(field, f"{entry.id!r} has no epoch {epoch!r}; valid epochs: {', '.join(entry.epochs)}")
+    def lora_file(self, entry: ModelEntry, epoch: str) -> Path:
+        """The weight file of one epoch of a LoRA entry (the resolved request's: schema.resolve checked that the
+        entry has it), fetched or built on first use."""
         name = entry.weight_name.format(epoch=epoch)
         if entry.source_kind == "hub":
             return _hub_file(entry.id, entry.source.split(":", 1)[1], name)
@@ -290,15 +278,11 @@ class PipelineCache:
 # ---- per request ------------------------------------------------------------------------------
 
 def make_scheduler(loaded: LoadedPipeline, name: str | None = None):
-    """A new scheduler for one request; the cached pipeline's own scheduler is only read."""
+    """A new scheduler for one request (`name`: the resolved request's, which schema.resolve checked can drive
+    the model); the cached pipeline's own scheduler is only read."""
     config = loaded.pipe.scheduler.config
     if name is None:
         return type(loaded.pipe.scheduler).from_config(config)
-    kind = loaded.family.scheduler_kind
-    valid = [n for n, (k, _) in SCHEDULERS.items() if k == kind]
-    if name not in valid:
-        raise RequestError("scheduler", f"{name!r} cannot run {loaded.family.name} models; "
-                                        f"valid: {', '.join(valid)}")
     import diffusers
 
     return getattr(diffusers, name).from_config(config, **SCHEDULERS[name][1])

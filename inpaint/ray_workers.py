@@ -6,7 +6,6 @@ A worker that dies mid-job is replaced and the job goes on there, once, with the
 from __future__ import annotations
 
 import atexit
-import dataclasses
 import io
 import itertools
 import logging
@@ -81,7 +80,7 @@ class GenerationActor:
         cancel = self.cancels.setdefault(run_key, threading.Event())
         stored = [store.put(_decoded(image), kind="image", data=image)]
         stored.append(store.put(_decoded(mask), kind="mask", hidden=True, parent_id=stored[0].id, data=mask))
-        request = dataclasses.replace(request, image_asset_id=stored[0].id, mask_asset_id=stored[1].id)
+        request = request.model_copy(update={"image_asset_id": stored[0].id, "mask_asset_id": stored[1].id})
         try:
             for event in self.engine.run(request, cancel, job_id=job_id):
                 if isinstance(event, Result):
@@ -133,8 +132,8 @@ class RayWorker:
                 yield Failed("error", f"no Ray worker could be started for this job; {len(made)} of "
                                       f"{request.num_samples} results were kept")
                 return
-            rest = dataclasses.replace(request, seed=request.seed + len(made),
-                                       num_samples=request.num_samples - len(made))
+            rest = request.model_copy(update={"seed": request.seed + len(made),
+                                              "num_samples": request.num_samples - len(made)})
             done_before = len(made)
             try:
                 for event in self._remote(rest, cancel, job_id):

@@ -6,21 +6,17 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import BaseModel, Field
 
 from .assets import Asset
+from .schema import DEFAULT_STEPS, DEFAULT_STRENGTH, CamelModel
 
 if TYPE_CHECKING:
     from .catalog import ModelEntry
     from .jobs import Job
 
 
-class _CamelModel(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, serialize_by_alias=True)
-
-
-class AssetOut(_CamelModel):
+class AssetOut(CamelModel):
     """An asset as the API shows it: the store's Asset and the URL of its file."""
 
     id: str = Field(description="The asset id, `asset_` and 22 characters.")
@@ -42,15 +38,15 @@ class AssetOut(_CamelModel):
         return cls(url=url, **dataclasses.asdict(asset))
 
 
-class AssetEnvelope(_CamelModel):
+class AssetEnvelope(CamelModel):
     asset: AssetOut
 
 
-class AssetList(_CamelModel):
+class AssetList(CamelModel):
     assets: list[AssetOut] = Field(description="Newest first; hidden assets are left out.")
 
 
-class JobRecordMetadata(_CamelModel):
+class JobRecordMetadata(CamelModel):
     input: dict[str, Any] = Field(description="The request with every default resolved (seed, size, guidance, "
                                               "scheduler, ...), in camelCase.")
     asset_ids: list[str] = Field(description="Results so far, in order, hidden ones included.")
@@ -67,7 +63,7 @@ class JobRecordMetadata(_CamelModel):
     error: str | None = Field(description="Why the job failed, else null.")
 
 
-class JobRecord(_CamelModel):
+class JobRecord(CamelModel):
     """A job as the store keeps it and the CLI prints it."""
 
     job_id: str
@@ -100,11 +96,11 @@ class JobOut(JobRecord):
     metadata: JobMetadata
 
 
-class JobEnvelope(_CamelModel):
+class JobEnvelope(CamelModel):
     job: JobOut
 
 
-class PlanOut(_CamelModel):
+class PlanOut(CamelModel):
     """What a request will do, as a dry run answers it: nothing is stored and no job is started."""
 
     input: dict[str, Any] = Field(description="The request with every default resolved, as the job's "
@@ -116,15 +112,15 @@ class PlanOut(_CamelModel):
     gpu_seconds: int = Field(description="The GPU time a ZeroGPU Space asks for this request, in seconds.")
 
 
-class PlanEnvelope(_CamelModel):
+class PlanEnvelope(CamelModel):
     plan: PlanOut
 
 
-class AssetDeleted(_CamelModel):
+class AssetDeleted(CamelModel):
     deleted_asset_ids: list[str] = Field(description="The asset deleted, with its files.")
 
 
-class JobDeleted(_CamelModel):
+class JobDeleted(CamelModel):
     job_id: str
     deleted_asset_ids: list[str] = Field(description="The job's results, previews, mask and input image, deleted "
                                                      "with their files.")
@@ -149,7 +145,7 @@ class Capabilities(BaseModel):
 
 
 # Dumped with `exclude_unset=True`: an entry that is not a LoRA has no LoRA fields.
-class ModelOut(_CamelModel):
+class ModelOut(CamelModel):
     id: str
     type: str
     family: str
@@ -176,16 +172,17 @@ class ModelOut(_CamelModel):
                                       steps=family.denoises, previews=family.has_previews, seeded=family.seeded,
                                       **{prompt: prompt in family.selects for prompt in ("points", "box", "text")}),
             defaults={"guidance": entry.default_guidance, "resolution": family.native_resolution,
-                      "scheduler": entry.default_scheduler, "numInferenceSteps": 30, "strength": 0.75},
+                      "scheduler": entry.default_scheduler, "numInferenceSteps": DEFAULT_STEPS,
+                      "strength": DEFAULT_STRENGTH},
             ranges={name: RangeOut(min=span.low, max=span.high) for name, span in ranges.items()},
             schedulers=entry.scheduler_names, **lora)
 
 
-class ModelList(_CamelModel):
+class ModelList(CamelModel):
     models: list[ModelOut]
 
 
-class SegmentOut(_CamelModel):
+class SegmentOut(CamelModel):
     """What `POST /segment` answers."""
 
     mask: str = Field(description="The selection as a PNG data URL, the picture's size: white = selected.")

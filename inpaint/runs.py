@@ -72,12 +72,12 @@ class Runner(Protocol):
 
 
 class Local:
-    """Requests run by this process's engine, as `python -m inpaint generate` runs one."""
+    """Requests run by this process's engine, as `python -m inpaint generate` runs one. With `keep` the engine's
+    store keeps each job and its results (see run_into)."""
 
-    def __init__(self, engine=None):
-        from .generate import default_engine  # the engine's imports are paid only by a local run
-
-        self.engine = engine if engine is not None else default_engine()
+    def __init__(self, engine, *, keep: bool = True):
+        self.engine = engine
+        self.keep = keep
 
     def model_ids(self) -> set[str]:
         return {entry.id for entry in self.engine.catalog.entries()}
@@ -97,26 +97,29 @@ class Local:
         except RequestError as exc:
             return Outcome.refused(exc, time.perf_counter() - start)
         job = Job(request)
-        files = run_into(self.engine, job, lambda asset_id, seed: target(seed))
+        files = run_into(self.engine, job, lambda asset_id, seed: target(seed), keep=self.keep)
         return Outcome.of_job(record(job), [path.name for path in files], time.perf_counter() - start)
 
 
-def run_into(engine, job, target: Callable[[str, int], Path]) -> list[Path]:
-    """Runs a job of a prepared request on `engine` (saved in its store, as the server saves its jobs), each
-    result copied to `target(asset_id, seed)` as soon as it is made: an interrupted run keeps what it made.
-    The files written, in seed order."""
+def run_into(engine, job, target: Callable[[str, int], Path], *, keep: bool = True) -> list[Path]:
+    """Runs a job of a prepared request on `engine`, each result placed at `target(asset_id, seed)` as soon as it
+    is made: an interrupted run keeps what it made. With `keep` the job is saved in the engine's store, as the
+    server saves its jobs, and each result copied out of it; without, the store is scratch and each result's
+    file moves out of it: a rename where the scratch store is on the target's disk, so it is written once.
+    The files, in seed order."""
     from .jobs import record, run_job
 
     files: list[Path] = []
+    place = shutil.copyfile if keep else shutil.move
 
-    def copy_result(job, durable: bool) -> None:
+    def place_results(job, durable: bool) -> None:
         for asset_id, seed in list(zip(job.asset_ids, job.seeds))[len(files):]:
             files.append(target(asset_id, seed))
-            shutil.copyfile(engine.store.file_path(asset_id, original=True), files[-1])
-        if durable:
+            place(engine.store.file_path(asset_id, original=True), files[-1])
+        if durable and keep:
             engine.store.save_job(record(job))
 
-    run_job(engine, job, on_change=copy_result)
+    run_job(engine, job, on_change=place_results)
     return files
 
 

@@ -4,18 +4,32 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import asdict, dataclass, field
 from typing import Literal, TypeVar, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    field_serializer,
+    field_validator,
+)
+from pydantic.alias_generators import to_camel
 
 from .catalog import SCHEDULERS, Catalog, ModelEntry
-from .errors import RequestError
+from .errors import RequestError, validation_error
 from .imageops import MAX_PIXELS
 
 SEED_MAX = 2**32 - 1  # the common seed range of diffusion tools; sample i uses seed + i
 PROMPT_MAX_CHARS = 4000  # text encoders read 77-512 tokens; anything far beyond is a client bug
 SchedulerName = Literal[tuple(SCHEDULERS)]  # type: ignore[valid-type]
+# The defaults of the request: the studio's controls start at them, GET /models shows them.
+DEFAULT_STEPS = 30
+DEFAULT_STRENGTH = 0.75
+DEFAULT_SAMPLES = 4  # of the models whose seed changes the result; a deterministic one makes one
+MAX_CONCEPTS = 8
 
 Number = Union[StrictInt, float]
 Model = TypeVar("Model", bound=BaseModel)
@@ -29,7 +43,14 @@ ColorMatch = Literal["none", "mean-std", "histogram"]
 # no drift to correct: for the classical models any setting leaves the result unchanged.
 DEFAULT_COLOR_MATCH = "mean-std"
 MaskMode = Literal["binary", "soft"]
+DEFAULT_MASK_MODE = "binary"
 OUTPAINT_MAX_PX = 2048  # per side; the grown image must still be within the contract's limits
+
+
+class CamelModel(BaseModel):
+    """A JSON shape of the contract: its fields are snake_case in Python and camelCase in JSON."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, serialize_by_alias=True)
 
 
 class Concept(BaseModel):
@@ -74,16 +95,18 @@ class InpaintRequest(BaseModel):
     negative_prompt_strength: float = Field(0.0, alias="negativePromptStrength", ge=0, le=10,
                                             description="Flux-dev based models only: weight of the negative prompt.")
     seed: StrictInt | str | None = Field(None, description="Seed of sample 0 (sample i uses seed + i). Default: random.")
-    strength: float = Field(0.75, ge=0.01, le=1.0, description="Noise added to the masked area; 1 erases it.")
+    strength: float = Field(DEFAULT_STRENGTH, ge=0.01, le=1.0, description="Noise added to the masked area; 1 erases it.")
     guidance: float | None = Field(None, ge=0, le=20, description="Prompt adherence; default and range by model type.")
-    num_inference_steps: int = Field(30, alias="numInferenceSteps", ge=1, le=150, description="Denoising steps.")
-    num_samples: int | None = Field(None, alias="numSamples", ge=1, le=128, description="Images to generate (default 4).")
+    num_inference_steps: int = Field(DEFAULT_STEPS, alias="numInferenceSteps", ge=1, le=150,
+                                     description="Denoising steps.")
+    num_samples: int | None = Field(None, alias="numSamples", ge=1, le=128,
+                                    description=f"Images to generate (default {DEFAULT_SAMPLES}).")
     width: int | None = Field(None, ge=8, le=8192, description="Width, a multiple of 8; range by model type.")
     height: int | None = Field(None, ge=8, le=8192, description="Height, a multiple of 8; range by model type.")
     scheduler: SchedulerName | None = Field(None, description="Overrides the model's default scheduler.")
     intermediate_images: StrictBool = Field(False, alias="intermediateImages",
                                             description="Produce previews of the denoising while it runs.")
-    concepts: list[Concept] = Field(default_factory=list, max_length=8, description="LoRA concepts with their scales.")
+    concepts: list[Concept] = Field(default_factory=list, max_length=MAX_CONCEPTS, description="LoRA concepts with their scales.")
     disable_merging: StrictBool = Field(False, alias="disableMerging",
                                         description="Regenerate the whole image instead of the region around the mask.")
     hide_results: StrictBool = Field(False, alias="hideResults", description="Hide the generated assets from listings.")
@@ -96,7 +119,7 @@ class InpaintRequest(BaseModel):
                     "default), \"histogram\" (each channel's distribution) or \"none\". Pixels outside the mask "
                     "never change.")
     mask_mode: MaskMode = Field(
-        "binary", alias="maskMode",
+        DEFAULT_MASK_MODE, alias="maskMode",
         description="\"binary\": the mask is thresholded at 128. \"soft\": grey levels are the result's opacity "
                     "(0 keeps the original bit for bit, 255 takes the result), and everything above 0 is "
                     "repainted.")
@@ -148,31 +171,26 @@ def validated(schema: type[Model], body: object, what: str) -> Model:
     try:
         return schema.model_validate(body, by_alias=True, by_name=False)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "body"
-        message = first["msg"].removeprefix("Value error, ")
-        if first["type"] not in ("missing", "extra_forbidden", "value_error") and "input" in first:
-            shown = repr(first["input"])
-            message = f"{message} (got {shown[:80] + '...' if len(shown) > 80 else shown})"
-        if first["type"] == "extra_forbidden":
-            message = f"is not a field of {what}"
-        raise RequestError(where, message) from None
+        raise validation_error(exc.errors(), what) from None
 
 
-@dataclass(frozen=True)
-class ResolvedConcept:
+class ResolvedConcept(CamelModel):
+    model_config = ConfigDict(frozen=True)
+
     model_id: str
     scale: float
     model_epoch: str
 
 
-@dataclass(frozen=True)
-class ResolvedRequest:
-    """A request with every default filled in; `to_json()` is the job's `metadata.input`."""
+class ResolvedRequest(CamelModel):
+    """A request with every default filled in; `to_json()` is the job's `metadata.input`, a request body that
+    replays the job. Plain data: it crosses process boundaries (Ray, ZeroGPU)."""
+
+    model_config = ConfigDict(frozen=True)
 
     model_id: str
-    pipeline_model_id: str  # the model whose weights run: the base model for a LoRA model
-    family: str  # the name: a resolved request is plain data, it crosses process boundaries
+    pipeline_model_id: str = Field(exclude=True)  # the model whose weights run: the base model for a LoRA model
+    family: str = Field(exclude=True)  # the family's name
     prompt: str
     negative_prompt: str | None
     negative_prompt_strength: float
@@ -189,32 +207,27 @@ class ResolvedRequest:
     disable_merging: bool
     hide_results: bool
     hide: bool
-    image_asset_id: str
-    mask_asset_id: str
     parent_id: str | None
-    model_epoch: str | None = None
-    base_model_id: str | None = None
-    warnings: tuple[str, ...] = field(default=())
-    color_match: str = DEFAULT_COLOR_MATCH
-    mask_mode: str = "binary"
-    outpaint: dict[str, int] | None = None  # pixels added per side; None: the image keeps its size
+    model_epoch: str | None
+    base_model_id: str | None
+    color_match: ColorMatch
+    mask_mode: MaskMode
+    outpaint: dict[str, int] | None  # pixels added per side; None: the image keeps its size
+    image_asset_id: str = Field(alias="image")
+    mask_asset_id: str = Field(alias="maskId")
+    warnings: tuple[str, ...] = Field((), exclude=True)
 
     @property
     def seeds(self) -> list[int]:
         return [self.seed + i for i in range(self.num_samples)]
 
+    @field_serializer("concepts")
+    def _requested_concepts(self, concepts: tuple[ResolvedConcept, ...]) -> list[dict]:
+        # The LoRA model itself is the request's modelId, not one of its concepts.
+        return [concept.model_dump() for concept in concepts if concept.model_id != self.model_id]
+
     def to_json(self) -> dict:
-        out = {}
-        for name, value in asdict(self).items():
-            if name in ("warnings", "pipeline_model_id", "family"):
-                continue
-            head, *rest = name.split("_")
-            out[head + "".join(word.title() for word in rest)] = value
-        out["image"] = out.pop("imageAssetId")
-        out["maskId"] = out.pop("maskAssetId")
-        out["concepts"] = [{"modelId": c.model_id, "scale": c.scale, "modelEpoch": c.model_epoch}
-                           for c in self.concepts if c.model_id != self.model_id]
-        return out
+        return self.model_dump()
 
 
 def _lora(entry: ModelEntry, epoch: str | None, field_name: str) -> str:
@@ -262,7 +275,7 @@ def resolve(req: InpaintRequest, catalog: Catalog, *, image_size: tuple[int, int
                                               f"allowed: {', '.join(entry.compliant_model_ids)}")
         catalog.get(base_model_id, field="baseModelId")
         model_epoch = _lora(entry, req.model_epoch, "modelEpoch")
-        concepts.append(ResolvedConcept(entry.id, 1.0, model_epoch))
+        concepts.append(ResolvedConcept(model_id=entry.id, scale=1.0, model_epoch=model_epoch))
     else:
         for name in ("model_epoch", "base_model_id"):
             if getattr(req, name) is not None:
@@ -277,8 +290,8 @@ def resolve(req: InpaintRequest, catalog: Catalog, *, image_size: tuple[int, int
         if pipeline_model_id not in lora.compliant_model_ids:
             raise RequestError(where, f"{lora.id!r} cannot be applied on {pipeline_model_id!r}; "
                                       f"it is compliant with: {', '.join(lora.compliant_model_ids)}")
-        concepts.append(ResolvedConcept(lora.id, concept.scale, _lora(lora, concept.model_epoch,
-                                                                        f"concepts.{i}.modelEpoch")))
+        concepts.append(ResolvedConcept(model_id=lora.id, scale=concept.scale,
+                                        model_epoch=_lora(lora, concept.model_epoch, f"concepts.{i}.modelEpoch")))
 
     # 2. Prompt, guidance, negative prompt and scheduler, as the family takes them.
     family = entry.family
@@ -363,7 +376,7 @@ def resolve(req: InpaintRequest, catalog: Catalog, *, image_size: tuple[int, int
         if num_samples is not None and num_samples > 1:
             warnings.append(f"{entry.id} is deterministic: one result is stored for the {num_samples} samples asked")
         num_samples = 1
-    num_samples = num_samples or 4
+    num_samples = num_samples or DEFAULT_SAMPLES
 
     # 5. Seeds: sample i uses seed + i, and each must be a valid seed to replay that sample alone.
     largest_seed = SEED_MAX - (num_samples - 1)

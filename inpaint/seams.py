@@ -6,12 +6,15 @@ Pure numpy/OpenCV, in CIE Lab (OpenCV's float conversion: sRGB, D65; L in 0..100
 from __future__ import annotations
 
 import dataclasses
+from typing import get_args
 
 import cv2
 import numpy as np
 from PIL import Image
 
-COLOR_MATCHES = ("none", "mean-std", "histogram")  # the request's colorMatch (see schema.py)
+from .schema import ColorMatch
+
+COLOR_MATCHES = get_args(ColorMatch)
 RING_PX = 16  # known pixels this close outside the mask give the statistics: near enough to share its light
 MIN_RING_PIXELS = 64  # fewer known pixels than this (a mask over the whole crop) say nothing reliable
 STD_RATIO = (0.5, 2.0)  # a ring of flat colour has a tiny std: the gain it asks for would amplify noise

@@ -10,9 +10,8 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from . import imageops
-from .errors import RequestError
+from .errors import ModelUnavailable, RequestError
 from .families import Prompt
-from .pipelines import ModelUnavailable
 from .schema import Number, validated
 
 if TYPE_CHECKING:

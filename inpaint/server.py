@@ -8,6 +8,7 @@ import sys
 import uvicorn
 
 from . import datalock, settings
+from .errors import DataFolderBusy
 from .web_security import KEEP_ALIVE_S, HeaderTimeoutProtocol
 
 # Open connections get this long to finish once SIGTERM came. A studio tab keeps an event stream open that never
@@ -40,7 +41,7 @@ def serve(app_factory, *, host: str = settings.HOST, port: int = settings.PORT) 
     """Build the app and serve it until SIGINT/SIGTERM; a data folder in use by another server is refused."""
     try:
         datalock.acquire(settings.DATA_DIR)  # before anything is built on the folder, to say so plainly
-    except datalock.DataFolderBusy as exc:
+    except DataFolderBusy as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     try:

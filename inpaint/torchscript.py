@@ -24,7 +24,8 @@ from urllib.parse import urlparse
 import numpy as np
 from PIL import Image
 
-from .pipelines import ModelUnavailable, hub_offline
+from .errors import ModelUnavailable
+from .pipelines import hub_offline
 
 if TYPE_CHECKING:
     import torch

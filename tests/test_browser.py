@@ -19,7 +19,7 @@ from inpaint import ui
 from inpaint.assets import AssetStore
 from inpaint.catalog import Catalog
 from inpaint.generate import Engine
-from inpaint.pipelines import ModelUnavailable
+from inpaint.errors import ModelUnavailable
 from inpaint.ui.examples import CHEETAH
 from inpaint.ui.layout import BRUSH_SIZE, BRUSH_STEP
 from tests.support.figures import figure_path

@@ -243,7 +243,8 @@ def test_lama_whose_download_fails_fails_the_job_saying_what_it_needs(engine, mo
     catalog_file = tmp_path / "catalog.json"
     catalog_file.write_text(json.dumps({"models": [{  # a closed port: the download fails at once
         "id": "lama", "type": "lama", "source": "http://127.0.0.1:9/big-lama.pt", "md5": torchscript.LAMA_MD5}]}))
-    from inpaint.pipelines import ModelUnavailable, PipelineCache
+    from inpaint.errors import ModelUnavailable
+    from inpaint.pipelines import PipelineCache
 
     cache = PipelineCache(Catalog.load(catalog_file), tmp_path / "models", device="cpu")
     offline = Engine(cache.catalog, AssetStore(tmp_path / "offline"), cache)
@@ -282,7 +283,8 @@ def test_a_download_with_a_bad_checksum_is_deleted_and_never_loaded(tmp_path, mo
         "md5": torchscript.LAMA_MD5}]}))
     loads = []
     monkeypatch.setattr(torch.jit, "load", lambda *a, **k: loads.append(a))
-    from inpaint.pipelines import ModelUnavailable, PipelineCache
+    from inpaint.errors import ModelUnavailable
+    from inpaint.pipelines import PipelineCache
 
     cache = PipelineCache(Catalog.load(catalog_file), tmp_path / "models", device="cpu")
     try:

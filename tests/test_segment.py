@@ -21,10 +21,10 @@ from inpaint import families
 from inpaint.api import create_app
 from inpaint.assets import AssetStore
 from inpaint.catalog import Catalog
-from inpaint.errors import RequestError
+from inpaint.errors import Busy, ModelUnavailable, RequestError
 from inpaint.families import Prompt
 from inpaint.generate import Engine
-from inpaint.pipelines import ModelUnavailable, PipelineCache
+from inpaint.pipelines import PipelineCache
 from inpaint.sam import Sam2Predictor
 from inpaint.segment import segment
 from tests.support.figures import figure_path
@@ -308,7 +308,7 @@ def test_grow_widens_the_selection_by_its_pixels(engine):
 
 
 def test_the_pictures_decoding_waits_for_the_pixel_budget_like_an_inpaint_input(engine):
-    from inpaint.limits import Busy, PixelBudget
+    from inpaint.limits import PixelBudget
 
     engine.decoding = PixelBudget(10_000_000, wait_s=0.1)
     with engine.decoding.hold(10_000_000), pytest.raises(Busy) as busy:  # another request decoding a large image

@@ -11,7 +11,7 @@ from inpaint.assets import AssetStore
 from inpaint.catalog import Catalog
 from inpaint.events import Done, Failed, Preview, Waiting
 from inpaint.generate import Engine
-from inpaint.jobs import QueueFull
+from inpaint.errors import QueueFull
 from inpaint.pipelines import PipelineCache
 from inpaint.workers import local_workers
 from tests.support.images import photo

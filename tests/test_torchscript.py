@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from inpaint import torchscript
-from inpaint.pipelines import ModelUnavailable
+from inpaint.errors import ModelUnavailable
 
 
 def test_importing_the_module_does_not_import_torch():

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from inpaint import zerogpu
-from inpaint.errors import JobCanceled, RequestError
+from inpaint.errors import JobCanceled, ModelUnavailable, RequestError
 
 FAMILIES = ["sd-1_5", "sd-xl", "flux.1"]
 
@@ -94,7 +94,6 @@ def test_preload_ids_start_with_the_default_model(monkeypatch):
 
 def test_a_failure_crosses_the_boundary_as_it_is_and_raises_as_its_own_class():
     from inpaint.events import failure
-    from inpaint.pipelines import ModelUnavailable
 
     for exc in (RequestError("modelId", "no such model", status=404), ModelUnavailable("m", "needs the Hub"),
                 JobCanceled(), KeyError("x")):
@@ -268,16 +267,13 @@ def test_a_model_not_placed_at_startup_loads_in_the_call_and_says_so(space, tmp_
 
 @pytest.mark.torch
 def test_an_error_in_the_call_comes_back_as_a_failure_that_raises_as_its_own_class(space, tmp_path, monkeypatch):
-    from dataclasses import replace
-
     from inpaint.events import Failed
-    from inpaint.pipelines import ModelUnavailable
     from inpaint.ui import device as ui
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the worker inherits it: a Hub model is unavailable at once
     engine, key, _ = space
-    request = replace(_request(engine, "tiny-sd-1_5", numSamples=1), model_id="sd-1_5-inpainting",
-                      pipeline_model_id="sd-1_5-inpainting")
+    request = _request(engine, "tiny-sd-1_5", numSamples=1).model_copy(
+        update={"model_id": "sd-1_5-inpainting", "pipeline_model_id": "sd-1_5-inpainting"})
     *_, last = ui.studio_events(None, key, request, "run-3")
     assert isinstance(last, Failed) and (last.kind, last.field) == ("unavailable", "modelId")
     assert isinstance(last.error(), ModelUnavailable) and "HF_HUB_OFFLINE" in str(last.error())

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from ..errors import ModelUnavailable
 from .base import Family, GpuCost
 
 TINY_FILE = "model.pt"  # a stand-in's file inside its folder of the models directory
@@ -41,8 +42,6 @@ class TorchScriptEraser(Family):
         else:
             path = Path(entry.source)
             if not path.is_file():
-                from ..pipelines import ModelUnavailable
-
                 raise ModelUnavailable(entry.id, f"its file {path} does not exist")
         return torchscript.load(path)
 

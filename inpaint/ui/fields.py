@@ -14,11 +14,7 @@ from ..catalog import ModelEntry
 from ..errors import RequestError
 from ..schema import whole_image_size
 
-DEFAULT_SAMPLES = 4  # the contract's default numSamples
-DEFAULT_STEPS = 30
-DEFAULT_STRENGTH = 0.75
 CONCEPT_HEADERS = ["concept", "scale", "epoch"]
-MAX_CONCEPTS = 8  # the request's own limit
 PROMPT_HINT = "What to paint in the masked area"
 OUTPAINT_SIDES = ("left", "right", "top", "bottom")
 # The fields the "Compare settings" panel varies (inpaint.ui.compare), as the page names them.

@@ -18,17 +18,15 @@ from PIL import Image
 from .. import imageops, regions, zerogpu
 from ..assets import new_id
 from ..catalog import ModelEntry
-from ..errors import RequestError
+from ..errors import Busy, QueueFull, RequestError
 from ..events import Event, Failed, Loading, Preview, Progress, Regions, Result, Waiting, Warned
 from ..generate import Engine
-from ..jobs import JobQueue, QueueFull
-from ..limits import Busy
+from ..jobs import JobQueue
+from ..schema import DEFAULT_SAMPLES, MAX_CONCEPTS
 from . import device
 from .examples import prune
 from .fields import (
-    DEFAULT_SAMPLES,
     FIELDS,
-    MAX_CONCEPTS,
     OUTPAINT_SIDES,
     PROMPT_HINT,
     concept_choices,

@@ -8,12 +8,10 @@ from types import SimpleNamespace
 import gradio as gr
 
 from ..catalog import Catalog
-from ..schema import OUTPAINT_MAX_PX
+from ..schema import DEFAULT_STEPS, DEFAULT_STRENGTH, OUTPAINT_MAX_PX
 from .fields import (
     COMPARED,
     CONCEPT_HEADERS,
-    DEFAULT_STEPS,
-    DEFAULT_STRENGTH,
     OUTPAINT_SIDES,
     PROMPT_HINT,
     VALUES_HINT,
