@@ -33,8 +33,8 @@ from schemathesis import checks
 from schemathesis.generation import GenerationMode
 from starlette.routing import Mount, WebSocketRoute
 
-from inpaint import api, assets, pipelines, web_security
-from inpaint.api import create_app
+from inpaint import assets, pipelines, web_security
+from inpaint.api import auth, create_app
 from inpaint.assets import AssetStore
 from inpaint.jobs import INTERRUPTED
 from tests.images import bomb_png, data_url, encoded, photo, rect_mask
@@ -730,7 +730,7 @@ def test_keys_are_compared_in_constant_time(engine, monkeypatch):
         assert client.get("/models", auth=("me", "nope")).status_code == 401
         assert client.get("/models", headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
     assert compared == [(b"nope", KEY.encode()), (b"nope", KEY.encode()), (KEY.encode(), KEY.encode())]
-    login = api._ui_login(KEY)
+    login = auth.ui_login(KEY)
     assert login("me", "nope") is False and login("me", KEY) is True
     assert compared[-2:] == [(b"nope", KEY.encode()), (KEY.encode(), KEY.encode())]
 
