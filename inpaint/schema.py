@@ -9,8 +9,9 @@ from typing import Literal, TypeVar, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator
 
-from .catalog import SCHEDULERS, Catalog, ModelEntry
+from .catalog import Catalog, ModelEntry
 from .errors import RequestError
+from .families import SCHEDULERS
 from .imageops import MAX_PIXELS
 
 SEED_MAX = 2**32 - 1  # the common seed range of diffusion tools; sample i uses seed + i

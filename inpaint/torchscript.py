@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 import numpy as np
 from PIL import Image
 
-from .pipelines import ModelUnavailable, hub_offline
+from .hub import ModelUnavailable, hub_offline
 
 if TYPE_CHECKING:
     import torch

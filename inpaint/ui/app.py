@@ -53,7 +53,7 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
     default_id = default_id if default_id in engine.catalog else engine.catalog.ids[0]
     files_dir = Path(tempfile.mkdtemp(prefix="inpaint-ui-"))  # served copies: results, previews, examples
     engine_key = f"engine-{id(engine):x}"
-    device._ENGINES[engine_key] = engine
+    device.ENGINES[engine_key] = engine
 
     with gr.Blocks(title="inpaint studio", delete_cache=(3600, KEEP_FILES_S)) as demo:
         weakref.finalize(demo, shutil.rmtree, files_dir, True)

@@ -119,10 +119,10 @@ def failed_error(event: Failed, request: ResolvedRequest) -> Exception:
 # ZeroGPU runs the GPU function in a worker process and pickles its arguments and what it yields, so the
 # function takes plain data and finds the engine and the cancel token here (a stop there comes from closing
 # the stream), and its errors cross as plain data too (ZeroGPU would only pass on their class name).
-_ENGINES: weakref.WeakValueDictionary[str, Engine] = weakref.WeakValueDictionary()
+ENGINES: weakref.WeakValueDictionary[str, Engine] = weakref.WeakValueDictionary()
 
 
-_CANCELS: dict[str, threading.Event] = {}  # run key -> cancel token, set by the studio's Stop
+CANCELS: dict[str, threading.Event] = {}  # run key -> cancel token, set by the studio's Stop
 
 
 def _needs_load(engine: Engine | None, request: ResolvedRequest) -> bool:
@@ -136,7 +136,7 @@ def _needs_load(engine: Engine | None, request: ResolvedRequest) -> bool:
 def gpu_seconds(engine_key: str, request: ResolvedRequest, run_key: str, preview_dir: str) -> int:
     """ZeroGPU's duration for one run_on_device call (same arguments): sized by the request, plus the
     model's load when it was not placed at startup."""
-    return zerogpu.gpu_duration(request, loading=_needs_load(_ENGINES.get(engine_key), request))
+    return zerogpu.gpu_duration(request, loading=_needs_load(ENGINES.get(engine_key), request))
 
 
 def _error_data(exc: BaseException) -> dict:
@@ -166,14 +166,14 @@ def run_on_device(engine_key: str, request: ResolvedRequest, run_key: str,
                   preview_dir: str) -> Iterator[tuple[str, object]]:
     """The GPU work of one run: stream_generation on the registered engine. Yields plain data only:
     stream_generation's events, and ("failed", error data) instead of raising."""
-    cancel = _CANCELS.setdefault(run_key, threading.Event())
-    engine = _ENGINES[engine_key]
+    cancel = CANCELS.setdefault(run_key, threading.Event())
+    engine = ENGINES[engine_key]
     try:
         yield from stream_generation(engine, request, cancel=cancel, preview_dir=Path(preview_dir))
     except Exception as exc:  # noqa: BLE001  (raised again by device_events, on the caller's side)
         yield "failed", _error_data(exc)
     finally:
-        _CANCELS.pop(run_key, None)
+        CANCELS.pop(run_key, None)
 
 
 def studio_events(jobs: JobQueue | None, engine_key: str, request: ResolvedRequest, run_key: str,
@@ -184,7 +184,7 @@ def studio_events(jobs: JobQueue | None, engine_key: str, request: ResolvedReque
     worker's thread runs outside it. A full queue raises QueueFull when the events are first asked for."""
     if jobs is None or zerogpu.is_zerogpu():
         return device_events(engine_key, request, run_key, preview_dir)
-    return stream_generation(jobs, request, cancel=_CANCELS[run_key], preview_dir=Path(preview_dir))
+    return stream_generation(jobs, request, cancel=CANCELS[run_key], preview_dir=Path(preview_dir))
 
 
 def device_events(engine_key: str, request: ResolvedRequest, run_key: str,

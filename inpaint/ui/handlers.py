@@ -440,7 +440,7 @@ def generate(studio: Studio, values: dict, state: dict | None, request: gr.Reque
     # The page's click registered the run (see start); an API call registers it here.
     cancel = studio.running.setdefault(key, threading.Event()) if key else threading.Event()
     run_key = new_id("run")
-    device._CANCELS[run_key] = cancel
+    device.CANCELS[run_key] = cancel
     sent = {"text": status(), "stage": line["stage"], "at": time.monotonic()}  # the status line on the page
 
     def worth_sending(kind: str, text: str) -> bool:
@@ -512,7 +512,7 @@ def generate(studio: Studio, values: dict, state: dict | None, request: gr.Reque
                **({} if shown else {ui.gallery: gr.skip(), ui.session: gr.skip()})}
         return
     finally:
-        device._CANCELS.pop(run_key, None)
+        device.CANCELS.pop(run_key, None)
         if key and studio.running.get(key) is cancel:
             del studio.running[key]
     seeds = f"seed {resolved.seed}" if total == 1 else f"seeds {resolved.seed}–{resolved.seed + total - 1}"
