@@ -174,6 +174,10 @@ class ModelList(_CamelModel):
     models: list[ModelOut]
 
 
+class ModelEnvelope(_CamelModel):
+    model: ModelOut
+
+
 class SegmentOut(_CamelModel):
     """What `POST /segment` answers."""
 

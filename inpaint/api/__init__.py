@@ -17,10 +17,11 @@ from ..generate import Engine, default_engine
 from ..jobs import JobQueue
 from ..web_security import MAX_AUTH_FAILURES, AuthThrottle, BrowserGuard, KeyGuard
 from ..workers import start_workers
-from . import assets, docs, errors, generate, jobs, models, segment
+from . import assets, docs, generate, jobs, models, segment
 from .auth import UI_LOGIN_MESSAGE, is_public, key_dependencies, studio_session, ui_login
 from .compat import a1111, openai
-from .deps import errors as error_responses
+from .deps import errors
+from .errors import add_handlers, refuse_unknown_route
 from .guards import BodyLimit, NotFoundShape, shaped_error
 
 # The REST API's resources; each router's first path segments are its roots (below).
@@ -33,7 +34,7 @@ def protected_router(api_key: str | None) -> APIRouter:
     OpenAPI schema), so no route of a resource's router can skip it. Unknown paths and methods under the REST API's
     roots come last, answering 404 or 405 in its error shape."""
     api = APIRouter(dependencies=key_dependencies(api_key),
-                    responses=error_responses(400, 404, 413, *((401,) if api_key else ())))
+                    responses=errors(400, 404, 413, *((401,) if api_key else ())))
     for router in RESOURCES:
         api.include_router(router)
     api.include_router(openai.router)  # OpenAI's image edits, under /v1
@@ -42,7 +43,7 @@ def protected_router(api_key: str | None) -> APIRouter:
     resource_routes = [route for router in RESOURCES for route in router.routes]
 
     def no_such_route(request: Request) -> None:
-        errors.refuse_unknown_route(request, resource_routes)
+        refuse_unknown_route(request, resource_routes)
 
     for root in sorted({route.path.split("/")[1] for route in resource_routes}):
         # `/assets/...` paths that are no asset id are the studio's bundle (see assets.py).
@@ -85,7 +86,7 @@ def create_app(engine: Engine | None = None, *, api_key: str | None = settings.A
     app.add_middleware(KeyGuard, api_key=api_key, is_public=is_public, studio_session=session, error=shaped_error)
     app.add_middleware(AuthThrottle, api_key=api_key, studio_session=session, max_failures=max_auth_failures,
                        error=shaped_error)
-    errors.add_handlers(app)
+    add_handlers(app)
 
     app.include_router(protected_router(api_key))
     app.openapi = docs.openapi(app)
