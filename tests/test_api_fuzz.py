@@ -15,8 +15,8 @@ from inpaint.generate import Engine
 OPERATIONS = [("POST", "/generate/inpaint"), ("GET", "/jobs/{jobId}"), ("POST", "/jobs/{jobId}/cancel"),
               ("GET", "/assets"), ("POST", "/assets"), ("GET", "/assets/{assetId}"),
               ("GET", "/assets/{assetId}/file"), ("GET", "/models"), ("DELETE", "/assets/{assetId}"),
-              ("DELETE", "/jobs/{jobId}"), ("POST", "/segment")]
-# Per operation and mode; 21 runs x 30 examples keep the run around a minute on two cores.
+              ("DELETE", "/jobs/{jobId}"), ("POST", "/segment"), ("GET", "/models/{modelId}")]
+# Per operation and mode; 20 runs x 30 examples keep the run around a minute on two cores.
 EXAMPLES = 30
 CHECKS = [checks.not_a_server_error, checks.status_code_conformance, checks.content_type_conformance,
           checks.response_headers_conformance, checks.response_schema_conformance]
@@ -36,10 +36,11 @@ def test_the_fuzzed_operations_are_all_of_the_api(api_schema):
         set(OPERATIONS)
 
 
-# GET /models takes no input at all, and the DELETEs only an id in the path, which may be any string (a
-# malformed one is simply not found): there is no invalid input to generate for them.
+# GET /models takes no input at all, and GET /models/{modelId} and the DELETEs only an id in the path, which may be
+# any string (a malformed one is simply not found): there is no invalid input to generate for them.
 MODES = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
-NOTHING_INVALID = {("GET", "/models"), ("DELETE", "/assets/{assetId}"), ("DELETE", "/jobs/{jobId}")}
+NOTHING_INVALID = {("GET", "/models"), ("GET", "/models/{modelId}"), ("DELETE", "/assets/{assetId}"),
+                   ("DELETE", "/jobs/{jobId}")}
 RUNS = [(method, path, mode) for method, path in OPERATIONS for mode in MODES
         if mode is GenerationMode.POSITIVE or (method, path) not in NOTHING_INVALID]
 
