@@ -20,7 +20,7 @@ def create_space_app():
     startup and outside the GPU function, as ZeroGPU asks (elsewhere models load on first use)."""
     app = create_app()
     if zerogpu.is_zerogpu():
-        placed = zerogpu.preload(app.state.engine)
+        placed = zerogpu.preload(app.state.engine.pipelines)
         print(f"ZeroGPU: placed {', '.join(placed) or 'no model'} at startup")
     return app
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import RequestError
-from .families import FAMILIES, Family, Range
+from .families import FAMILIES, SCHEDULERS, Family, Range
 
-__all__ = ["MODEL_TYPES", "SCHEDULERS", "Catalog", "ModelEntry", "ModelType", "Range"]
+__all__ = ["MODEL_TYPES", "Catalog", "ModelEntry", "ModelType", "Range"]
 
 SHIPPED_CATALOG = Path(__file__).with_name("catalog.json")
 
@@ -33,26 +33,6 @@ def _model_types() -> dict[str, ModelType]:
 
 
 MODEL_TYPES: dict[str, ModelType] = _model_types()
-
-# Scheduler name -> (kind, from_config overrides). SD families take every "sd" kind; Flux is
-# flow-matching and takes only "flow". Classes are looked up in diffusers by name at build time.
-SCHEDULERS: dict[str, tuple[str, dict]] = {
-    "DDIMScheduler": ("sd", {}),
-    "DDPMScheduler": ("sd", {}),
-    "DEISMultistepScheduler": ("sd", {}),
-    "DPMSolverMultistepScheduler": ("sd", {}),
-    "DPMSolverSinglestepScheduler": ("sd", {}),
-    "EulerAncestralDiscreteScheduler": ("sd", {}),
-    "EulerDiscreteScheduler": ("sd", {}),
-    "HeunDiscreteScheduler": ("sd", {}),
-    "KDPM2AncestralDiscreteScheduler": ("sd", {}),
-    "KDPM2DiscreteScheduler": ("sd", {}),
-    "LMSDiscreteScheduler": ("sd", {}),
-    "PNDMScheduler": ("sd", {}),
-    "UniPCMultistepScheduler": ("sd", {}),
-    "LCMScheduler": ("sd", {}),
-    "FlowMatchEulerDiscreteScheduler": ("flow", {}),
-}
 
 # Sources that are not paths: `tiny:<kind>` (built offline on first use), `hub:<repo id>`, a URL of a
 # TorchScript file, and `<family>:<variant>` for the families without weights (`opencv:telea`).

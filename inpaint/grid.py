@@ -18,16 +18,10 @@ from .errors import RequestError
 from .flags import INPUT_FIELDS, fields, value_of
 from .runs import Results, Runner, check_base, check_model, run_each, say
 from .schema import SEED_MAX, parse_request
+from .sheet import Axis
 
 MAX_FIELDS = 3  # columns, rows, and blocks of rows
 MAX_CELLS = 256  # past it a grid runs only with --yes: a typo in a value list can ask for thousands
-
-
-@dataclasses.dataclass(frozen=True)
-class Axis:
-    field: str
-    texts: tuple[str, ...]  # as typed: the labels
-    values: tuple  # as the request takes them
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,7 +28,7 @@ from .events import (
     Warned,
 )
 from .previews import side_by_side
-from .responses import JobRecord
+from .responses import JobRecord, JobRecordMetadata
 from .schema import ResolvedRequest
 
 if TYPE_CHECKING:
@@ -90,7 +90,14 @@ class Job:
 
 def record(job: Job) -> dict:
     """The job as the store keeps it and the API answers it (inpaint.responses.JobRecord)."""
-    return JobRecord.of(job).model_dump()
+    with job.lock:  # an asset id, its seed and its report are added together on the job's thread
+        return JobRecord(job_id=job.job_id, job_type="inpaint", status=job.status, progress=round(job.progress, 4),
+                         created_at=job.created_at, updated_at=job.updated_at, original_assets=job.original_assets,
+                         metadata=JobRecordMetadata(
+                             input=job.request.to_json(), asset_ids=list(job.asset_ids), seeds=list(job.seeds),
+                             regions=list(job.regions), seam_reports=list(job.seam_reports),
+                             intermediate_images=list(job.previews), warnings=list(job.warnings),
+                             error=job.error)).model_dump()
 
 
 def run_job(worker: Worker, job: Job, *, on_change=None) -> Job:

@@ -3,9 +3,7 @@ from_pretrained and picks device and dtype."""
 
 from __future__ import annotations
 
-import copy
 import gc
-import os
 import threading
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -13,9 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .catalog import SCHEDULERS, Catalog, ModelEntry
+from .catalog import Catalog, ModelEntry
 from .errors import ModelUnavailable
 from .families import Family
+from .hub import hub_offline
 
 # torch and diffusers take seconds to import: they are imported by the first diffusion request, so the server
 # starts and classical models run without them.
@@ -47,13 +46,6 @@ def _from_pretrained(cls: type[DiffusionPipeline], source: str | Path, **kwargs)
 
 
 # ---- the Hugging Face Hub: cache first, then a bounded reachability probe -----------------------
-
-def hub_offline() -> bool:
-    # huggingface_hub reads HF_HUB_OFFLINE at import; the environment may have changed since.
-    from huggingface_hub import constants
-
-    return constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
-
 
 def _probe_hub(model_id: str, repo: str, filename: str) -> None:
     """Raise ModelUnavailable unless `filename` of `repo` can be downloaded now."""
@@ -276,31 +268,6 @@ class PipelineCache:
 
 
 # ---- per request ------------------------------------------------------------------------------
-
-def make_scheduler(loaded: LoadedPipeline, name: str | None = None):
-    """A new scheduler for one request (`name`: the resolved request's, which schema.resolve checked can drive
-    the model); the cached pipeline's own scheduler is only read."""
-    config = loaded.pipe.scheduler.config
-    if name is None:
-        return type(loaded.pipe.scheduler).from_config(config)
-    import diffusers
-
-    return getattr(diffusers, name).from_config(config, **SCHEDULERS[name][1])
-
-
-def request_pipeline(loaded: LoadedPipeline, scheduler) -> DiffusionPipeline:
-    """A pipeline object for one request: the cached modules (no weight copy) with its own scheduler.
-
-    Not `from_pipe`: it costs ~14 ms on an SD 1.5-size pipeline (fine), but it re-runs `__init__` and
-    casts every shared module with `.to(dtype)`, which logs a warning per module on every request and
-    would undo a component deliberately kept in another dtype. A shallow copy is the cheapest correct
-    thing (<1 ms): assigning `scheduler` on it gives the copy its own config dict, and per-call state
-    (`_guidance_scale`, `_interrupt`, ...) is then set on the copy only.
-    """
-    pipe = copy.copy(loaded.pipe)
-    pipe.scheduler = scheduler
-    return pipe
-
 
 @contextmanager
 def concepts_applied(loaded: LoadedPipeline, adapters: list[tuple[Path, float]]):

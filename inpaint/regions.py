@@ -191,9 +191,9 @@ def _fill(image_np: np.ndarray, hole_np: np.ndarray, seed: int) -> np.ndarray:
     except ImportError:
         patchmatch = None
     if patchmatch is not None and patchmatch.patchmatch_available:
-        from .families.classical import _patchmatch_lock
+        from .families.classical import PATCHMATCH_LOCK
 
-        with _patchmatch_lock:
+        with PATCHMATCH_LOCK:
             patchmatch.set_random_seed(seed % 2**32)
             return np.asarray(patchmatch.inpaint(image_np, hole_np * 255, patch_size=3))
     bgr_np = cv2.cvtColor(np.ascontiguousarray(image_np), cv2.COLOR_RGB2BGR)

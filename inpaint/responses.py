@@ -13,7 +13,6 @@ from .schema import DEFAULT_STEPS, DEFAULT_STRENGTH, CamelModel
 
 if TYPE_CHECKING:
     from .catalog import ModelEntry
-    from .jobs import Job
 
 
 class AssetOut(CamelModel):
@@ -74,16 +73,6 @@ class JobRecord(CamelModel):
     updated_at: str
     original_assets: bool = Field(False, description="Whether the asset URLs of this job point at the originals.")
     metadata: JobRecordMetadata
-
-    @classmethod
-    def of(cls, job: Job) -> JobRecord:
-        with job.lock:  # an asset id, its seed and its report are added together on the job's thread
-            return cls(job_id=job.job_id, job_type="inpaint", status=job.status, progress=round(job.progress, 4),
-                       created_at=job.created_at, updated_at=job.updated_at, original_assets=job.original_assets,
-                       metadata=JobRecordMetadata(
-                           input=job.request.to_json(), asset_ids=list(job.asset_ids), seeds=list(job.seeds),
-                           regions=list(job.regions), seam_reports=list(job.seam_reports),
-                           intermediate_images=list(job.previews), warnings=list(job.warnings), error=job.error))
 
 
 class JobMetadata(JobRecordMetadata):
@@ -180,6 +169,10 @@ class ModelOut(CamelModel):
 
 class ModelList(CamelModel):
     models: list[ModelOut]
+
+
+class ModelEnvelope(CamelModel):
+    model: ModelOut
 
 
 class SegmentOut(CamelModel):

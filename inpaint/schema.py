@@ -18,8 +18,9 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from .catalog import SCHEDULERS, Catalog, ModelEntry
+from .catalog import Catalog, ModelEntry
 from .errors import RequestError, validation_error
+from .families import SCHEDULERS
 from .imageops import MAX_PIXELS
 
 SEED_MAX = 2**32 - 1  # the common seed range of diffusion tools; sample i uses seed + i

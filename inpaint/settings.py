@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 
-def _int(name: str, default: int, low: int, high: int) -> int:
+def env_int(name: str, default: int, low: int, high: int) -> int:
     raw = os.environ.get(name, "").strip()
     try:
         value = int(raw) if raw else default
@@ -87,13 +87,13 @@ GIVEN_DEVICES = _devices("INPAINT_DEVICES", CUDA_COUNT)
 DEVICES = GIVEN_DEVICES or tuple(f"cuda:{i}" for i in range(CUDA_COUNT)) or ("cpu",)  # default: every GPU, else the CPU
 # A Ray cluster to run the generations on (`auto`, or `ray://host:10001`); unset runs them on DEVICES.
 RAY_ADDRESS = os.environ.get("INPAINT_RAY_ADDRESS", "").strip() or None
-MAX_PIPELINES = _int("INPAINT_MAX_PIPELINES", 2, 1, 16)  # loaded pipelines kept in memory (LRU)
-MAX_BATCH = _int("INPAINT_MAX_BATCH", 4, 1, 128)  # samples per pipeline call; numSamples runs in these
-MAX_QUEUE = _int("INPAINT_MAX_QUEUE", 32, 1, 10_000)  # queued REST jobs before 429
-MAX_BODY_BYTES = _int("INPAINT_MAX_BODY_MB", 50, 1, 1024) * 1024 * 1024
+MAX_PIPELINES = env_int("INPAINT_MAX_PIPELINES", 2, 1, 16)  # loaded pipelines kept in memory (LRU)
+MAX_BATCH = env_int("INPAINT_MAX_BATCH", 4, 1, 128)  # samples per pipeline call; numSamples runs in these
+MAX_QUEUE = env_int("INPAINT_MAX_QUEUE", 32, 1, 10_000)  # queued REST jobs before 429
+MAX_BODY_BYTES = env_int("INPAINT_MAX_BODY_MB", 50, 1, 1024) * 1024 * 1024
 # Pixels decoded at once over every request being prepared (~19 MB of memory per megapixel at the peak).
 # At least 80 MP: one request may carry a 40 MP image and a 40 MP mask.
-PREPARE_PIXELS = _int("INPAINT_PREPARE_MP", 120, 80, 100_000) * 1_000_000
+PREPARE_PIXELS = env_int("INPAINT_PREPARE_MP", 120, 80, 100_000) * 1_000_000
 # Previews, and input images and masks that nothing names, are deleted once older than this; results never.
 RETENTION_DAYS = _optional_int("INPAINT_RETENTION_DAYS", 1, 3650)
 
@@ -107,4 +107,4 @@ _LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 ALLOWED_HOSTS = tuple(name.strip().lower() for name in os.environ.get("INPAINT_ALLOWED_HOSTS", "").split(",")
                       if name.strip()) or (("*",) if API_KEY else
                                           (*_LOOPBACK_NAMES, *filter(None, [os.environ.get("SPACE_HOST")])))
-PORT = _int("PORT", 7860, 1, 65535)
+PORT = env_int("PORT", 7860, 1, 65535)

@@ -3,23 +3,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from . import imageops
-
-if TYPE_CHECKING:
-    from .grid import Axis
 
 TILE_PX = 256  # a cell's longer side on the sheet: a result's detail stays visible with a dozen columns
 GAP_PX = 8
 LABEL_PX = 15  # the font size of the labels
 MAX_LABEL_PX = 240  # a row label longer than this (a prompt) is cut with an ellipsis
 INK, FAINT, FAILED, PAPER, EMPTY = (20, 20, 20), (110, 110, 110), (170, 20, 20), (255, 255, 255), (232, 232, 232)
+
+
+@dataclasses.dataclass(frozen=True)
+class Axis:
+    """A field the grid varies: its values as typed (the labels) and as the request takes them."""
+
+    field: str
+    texts: tuple[str, ...]
+    values: tuple
 
 
 def mask_box(base: dict) -> tuple[float, float, float, float]:

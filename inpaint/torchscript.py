@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import ModelUnavailable
-from .pipelines import hub_offline
+from .hub import hub_offline
 
 if TYPE_CHECKING:
     import torch

@@ -33,10 +33,10 @@ from typing import TYPE_CHECKING
 
 from . import families
 from .families import GpuCost
-from .settings import _int
+from .settings import env_int
 
 if TYPE_CHECKING:
-    from .generate import Engine
+    from .pipelines import PipelineCache
     from .schema import ResolvedRequest
 
 DEFAULT_DURATION_S = 60  # what @spaces.GPU asks for without a duration
@@ -44,10 +44,10 @@ DEFAULT_DURATION_S = 60  # what @spaces.GPU asks for without a duration
 
 MARGIN = 1.5  # over the calibrated time: a call that outruns its duration is aborted
 
-FLOOR_S = _int("INPAINT_SPACES_MIN_DURATION", 10, 1, 300)
-CEILING_S = max(FLOOR_S, _int("INPAINT_SPACES_MAX_DURATION", 120, 1, 300))  # ZeroGPU refuses more than 300 s
+FLOOR_S = env_int("INPAINT_SPACES_MIN_DURATION", 10, 1, 300)
+CEILING_S = max(FLOOR_S, env_int("INPAINT_SPACES_MAX_DURATION", 120, 1, 300))  # ZeroGPU refuses more than 300 s
 # Samples one request may ask for on a Space: each one costs the visitor GPU time from a small daily quota.
-MAX_SAMPLES = _int("INPAINT_SPACES_MAX_SAMPLES", 4, 1, 128)
+MAX_SAMPLES = env_int("INPAINT_SPACES_MAX_SAMPLES", 4, 1, 128)
 
 
 def is_zerogpu() -> bool:
@@ -68,13 +68,13 @@ def preload_ids() -> list[str]:
     return list(dict.fromkeys(name for name in [settings.DEFAULT_MODEL, *listed] if name))
 
 
-def preload(engine: Engine, ids: Iterable[str] | None = None, *, log=print) -> list[str]:
-    """Load `ids` (default: `preload_ids()`) into the engine's pipeline cache, placed on its device.
+def preload(pipelines: PipelineCache, ids: Iterable[str] | None = None, *, log=print) -> list[str]:
+    """Load `ids` (default: `preload_ids()`) into the pipeline cache, placed on its device.
 
     A LoRA places its base model; classical models and unknown ids are skipped (said in the log), so a
     typo in INPAINT_PRELOAD does not stop the Space. At most the cache's size are kept. Returns the ids
     of the pipelines placed, in order."""
-    catalog, placed = engine.catalog, []
+    catalog, placed = pipelines.catalog, []
     for model_id in preload_ids() if ids is None else ids:
         if model_id not in catalog:
             log(f"preload: {model_id!r} is not in the catalog; skipped")
@@ -88,11 +88,11 @@ def preload(engine: Engine, ids: Iterable[str] | None = None, *, log=print) -> l
             continue
         if target in placed:
             continue
-        if len(placed) >= engine.pipelines.max_pipelines:
-            log(f"preload: {target!r} skipped: the cache holds {engine.pipelines.max_pipelines} "
+        if len(placed) >= pipelines.max_pipelines:
+            log(f"preload: {target!r} skipped: the cache holds {pipelines.max_pipelines} "
                 "pipelines (INPAINT_MAX_PIPELINES)")
             continue
-        engine.pipelines.get(target)
+        pipelines.get(target)
         placed.append(target)
     return placed
 

@@ -384,7 +384,8 @@ def test_unknown_routes_ids_and_methods(client):
     assert_error(client.get(f"/assets/asset_{'a' * 21}%2E"), 404, "assetId")
     assert_error(client.get(f"/jobs/job_{'a' * 22}"), 404, "jobId", "no job")
     assert_error(client.get("/nope"), 404, "path", "/nope")
-    assert_error(client.get("/models/extra"), 404, "path")
+    assert_error(client.get("/models/extra"), 404, "modelId", "no model 'extra'")
+    assert_error(client.get("/models/extra/more"), 404, "path")
     response = client.delete("/models")
     assert_error(response, 405, "method", "GET")
     assert response.headers["allow"] == "GET, HEAD"
@@ -422,6 +423,9 @@ def test_models_lists_the_catalog(client):
     assert "epochs" not in models["tiny-sd-1_5"] and models["opencv-telea"]["availability"] == "offline"
     assert models["tiny-sd-xl"]["ranges"]["width"] == {"min": 512, "max": 2048}
     assert models["tiny-sd-1_5"]["defaults"]["guidance"] == 7.5
+    # One model by id, as listed.
+    for model_id in ("tiny-sd-1_5-lora", "opencv-telea"):
+        assert client.get(f"/models/{model_id}").json() == {"model": models[model_id]}
 
 
 def test_openapi_describes_the_camel_case_request_with_bounds(client):
@@ -445,7 +449,7 @@ def test_openapi_describes_the_camel_case_request_with_bounds(client):
     assert "422" not in json.dumps(schema["paths"]) and "HTTPValidationError" not in schema["components"]["schemas"]
     # The REST API's own routes (a new one joins them), not the compatible APIs' nor the docs'.
     assert {"/generate/inpaint", "/jobs/{jobId}", "/jobs/{jobId}/cancel", "/assets", "/assets/{assetId}",
-            "/assets/{assetId}/file", "/models"} <= set(schema["paths"])
+            "/assets/{assetId}/file", "/models", "/models/{modelId}", "/segment"} <= set(schema["paths"])
     assert not [path for path in schema["paths"] if path.startswith(("/v1/", "/sdapi/", "/docs"))]
 
 

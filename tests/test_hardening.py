@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
+from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from PIL import Image
@@ -30,9 +31,10 @@ from schemathesis import checks
 from schemathesis.generation import GenerationMode
 from starlette.routing import Mount, WebSocketRoute
 
-from inpaint import api, assets, imageops, pipelines, web_security
+from inpaint import api, assets, imageops, web_security
 from inpaint.api import create_app
 from inpaint.assets import AssetStore
+from inpaint.families import diffusion
 from inpaint.jobs import INTERRUPTED
 from tests.support.api import BAD_BODIES, FINAL, KEY, TINY, assert_error, b64_url, body, listed_ids, submit, wait
 from tests.support.fuzz import CHECKS, RUNS
@@ -300,8 +302,8 @@ def test_pipeline(monkeypatch):
         def request_pipeline(loaded, scheduler):
             made.append(FlakyPipeline(real_request_pipeline(loaded, scheduler), fail, len(made) + 1))
             return made[-1]
-        real_request_pipeline = pipelines.request_pipeline
-        monkeypatch.setattr(pipelines, "request_pipeline", request_pipeline)
+        real_request_pipeline = diffusion.request_pipeline
+        monkeypatch.setattr(diffusion, "request_pipeline", request_pipeline)
         return made
 
     return install
@@ -574,7 +576,7 @@ def test_every_route_and_file_refuses_without_the_key(keyed, engine):
     job = wait(authed, submit(authed, body(hideResults=True))["jobId"])
     job_id = job["jobId"]
     hidden_id = job["metadata"]["assetIds"][0]
-    ids = {"jobId": job_id, "assetId": hidden_id}
+    ids = {"jobId": job_id, "assetId": hidden_id, "modelId": "opencv-telea"}
     assert keyed.get(f"/assets/{hidden_id}/file", auth=("anyone", KEY)).status_code == 200
     operations = [(method.upper(), path.format(**ids)) for path, methods in keyed.get("/openapi.json").json()["paths"]
                   .items() for method in methods]
@@ -640,13 +642,56 @@ def test_every_route_the_app_serves_needs_the_key_but_the_public_ones(engine):
         assert client.post("/login", data={"username": "me", "password": KEY}).status_code == 200
         assert client.post("/gradio_api/reset", json={"session_hash": "x", "fn_index": 0, "event_id": "x"}
                            ).status_code != 401  # logged in
-    # A route added the usual FastAPI way is behind the key as well. (After the studio is mounted at /, the mount
-    # would take its path first: the API alone here.)
+    # A route added the usual FastAPI way, to the app itself, is behind the key as well (KeyGuard, in front of all).
+    # (After the studio is mounted at /, the mount would take its path first: the API alone here.)
     app = create_app(engine, api_key=KEY, with_ui=False)
     app.get("/added-later")(lambda: {"ok": True})
     with TestClient(app) as client:
         assert client.get("/added-later").status_code == 401
         assert client.get("/added-later", headers={"Authorization": f"Bearer {KEY}"}).json() == {"ok": True}
+
+
+def dependency_calls(dependant):
+    for dependency in dependant.dependencies:
+        yield dependency.call
+        yield from dependency_calls(dependency)
+
+
+def test_every_api_route_is_included_through_the_key_check(engine, monkeypatch):
+    # A route added to a resource's router the usual FastAPI way (the router's routes restored afterwards).
+    monkeypatch.setattr(api.jobs.router, "routes", list(api.jobs.router.routes))
+    api.jobs.router.get("/jobs/{jobId}/added-later")(lambda jobId: {"ok": jobId})
+    app = create_app(engine, api_key=KEY, with_ui=True)
+    unchecked = {(method, route.path) for route in app.routes if isinstance(route, APIRoute)
+                 and api.auth.require_key not in set(dependency_calls(route.dependant)) for method in route.methods}
+    assert unchecked <= PUBLIC_ROUTES, unchecked - PUBLIC_ROUTES
+    # The router's check holds on its own: with the guard in front letting every path through, still 401.
+    monkeypatch.setattr(api, "is_public", lambda method, path: True)
+    for app in (create_app(engine, api_key=KEY, with_ui=True), create_app(engine, api_key=KEY, with_ui=False)):
+        with TestClient(app) as client:
+            for method, path in [("GET", f"/jobs/job_{'a' * 22}/added-later"), ("GET", "/models"),
+                                 ("POST", "/generate/inpaint"), ("GET", "/v1/models"), ("GET", "/sdapi/v1/options"),
+                                 ("GET", "/jobs/nope/nope")]:
+                response = client.request(method, path)
+                assert response.status_code == 401, (method, path, response.text)
+                assert response.headers["www-authenticate"] == 'Bearer realm="inpaint"'
+            added = client.get(f"/jobs/job_{'a' * 22}/added-later", headers={"Authorization": f"Bearer {KEY}"})
+            assert added.json() == {"ok": f"job_{'a' * 22}"}
+
+
+def test_unknown_ids_in_paths_are_not_found(client):
+    # Every documented path with an id, every method: a well-formed id that names nothing, and one that cannot exist.
+    examples = {"jobId": ("job_" + "z" * 22, "nope"), "assetId": ("asset_" + "z" * 22, "asset_nope"),
+                "modelId": ("no-such-model",)}
+    checked = 0
+    for template, operations in client.get("/openapi.json").json()["paths"].items():
+        for name in re.findall(r"\{(\w+)\}", template):
+            for unknown in examples[name]:
+                for method in operations:
+                    response = client.request(method.upper(), template.replace(f"{{{name}}}", unknown))
+                    assert_error(response, 404, name, unknown)
+                    checked += 1
+    assert checked >= 10
 
 
 def test_keys_are_compared_in_constant_time(engine, monkeypatch):
@@ -662,8 +707,9 @@ def test_keys_are_compared_in_constant_time(engine, monkeypatch):
         assert client.get("/models", headers={"Authorization": "Bearer nope"}).status_code == 401
         assert client.get("/models", auth=("me", "nope")).status_code == 401
         assert client.get("/models", headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
-    assert compared == [(b"nope", KEY.encode()), (b"nope", KEY.encode()), (KEY.encode(), KEY.encode())]
-    login = api._ui_login(KEY)
+    # The right key is compared twice: by the guard in front of the app, and by the API router's own check.
+    assert compared == [(b"nope", KEY.encode()), (b"nope", KEY.encode())] + [(KEY.encode(), KEY.encode())] * 2
+    login = api.auth.ui_login(KEY)
     assert login("me", "nope") is False and login("me", KEY) is True
     assert compared[-2:] == [(b"nope", KEY.encode()), (KEY.encode(), KEY.encode())]
 

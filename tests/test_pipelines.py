@@ -12,10 +12,11 @@ from diffusers import FluxFillPipeline
 from PIL import Image
 
 from inpaint import families, pipelines, tiny
-from inpaint.catalog import MODEL_TYPES, SCHEDULERS, Catalog, ModelEntry
+from inpaint.catalog import MODEL_TYPES, Catalog, ModelEntry
 from inpaint.errors import ModelUnavailable, RequestError
-from inpaint.pipelines import (PipelineCache, concepts_applied, make_scheduler,
-                               request_pipeline)
+from inpaint.families import SCHEDULERS
+from inpaint.families.diffusion import make_scheduler, request_pipeline
+from inpaint.pipelines import PipelineCache, concepts_applied
 from inpaint.previews import latents_to_preview, unpack_flux_latents
 
 TINY = {"sd-1_5": "tiny-sd-1_5", "sd-xl": "tiny-sd-xl", "flux.1": "tiny-flux.1"}

@@ -24,7 +24,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from inpaint import imageops
-from inpaint.api import AssetFileResponse, create_app
+from inpaint.api import create_app
+from inpaint.api.assets import AssetFileResponse
 from inpaint.jobs import INTERRUPTED
 from inpaint.server import server_config
 from inpaint.web_security import HEADER_TIMEOUT_S, MAX_AUTH_FAILURES, HeaderTimeoutProtocol

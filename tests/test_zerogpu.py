@@ -147,7 +147,7 @@ def _worker(startup: tuple, function: tuple[str, str], args: tuple, conn) -> Non
     engine = _space_engine(models_dir, data_dir)
     _KEEP.append(engine)
     ui.ENGINES[engine_key] = engine
-    zerogpu.preload(engine, preload)
+    zerogpu.preload(engine.pipelines, preload)
     conn.send(("__startup_loads__", len(loads)))
     before = len(loads)
     module, name = function
@@ -199,7 +199,7 @@ def space(models_dir, tmp_path, monkeypatch):
 
     data_dir = tmp_path / "data"
     engine = _space_engine(models_dir, data_dir)
-    assert zerogpu.preload(engine, ["tiny-sd-1_5"]) == ["tiny-sd-1_5"]
+    assert zerogpu.preload(engine.pipelines, ["tiny-sd-1_5"]) == ["tiny-sd-1_5"]
     key = f"engine-test-{id(engine):x}"
     monkeypatch.setitem(ui.ENGINES, key, engine)
     gpu = StandInGPU((models_dir, data_dir, key, ["tiny-sd-1_5"]))
@@ -221,7 +221,7 @@ def _request(engine, model_id: str, **extra):
 def test_preload_places_the_pipelines_once_and_skips_what_has_no_weights(models_dir, tmp_path):
     engine = _space_engine(models_dir, tmp_path / "data")
     said = []
-    placed = zerogpu.preload(engine, ["opencv-telea", "no-such-model", "tiny-sd-1_5-lora", "tiny-sd-1_5"],
+    placed = zerogpu.preload(engine.pipelines, ["opencv-telea", "no-such-model", "tiny-sd-1_5-lora", "tiny-sd-1_5"],
                              log=said.append)
     assert placed == ["tiny-sd-1_5"]  # the LoRA's base, once; the classical model has nothing to place
     assert engine.pipelines.cached_ids() == ["tiny-sd-1_5"]

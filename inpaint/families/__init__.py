@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from .base import Family, GpuCost, OnStep, Prompt, Range, Selection
 from .classical import OpenCV, PatchMatch
-from .diffusion import FLUX, SD15, SDXL
+from .diffusion import FLUX, SCHEDULERS, SD15, SDXL
 from .erasers import LAMA, MI_GAN
 from .selectors import GRABCUT, SAM2, SAM3
 
@@ -23,4 +23,4 @@ def get(name: str) -> Family:
     return FAMILIES[name]
 
 
-__all__ = ["FAMILIES", "Family", "GpuCost", "OnStep", "Prompt", "Range", "Selection", "get"]
+__all__ = ["FAMILIES", "SCHEDULERS", "Family", "GpuCost", "OnStep", "Prompt", "Range", "Selection", "get"]

@@ -74,7 +74,7 @@ class Family:
     native_resolution: int | None = None  # None: works on the region around the mask at its own size
     size_multiple: int = 1  # what the model's internals need (a VAE's 1/8, Flux packs 2x2 more)
     scheduler: str | None = None  # the usual scheduler; None for families that do not denoise in steps
-    scheduler_kind: str | None = None  # which rows of catalog.SCHEDULERS can drive it
+    scheduler_kind: str | None = None  # which rows of diffusion.SCHEDULERS can drive it
     uses_prompt: bool = False
     uses_negative_prompt: bool = False
     negative_prompt_strength: bool = False  # Flux-dev based: the field exists, the negative prompt is inactive

@@ -42,7 +42,7 @@ class OpenCV(Family):
 
 
 # The library's seed is process-wide state: one fill at a time, or two requests would draw from each other's.
-_patchmatch_lock = threading.Lock()
+PATCHMATCH_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,6 @@ class PatchMatch(Family):
 def _library_fill(image_np: np.ndarray, hole_np: np.ndarray, *, patch_size: int, seed: int) -> np.ndarray:
     import patchmatch
 
-    with _patchmatch_lock:
+    with PATCHMATCH_LOCK:
         patchmatch.set_random_seed(seed)
         return patchmatch.inpaint(image_np, hole_np, patch_size=patch_size)

@@ -22,7 +22,7 @@ class TorchScriptEraser(Family):
     def unavailable(self, entry) -> str | None:
         """Known before anything is stored: a file still to download while downloads are switched off."""
         if entry.source_kind == "url" and entry.availability() == "needs download":
-            from ..pipelines import hub_offline
+            from ..hub import hub_offline
 
             if hub_offline():
                 return (f"it needs a download of {entry.source}, but HF_HUB_OFFLINE is set; put the file in the "

@@ -102,7 +102,7 @@ class Sam(Family):
 
     def unavailable(self, entry) -> str | None:
         if entry.source_kind == "hub" and entry.availability() == "needs download":
-            from ..pipelines import hub_offline
+            from ..hub import hub_offline
 
             if hub_offline():
                 return (f"it needs a download of {entry.source.split(':', 1)[1]!r} from the Hugging Face Hub, but "

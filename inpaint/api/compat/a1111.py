@@ -17,10 +17,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from .. import __version__, imageops, png, settings
-from ..api import EngineDep, JobsDep, _json_body, _json_body_declared
-from ..catalog import Catalog
-from ..errors import RequestError
+from ... import __version__, imageops, png, settings
+from ...catalog import Catalog
+from ...errors import RequestError
+from ..deps import EngineDep, JobsDep, json_body_declared, read_json
 from . import runs
 
 # A1111's sampler names and what drives our models like them ("Karras" and the other sigma spacings are A1111's
@@ -138,7 +138,7 @@ BackendDep = Annotated[Backend, Depends(_backend)]
 
 
 async def _body(request: Request, model: type[BaseModel]) -> tuple[BaseModel, dict]:
-    raw = await _json_body(request)
+    raw = await read_json(request)
     if not isinstance(raw, dict):
         raise RequestValidationError([{"loc": (), "msg": "the request body must be a JSON object",
                                        "type": "dict_type"}])
@@ -252,7 +252,7 @@ def _images(engine, assets) -> list[str]:
     return [base64.b64encode(engine.store.file_path(asset.id).read_bytes()).decode("ascii") for asset in assets]
 
 
-@router.post("/sdapi/v1/img2img", dependencies=[Depends(_json_body_declared)])
+@router.post("/sdapi/v1/img2img", dependencies=[Depends(json_body_declared)])
 async def img2img(request: Request, engine: EngineDep, jobs: JobsDep, backend: BackendDep) -> dict:
     """A1111's img2img with a mask, on the checkpoint of `override_settings.sd_model_checkpoint` (a model id of
     this server) or of /options. Image i has seed + i, as in A1111."""
@@ -322,7 +322,7 @@ class Options(BaseModel):
     sd_model_checkpoint: str | None = None
 
 
-@router.post("/sdapi/v1/options", dependencies=[Depends(_json_body_declared)])
+@router.post("/sdapi/v1/options", dependencies=[Depends(json_body_declared)])
 async def set_options(request: Request, engine: EngineDep, backend: BackendDep) -> None:
     """Sets `sd_model_checkpoint` (a model id) for the img2img requests that do not override it; other options are
     accepted and change nothing."""

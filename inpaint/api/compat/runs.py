@@ -14,14 +14,15 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from .. import imageops, limits
-from ..api import FIELD_BY_STATUS, RETRY_AFTER_S, refuse_gpu_models_on_zerogpu, refuse_unknown_route
-from ..assets import Asset
-from ..errors import RequestError
-from ..events import Event, Failed, Preview, Progress, Result, Warned
-from ..generate import Engine
-from ..jobs import JobQueue
-from ..schema import ResolvedRequest
+from ... import imageops
+from ...assets import Asset
+from ...errors import RequestError
+from ...events import Event, Failed, Preview, Progress, Result, Warned
+from ...generate import Engine
+from ...jobs import JobQueue
+from ...schema import ResolvedRequest
+from ..deps import refuse_gpu_models_on_zerogpu
+from ..errors import FIELD_BY_STATUS, refuse_unknown_route, retry_after
 
 # Render one error in a host API's shape: status, the host's name of the field at fault (None: no field),
 # message, headers.
@@ -110,10 +111,7 @@ def shaped_errors(render: Render, fields: Callable[[str], str | None],
                 try:
                     return await handle(request)
                 except RequestError as exc:
-                    # As the REST API says: a full queue drains in about a job's time, a busy decoding budget in
-                    # about a preparation's.
-                    retry = {429: RETRY_AFTER_S, 503: str(limits.RETRY_AFTER_S)}.get(exc.status)
-                    return render(exc.status, fields(exc.field), exc.message, {"Retry-After": retry} if retry else None)
+                    return render(exc.status, fields(exc.field), exc.message, retry_after(exc.status))
                 except HTTPException as exc:
                     return render(exc.status_code, FIELD_BY_STATUS.get(exc.status_code), str(exc.detail),
                                   exc.headers)

@@ -20,12 +20,12 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from .. import imageops, png, settings
-from ..api import EngineDep, JobsDep
-from ..assets import Asset
-from ..errors import RequestError
-from ..events import Preview, Result
-from ..generate import Engine
+from ... import imageops, png, settings
+from ...assets import Asset
+from ...errors import RequestError
+from ...events import Preview, Result
+from ...generate import Engine
+from ..deps import EngineDep, JobsDep
 from . import runs
 
 # The form fields of an edit this server reads; `seed` and `num_inference_steps` are its own (the SDK sends them
