@@ -151,10 +151,11 @@ async def _body(request: Request, model: type[BaseModel]) -> tuple[BaseModel, di
 
 # ---- img2img as an inpaint request ---------------------------------------------------------------------------
 
-def _data_url(value: str, where: str) -> str:
-    """A1111's base64 image, with or without a data-URL head, as a data URL of its type."""
+def _file(value: str, where: str) -> bytes:
+    """A1111's base64 image, with or without a data-URL head: the file, decoded as any data URL is (with its size
+    bounded before it is decoded)."""
     if value.startswith("data:"):
-        return value
+        return imageops.decode_data_url(value, field=where)
     try:
         head = base64.b64decode(value[:16], validate=True)
     except ValueError:
@@ -162,15 +163,14 @@ def _data_url(value: str, where: str) -> str:
     fmt = imageops.sniff_format(head)
     if fmt is None:
         raise RequestError(where, "must be a PNG, JPEG or WebP image in base64 (with or without a data-URL head)")
-    return f"data:image/{fmt.lower()};base64,{value}"
+    return imageops.decode_data_url(f"data:image/{fmt.lower()};base64,{value}", field=where)
 
 
-def _inverted(engine, mask_url: str) -> str:
+def _inverted(engine, data: bytes) -> bytes:
     """The mask read as every mask is (alpha or luminance), with repaint and keep swapped."""
-    data = imageops.decode_data_url(mask_url, field="mask")
     with engine.decoding.hold(imageops.declared_pixels(data)):
         mask = imageops.read_mask(imageops.open_image(data, field="mask", min_side=1))[0]
-        return imageops.bytes_data_url(png.encode(mask.point(lambda value: 255 - value)))
+        return png.encode(mask.point(lambda value: 255 - value))
 
 
 def _checkpoint(name: str) -> str:
@@ -195,8 +195,10 @@ def _scheduler(req: Img2Img, entry, notes: list[str]) -> str | None:
     return scheduler
 
 
-def _translate(req: Img2Img, raw: dict, engine, backend: Backend) -> tuple[dict, list[str], list[str]]:
-    """The inpaint request body, what was approximated (sentences) and the fields not used (names)."""
+def _translate(req: Img2Img, raw: dict, engine,
+               backend: Backend) -> tuple[dict, bytes, bytes, list[str], list[str]]:
+    """The inpaint request's fields, its picture's and its mask's files, what was approximated (sentences) and the
+    fields not used (names)."""
     notes: list[str] = []
     ignored = [name for name, value in raw.items() if name not in Img2Img.model_fields and name not in SILENT
                and not (name in NO_OP and value in NO_OP[name])]
@@ -210,7 +212,7 @@ def _translate(req: Img2Img, raw: dict, engine, backend: Backend) -> tuple[dict,
 
     if req.mask is None:
         raise RequestError("mask", "is required: this server inpaints (white = repaint, black = keep)")
-    mask = _data_url(req.mask, "mask")
+    mask = _file(req.mask, "mask")
     if req.inpainting_mask_invert:
         mask = _inverted(engine, mask)
     if denoises and req.inpainting_fill != 1 and req.denoising_strength < 1:
@@ -227,8 +229,8 @@ def _translate(req: Img2Img, raw: dict, engine, backend: Backend) -> tuple[dict,
     if req.scheduler not in (None, "automatic", "Automatic"):
         notes.append(f"scheduler {req.scheduler[:40]!r} is not available: the sampler's own sigma spacing is used")
 
-    body = {"modelId": model_id, "image": _data_url(req.init_images[0], "init_images.0"), "mask": mask,
-            "prompt": req.prompt, "negativePrompt": req.negative_prompt or None,
+    image = _file(req.init_images[0], "init_images.0")
+    body = {"modelId": model_id, "prompt": req.prompt, "negativePrompt": req.negative_prompt or None,
             "seed": None if req.seed == -1 else req.seed, "strength": req.denoising_strength,
             "guidance": req.cfg_scale, "numInferenceSteps": req.steps, "numSamples": req.batch_size * req.n_iter,
             "width": req.width, "height": req.height}
@@ -236,7 +238,7 @@ def _translate(req: Img2Img, raw: dict, engine, backend: Backend) -> tuple[dict,
         body["intermediateImages"] = True
     if entry is not None and (scheduler := _scheduler(req, entry, notes)):
         body["scheduler"] = scheduler
-    return body, notes, ignored
+    return body, image, mask, notes, ignored
 
 
 def _infotext(req: Img2Img, resolved, seed: int) -> str:
@@ -257,9 +259,9 @@ async def img2img(request: Request, engine: EngineDep, jobs: JobsDep, backend: B
     """A1111's img2img with a mask, on the checkpoint of `override_settings.sd_model_checkpoint` (a model id of
     this server) or of /options. Image i has seed + i, as in A1111."""
     req, raw = await _body(request, Img2Img)
-    body, notes, ignored = await run_in_threadpool(_translate, req, raw, engine, backend)
+    body, image, mask, notes, ignored = await run_in_threadpool(_translate, req, raw, engine, backend)
     cancel = threading.Event()
-    resolved, events = await run_in_threadpool(runs.start, engine, jobs, body, cancel)
+    resolved, events = await run_in_threadpool(runs.start, engine, jobs, body, image, mask, cancel)
     running = runs.Running(resolved, cancel)
     backend.running.append(running)
     try:

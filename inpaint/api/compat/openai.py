@@ -107,9 +107,9 @@ async def _file(value: object, name: str) -> bytes | None:
     return data
 
 
-def _edited_area(engine: Engine, data: bytes, field: str) -> str:
+def _edited_area(engine: Engine, data: bytes, field: str) -> bytes:
     """OpenAI's mask convention as ours: the fully transparent pixels of `data` (the mask, or the picture itself)
-    are edited; as a mask's data URL, white = repaint."""
+    are edited; as a mask's PNG, white = repaint."""
     with engine.decoding.hold(imageops.declared_pixels(data)):
         decoded = imageops.open_image(data, field=field, min_side=1)
         if not decoded.has_transparency_data:
@@ -122,14 +122,17 @@ def _edited_area(engine: Engine, data: bytes, field: str) -> str:
                                       "are edited)")
         # The results' fast encoder: a plain greyscale PNG, which prepare then stores as it is when it is the
         # mask used.
-        return imageops.bytes_data_url(png.encode(Image.fromarray(edited_np.astype(np.uint8) * 255, "L")))
+        return png.encode(Image.fromarray(edited_np.astype(np.uint8) * 255, "L"))
 
 
 @dataclass(frozen=True)
 class Edit:
-    """An edit request: the inpaint request's body it becomes, and how the answer is written."""
+    """An edit request: the inpaint request it becomes (its fields, the picture's file and the mask's PNG), and how
+    the answer is written."""
 
     body: dict
+    image: bytes
+    mask: bytes
     stream: bool
     partial_images: int
     response_format: str
@@ -193,16 +196,16 @@ async def _form_edit(form, engine: Engine) -> Edit:
     if len(images) > 1:
         warnings.append(f"only the first image is edited; the {len(images) - 1} others were not used")
 
-    body = {"modelId": model, "prompt": prompt, "image": imageops.bytes_data_url(picture),
-            "mask": await run_in_threadpool(_edited_area, engine, mask or picture, "mask" if mask else "image"),
-            "numSamples": _number(form, "n", 1, 1, 128), **({"seed": seed} if seed is not None else {})}
+    edited = await run_in_threadpool(_edited_area, engine, mask or picture, "mask" if mask else "image")
+    body = {"modelId": model, "prompt": prompt, "numSamples": _number(form, "n", 1, 1, 128),
+            **({"seed": seed} if seed is not None else {})}
     if (steps := _number(form, "num_inference_steps", None, 1, 150)) is not None:
         body["numInferenceSteps"] = steps
     if stream and partial_images:  # previews cost a little at each step: made only when they are sent
         body["intermediateImages"] = True
     if size != "auto":
         body["width"], body["height"] = map(int, size.split("x"))
-    return Edit(body, stream=stream, partial_images=partial_images, response_format=response_format,
+    return Edit(body, picture, edited, stream=stream, partial_images=partial_images, response_format=response_format,
                 output_format=output_format, compression=_number(form, "output_compression", 100, 0, 100),
                 warnings=warnings)
 
@@ -275,7 +278,8 @@ async def edit_image(request: Request, engine: EngineDep, jobs: JobsDep):
     """OpenAI's image edit: the picture's fully transparent pixels (or the mask's) are repainted by `model`, one of
     this server's model ids. Answers OpenAI's ImagesResponse, or its Server-Sent Events with `stream=true`."""
     edit = await _edit(request, engine)
-    resolved, events = await run_in_threadpool(runs.start, engine, jobs, edit.body, threading.Event())
+    resolved, events = await run_in_threadpool(runs.start, engine, jobs, edit.body, edit.image, edit.mask,
+                                               threading.Event())
     outcome = runs.Outcome(resolved)
     if edit.stream:
         return StreamingResponse(_events(request, engine, edit, outcome, events), media_type="text/event-stream",

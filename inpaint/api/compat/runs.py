@@ -29,13 +29,14 @@ from ..errors import FIELD_BY_STATUS, refuse_unknown_route, retry_after
 Render = Callable[[int, str | None, str, dict | None], Response]
 
 
-def start(engine: Engine, jobs: JobQueue, body: dict,
+def start(engine: Engine, jobs: JobQueue, body: dict, image: bytes, mask: bytes,
           cancel: threading.Event) -> tuple[ResolvedRequest, Iterator[Event]]:
-    """Validate the body and store its inputs (RequestError naming our field at fault), then queue the run as the
-    studio does: its events come as they happen (inpaint.events)."""
+    """Validate the body and store its inputs, the picture's and the mask's files as the host API sent them
+    (RequestError naming our field at fault), then queue the run as the studio does: its events come as they
+    happen (inpaint.events)."""
     refuse_gpu_models_on_zerogpu(engine, body)
     jobs.check_room()  # a full queue answers before any image is decoded
-    resolved = engine.prepare(body)
+    resolved = engine.prepare(body, image=image, mask=mask)
     return resolved, jobs.run(resolved, cancel)
 
 
