@@ -160,7 +160,6 @@ def _numbers(count: tuple[int, ...], example: str):
 
 
 def segment(args: argparse.Namespace) -> int:
-    from . import imageops
     from .segment import segment as select
 
     try:
@@ -169,10 +168,10 @@ def segment(args: argparse.Namespace) -> int:
         raise RequestError("IMAGE", f"cannot read {args.image!r}: {exc.strerror}") from None
     points = [{"x": point[0], "y": point[1], "label": int(point[2]) if len(point) == 3 else 1}
               for point in args.point]
-    body = {"image": imageops.bytes_data_url(data), "modelId": args.model, "points": points, "grow": args.grow,
+    body = {"modelId": args.model, "points": points, "grow": args.grow,
             **({"box": args.box} if args.box else {}), **({"text": args.text} if args.text is not None else {})}
     with local_engine(args, scratch_in=args.out.parent) as engine:
-        selected = select(engine, body)
+        selected = select(engine, body, image=data)
         try:
             (shutil.copyfile if args.store else shutil.move)(engine.store.file_path(selected.mask_id), args.out)
         except OSError as exc:

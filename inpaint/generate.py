@@ -277,10 +277,12 @@ class Engine:
             return self.store.put(image, kind="image", hidden=hide, parent_id=parent_id,
                                   data=data if as_sent else None)
 
-    def picture(self, value: str, *, field: str = "image", hide: bool = True) -> tuple[Image.Image, str]:
-        """The RGB picture of `field` (a data URL or an asset id) and its asset id: decoded as an inpaint input is,
-        under the same pixel budget, and stored first when it came as a data URL."""
-        source = (field, imageops.decode_data_url(value, field=field) if value.startswith("data:") else value)
+    def picture(self, value: str | bytes, *, field: str = "image", hide: bool = True) -> tuple[Image.Image, str]:
+        """The RGB picture of `field` (a file, a data URL or an asset id) and its asset id: decoded as an inpaint input
+        is, under the same pixel budget, and stored first when it came as a file."""
+        if isinstance(value, str) and value.startswith("data:"):
+            value = imageops.decode_data_url(value, field=field)
+        source = (field, value)
         with self.decoding.hold(self._declared_pixels(source)):
             image, asset_id, as_sent = self._load_input(source, "image", [])
             if asset_id is None:

@@ -37,7 +37,7 @@ class SegmentRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
 
-    image: str = Field(min_length=1, description="The picture: a data URL (png/jpeg/webp) or an asset id.")
+    image: str | None = Field(None, min_length=1, description="The picture: a data URL (png/jpeg/webp) or an asset id.")
     model_id: str = Field(alias="modelId", min_length=1, max_length=200,
                           description="A model of the catalog whose capabilities include points, box or text.")
     points: list[Point] = Field(default_factory=list, max_length=MAX_POINTS,
@@ -90,8 +90,9 @@ def _check_inside(prompt: Prompt, size: tuple[int, int]) -> None:
                                       f"bottom, within the {width}x{height} picture")
 
 
-def segment(engine: Engine, body: object) -> Segmented:
-    """Select what the body asks for; raises RequestError naming the field at fault."""
+def segment(engine: Engine, body: object, *, image: bytes | None = None) -> Segmented:
+    """Select what the body asks for, in its `image` or in the picture's file `image` given as the caller holds it;
+    raises RequestError naming the field at fault."""
     # 1. Fields, types and bounds; the model and what it reads
     req = validated(SegmentRequest, body, "the segment request")
     entry = engine.catalog.get(req.model_id)
@@ -106,7 +107,10 @@ def segment(engine: Engine, body: object) -> Segmented:
         raise RequestError("modelId", f"{entry.id!r} cannot run on this server: {reason}")
 
     # 2. The picture, decoded under the engine's pixel budget (stored when it came as a data URL)
-    image, image_id = engine.picture(req.image, hide=req.hide)
+    picture = image if image is not None else req.image
+    if picture is None:
+        raise RequestError("image", "is required: a data URL (png/jpeg/webp) or an asset id")
+    image, image_id = engine.picture(picture, hide=req.hide)
     _check_inside(prompt, image.size)
 
     # 3. The selection; a model with weights encodes each picture once (see inpaint/sam.py). Not under the engine's

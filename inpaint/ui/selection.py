@@ -52,15 +52,15 @@ class StoredPictures:
         self._ids: OrderedDict[bytes, str] = OrderedDict()
         self._lock = threading.Lock()
 
-    def image_of(self, store, data: bytes) -> tuple[str, bytes]:
-        """What the segment request's `image` is for `data`: its asset id when stored before, else a data URL
+    def image_of(self, store, data: bytes) -> tuple[str | bytes, bytes]:
+        """What the segment request's picture is for `data`: its asset id when stored before, else the file itself
         (stored by the engine), and the digest to remember its asset by."""
         digest = hashlib.sha256(data).digest()
         with self._lock:
             asset_id = self._ids.get(digest)
         if asset_id is not None and store.exists(asset_id):
             return asset_id, digest
-        return imageops.bytes_data_url(data), digest
+        return data, digest
 
     def remember(self, digest: bytes, asset_id: str) -> None:
         with self._lock:
@@ -82,12 +82,14 @@ def select(engine, picture, *, model_id, points=None, box=None, text=None) -> Se
     data = upload_bytes(picture, field="image")
     stored = _STORED.setdefault(engine, StoredPictures())
     image, digest = stored.image_of(engine.store, data)
-    body = {"image": image, "modelId": model_id, "points": [] if points is None else points}
+    body = {"modelId": model_id, "points": [] if points is None else points}
     if box is not None:
         body["box"] = box
     if text is not None:
         body["text"] = text
-    selected = segment(engine, body)
+    if isinstance(image, str):
+        body["image"] = image  # stored before: its asset id
+    selected = segment(engine, body, image=image if isinstance(image, bytes) else None)
     stored.remember(digest, selected.image_id)
     return selected
 
