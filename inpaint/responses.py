@@ -176,7 +176,7 @@ class ModelOut(_CamelModel):
                                       steps=family.denoises, previews=family.has_previews, seeded=family.seeded,
                                       **{prompt: prompt in family.selects for prompt in ("points", "box", "text")}),
             defaults={"guidance": entry.default_guidance, "resolution": family.native_resolution,
-                      "scheduler": entry.default_scheduler, "numInferenceSteps": 30, "strength": 0.75},
+                      "scheduler": entry.default_scheduler, "numInferenceSteps": entry.default_steps, "strength": 0.75},
             ranges={name: RangeOut(min=span.low, max=span.high) for name, span in ranges.items()},
             schedulers=entry.scheduler_names, **lora)
 

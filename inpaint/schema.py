@@ -76,7 +76,8 @@ class InpaintRequest(BaseModel):
     seed: StrictInt | str | None = Field(None, description="Seed of sample 0 (sample i uses seed + i). Default: random.")
     strength: float = Field(0.75, ge=0.01, le=1.0, description="Noise added to the masked area; 1 erases it.")
     guidance: float | None = Field(None, ge=0, le=20, description="Prompt adherence; default and range by model type.")
-    num_inference_steps: int = Field(30, alias="numInferenceSteps", ge=1, le=150, description="Denoising steps.")
+    num_inference_steps: int | None = Field(None, alias="numInferenceSteps", ge=1, le=150,
+                                            description="Denoising steps (default: 30, fewer for the test models).")
     num_samples: int | None = Field(None, alias="numSamples", ge=1, le=128, description="Images to generate (default 4).")
     width: int | None = Field(None, ge=8, le=8192, description="Width, a multiple of 8; range by model type.")
     height: int | None = Field(None, ge=8, le=8192, description="Height, a multiple of 8; range by model type.")
@@ -286,7 +287,7 @@ def resolve(req: InpaintRequest, catalog: Catalog, *, image_size: tuple[int, int
     if reason:
         raise RequestError("modelId", f"{entry.id!r} cannot run on this server: {reason}")
     if family.uses_prompt and not req.prompt.strip():
-        raise RequestError("prompt", f"must not be empty or blank for {model_type.name} models")
+        raise RequestError("prompt", f"must not be empty or blank for {entry.id}: it paints what the prompt says")
     guidance = entry.default_guidance if req.guidance is None else req.guidance
     if guidance not in entry.guidance_range:
         r = entry.guidance_range
@@ -314,8 +315,9 @@ def resolve(req: InpaintRequest, catalog: Catalog, *, image_size: tuple[int, int
                                         f"allowed: {', '.join(entry.scheduler_names)}")
 
     # Diffusion pipelines run int(steps x strength) steps: fewer than one is no generation at all.
-    if family.denoises and int(req.num_inference_steps * req.strength) < 1:
-        raise RequestError("strength", f"{req.strength} x numInferenceSteps {req.num_inference_steps} leaves no "
+    steps = req.num_inference_steps or entry.default_steps
+    if family.denoises and int(steps * req.strength) < 1:
+        raise RequestError("strength", f"{req.strength} x numInferenceSteps {steps} leaves no "
                                        "denoising step; their product must be at least 1")
 
     # 3. Sizes: the answer's size in whole-image mode, the generation size of the region in merge mode.
@@ -383,7 +385,7 @@ def resolve(req: InpaintRequest, catalog: Catalog, *, image_size: tuple[int, int
         seed=seed,
         strength=req.strength,
         guidance=guidance,
-        num_inference_steps=req.num_inference_steps,
+        num_inference_steps=steps,
         num_samples=num_samples,
         width=width,
         height=height,
