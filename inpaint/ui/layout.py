@@ -21,7 +21,9 @@ from .fields import (
 )
 from .masks import MASK_OVERLAY_RGB
 
-PICTURE_HEIGHT_PX = 560  # the photo should fill its box, not sit at 60% of it
+# The photo should fill its box, not sit at 60% of it; and with the painter's tools, the prompt and Generate under
+# it, fit a laptop's screen (1440x900) without scrolling.
+PICTURE_HEIGHT_PX = 440
 
 # Gradio 6 takes theme and CSS at launch/mount time: the server passes these along with the Blocks.
 # System fonts: a self-hosted studio must not wait on a font CDN it may not reach.
@@ -30,8 +32,12 @@ THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="rose",
 CSS = """
 #inpaint-status p, #inpaint-reason p { margin: 0; }
 #inpaint-reason { min-height: 1.4em; color: var(--body-text-color-subdued); }
-/* Captions in full ("seed 1234567890"), and whole images: a portrait's edited corner is what matters. */
-#inpaint-gallery .caption-label, #inpaint-history .caption-label { white-space: normal; overflow: visible; }
+#inpaint-intro h2 { margin: 0 0 2px; }
+#inpaint-intro p { margin: 0; }
+/* Captions in full ("seed 1234567890"), and whole images: a portrait's edited corner is what matters. An earlier
+   run's caption stays on one line: wrapped, it covered the thumbnail. */
+#inpaint-gallery .caption-label { white-space: normal; overflow: visible; }
+#inpaint-history .caption-label { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; max-width: 100%; }
 #inpaint-gallery img, #inpaint-history img { object-fit: contain !important; }
 #inpaint-model input { text-overflow: clip; }
 /* The painter (painter.js): its canvas over the picture, see-through, so what is under the paint shows. */
@@ -51,6 +57,10 @@ CSS = """
   #inpaint-painter button { padding: 2px 7px; }
   #inpaint-painter input[type=range] { width: 80px; }
 }
+/* What the model does not read looks switched off, not only refuses input. */
+textarea:disabled, input:disabled { opacity: 0.5; cursor: not-allowed; }
+input[type=range]:disabled { filter: grayscale(1); }
+#inpaint-model-about p { margin: 0; font-size: var(--text-sm); color: var(--body-text-color-subdued); }
 #inpaint-model ul.options { min-width: 100%; width: max-content; max-width: 90vw; }
 /* A streaming output keeps gradio's accent border, not its endless pulse: repainted every frame by a browser
    without a GPU, it competes with the run for the CPU the whole time (the status line says the run goes on). */
@@ -112,10 +122,13 @@ def build_layout(catalog: Catalog, default_id: str, deliver_files) -> Layout:
     concepts_now = concept_choices(catalog, default, None)
 
     gr.Markdown("## inpaint studio\nUpload or paste a picture, paint over what should change, say what to paint "
-                "there, generate. Pick a result to compare it, download it, or keep editing from it.")
-    ui = Layout(examples_box=gr.Row(), session=gr.State({"source": None, "input": None, "results": [],
-                                                        "selected": None, "history": []}),
-                image_size=gr.State(None), previous_model=gr.State(None), busy=gr.State(False))
+                "there, generate. Pick a result to compare it, download it, or keep editing from it.",
+                elem_id="inpaint-intro")
+    # Folded: open, the examples' table pushes Generate below the fold of a laptop's screen.
+    ui = Layout(examples_box=gr.Accordion("Examples: a picture, its mask and a model, ready to generate", open=False,
+                                          elem_id="inpaint-examples-box"),
+                session=gr.State({"source": None, "input": None, "results": [], "selected": None, "history": []}),
+                image_size=gr.State(None), chosen=gr.State({}), busy=gr.State(False))
     with gr.Row(equal_height=False):
         with gr.Column(scale=5, min_width=340):
             # A one-word label: the image's toolbar sits over a longer one on a phone.
@@ -125,7 +138,15 @@ def build_layout(catalog: Catalog, default_id: str, deliver_files) -> Layout:
             # Its value is the painted mask as a PNG data URL ("" before a stroke); painter.js draws it.
             ui.painter = gr.HTML("", label="Painted mask", html_template=PAINTER_HTML, js_on_load=PAINTER_JS,
                                  apply_default_css=False, elem_id="inpaint-painter")
-            ui.prompt = gr.Textbox(label="Prompt", lines=2, placeholder=PROMPT_HINT, elem_id="inpaint-prompt")
+            # The prompt and the model that reads it side by side (one above the other on a phone).
+            with gr.Row(equal_height=False):
+                ui.prompt = gr.Textbox(label="Prompt", lines=2, placeholder=PROMPT_HINT, scale=3, min_width=200,
+                                       elem_id="inpaint-prompt")
+                # The models that paint (those that select objects have no place in a run).
+                ui.model = gr.Dropdown(choices=[(model_label(e), e.id) for e in catalog.entries() if not e.family.selects],
+                                       value=default_id,
+                                       label="Model", allow_custom_value=True,
+                                       scale=2, min_width=160, elem_id="inpaint-model")
             with gr.Row():
                 # Greyed until there is a picture and something to repaint (the line under it says what is missing).
                 ui.generate_btn = gr.Button("Generate", variant="primary", scale=3, min_width=100, interactive=False,
@@ -179,11 +200,8 @@ def build_layout(catalog: Catalog, default_id: str, deliver_files) -> Layout:
                                     elem_id="inpaint-history")
 
         with gr.Column(scale=3, min_width=280):
-            # The models that paint (those that select objects have no place in a run).
-            ui.model = gr.Dropdown(choices=[(model_label(e), e.id) for e in catalog.entries() if not e.family.selects],
-                                   value=default_id,
-                                   label="Model", info=model_info(default), allow_custom_value=True,
-                                   elem_id="inpaint-model")
+            # What the model beside the prompt is: its type and description (too long to sit beside it).
+            ui.model_about = gr.Markdown(model_info(default), elem_id="inpaint-model-about")
             ui.negative_prompt = gr.Textbox(label="Negative prompt", lines=1, placeholder="What to avoid",
                                             elem_id="inpaint-negative-prompt")
             ui.num_samples = optional(gr.Slider(1, 128, step=1, label="Samples", elem_id="inpaint-samples"))
@@ -193,11 +211,9 @@ def build_layout(catalog: Catalog, default_id: str, deliver_files) -> Layout:
             ui.disable_merging = gr.Checkbox(label="Regenerate the whole picture, not just around the mask",
                                              value=False, elem_id="inpaint-disable-merging")
             with gr.Accordion("Advanced", open=False, elem_id="inpaint-advanced"):
-                with gr.Row():
-                    ui.seed = gr.Number(label="Seed (the one used last)", value=None, precision=0, min_width=160,
-                                        elem_id="inpaint-seed")
-                    ui.randomize = gr.Checkbox(label="Randomise seed", value=False, min_width=120,
-                                               info="A new seed each run", elem_id="inpaint-randomize")
+                ui.seed = gr.Number(label="Seed (the one used last)", value=None, precision=0, elem_id="inpaint-seed")
+                ui.randomize = gr.Checkbox(label="Randomise seed", value=False, info="A new seed each run",
+                                           elem_id="inpaint-randomize")
                 ui.strength = gr.Slider(0.01, 1.0, value=DEFAULT_STRENGTH, step=0.01, label="Strength",
                                         info="How far from the picture the masked area may go",
                                         elem_id="inpaint-strength")
@@ -212,11 +228,8 @@ def build_layout(catalog: Catalog, default_id: str, deliver_files) -> Layout:
                 ui.auto_size = gr.Checkbox(label="Auto size", value=False, elem_id="inpaint-auto-size",
                                            info="Whole picture: its own size. Otherwise: the model's native "
                                                 "resolution around the mask.")
-                with gr.Row():
-                    ui.width = optional(gr.Slider(*size_bounds, step=8, label="Width", min_width=120,
-                                                  elem_id="inpaint-width"))
-                    ui.height = optional(gr.Slider(*size_bounds, step=8, label="Height", min_width=120,
-                                                   elem_id="inpaint-height"))
+                ui.width = optional(gr.Slider(*size_bounds, step=8, label="Width", elem_id="inpaint-width"))
+                ui.height = optional(gr.Slider(*size_bounds, step=8, label="Height", elem_id="inpaint-height"))
                 ui.base_model = gr.Dropdown(choices=list(default.compliant_model_ids), value=None,
                                             label="Base model (LoRA models)", allow_custom_value=True,
                                             visible=default.type.is_lora)
