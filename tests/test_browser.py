@@ -679,9 +679,8 @@ def test_test_models_are_marked_small_load_visibly_and_stop_keeps_what_is_done(p
     box = page.locator("#inpaint-model input")
     box.click()
     expect(page.get_by_role("option", name="tiny-sd-1_5 · test model, random weights", exact=True)).to_be_visible()
-    box.press("Escape")
-    upload_and_sketch(page, picture)
     pick_model(page, "tiny-sd-1_5")
+    upload_and_sketch(page, picture)
     expect(page.locator("#inpaint-steps input[type=number]")).to_have_value("12")  # its own default, not 30
     page.locator("#inpaint-prompt textarea").fill("a full moon")
     set_number(page, "inpaint-samples", 1)
@@ -700,7 +699,7 @@ def test_test_models_are_marked_small_load_visibly_and_stop_keeps_what_is_done(p
     first_step = next(i for i, line in enumerate(lines) if re.search(r"\d+%|step \d+", line))
     assert lines[first_step - 1].startswith("Loading tiny-sd-1_5"), lines
     # A run of the test model's own size: its region at 256 px, not SD 1.5's 512.
-    assert '"width": 256' in page.locator("#inpaint-params").inner_text().replace("\n", "")
+    assert re.search(r'"width"\s*:\s*256\b', page.locator("#inpaint-params").inner_text())
     monkeypatch.undo()
     # Stopped once a sample is done, a run keeps it (one sample a call on a CPU).
     set_number(page, "inpaint-samples", 4)
@@ -760,12 +759,12 @@ def test_generate_is_in_view_on_a_laptop_and_results_on_a_phone(page, phone, pic
 def test_the_little_things(page, picture):
     # Picked at the start: the mask's edge and the colour match (the contract's defaults), shown, not blank.
     expect(page.locator("#inpaint-mask-mode input[value=binary]")).to_be_checked()
-    expect(page.locator("#inpaint-color-match input")).to_have_value(re.compile("Mean and spread"))
     # What the model does not read looks switched off.
     prompt = page.locator("#inpaint-prompt textarea")
     expect(prompt).to_be_disabled()
     assert float(prompt.evaluate("e => getComputedStyle(e).opacity")) < 1
     page.locator("#inpaint-advanced").get_by_text("Advanced").click()
+    expect(page.locator("#inpaint-color-match input")).to_have_value(re.compile("Mean and spread"))
     randomize = page.locator("#inpaint-randomize label")
     assert randomize.evaluate("e => e.scrollWidth <= e.clientWidth + 1")
     panel = page.locator("#inpaint-advanced").bounding_box()
@@ -778,12 +777,64 @@ def test_the_little_things(page, picture):
     expect(page.locator("#inpaint-picture img")).to_have_count(1)
     # Ctrl+Enter in the prompt generates.
     pick_model(page, "tiny-sd-1_5")
+    expect(page.locator("#inpaint-steps input[type=number]")).to_have_value("12")  # the model's settings arrived
     set_number(page, "inpaint-samples", 1)
     page.locator("#inpaint-prompt textarea").fill("a full moon")
     page.locator("#inpaint-prompt textarea").press("Control+Enter")
     expect(page.locator("#inpaint-status")).to_contain_text("Done · 1 image in")
+    # The comparison names its sides on the pictures, its divider across the change (the stroke, right of the middle).
+    wrap = page.locator("#inpaint-compare .slider-wrap .wrap")
+    sides = wrap.evaluate("e => [getComputedStyle(e, '::before').content, getComputedStyle(e, '::after').content]")
+    assert sides == ['"Before"', '"After"']
+    divider = page.locator("#inpaint-compare [data-testid=slider]").bounding_box()
+    assert divider["x"] + divider["width"] / 2 > wrap.bounding_box()["x"] + wrap.bounding_box()["width"] * 0.55
     # Earlier runs' thumbnails stay in view under their one-line captions.
     generate(page, images=1)
     caption = page.locator("#inpaint-history .caption-label").first.bounding_box()
     thumbnail = page.locator("#inpaint-history .thumbnail-item").first.bounding_box()
     assert caption["height"] < thumbnail["height"] / 2
+
+
+def test_zoom_and_pan_on_the_picture(page, picture):
+    upload(page, picture)
+    canvas = page.locator("#inpaint-mask-canvas")
+    whole = canvas.bounding_box()
+    x, y = whole["x"] + whole["width"] * 0.75, whole["y"] + whole["height"] * 0.25
+    page.mouse.move(x, y)
+    scrolled = page.evaluate("scrollY")
+    page.mouse.wheel(0, -500)  # zooms in at the pointer; the page stays where it is
+    page.wait_for_function("document.querySelector('#inpaint-mask-canvas').style.transform.includes('scale(2')")
+    zoomed = canvas.bounding_box()
+    assert zoomed["width"] > 1.8 * whole["width"] and page.evaluate("scrollY") == scrolled
+    assert abs((x - zoomed["x"]) / zoomed["width"] - 0.75) < 0.02  # the point under the pointer stayed under it
+    # Space+drag and a middle-button drag pan, and paint nothing.
+    page.keyboard.down(" ")
+    page.mouse.down()
+    page.mouse.move(x - 100, y, steps=4)
+    page.mouse.up()
+    page.keyboard.up(" ")
+    assert canvas.bounding_box()["x"] < zoomed["x"] - 80
+    page.mouse.down(button="middle")
+    page.mouse.move(x, y, steps=4)
+    page.mouse.up(button="middle")
+    assert abs(canvas.bounding_box()["x"] - zoomed["x"]) < 5
+    expect(page.locator("#inpaint-mask-preview img")).to_have_count(0)
+    # At any zoom the brush keeps its size on screen, and a stroke paints where it is drawn.
+    frame = page.locator("#inpaint-picture .image-frame").bounding_box()
+    cx, cy = frame["x"] + frame["width"] / 2, frame["y"] + frame["height"] / 2
+    page.mouse.move(cx, cy)
+    page.mouse.move(cx + 1, cy + 1)
+    ring = page.locator("#inpaint-brush-ring").bounding_box()
+    assert abs(ring["width"] - BRUSH_SIZE) <= 2
+    page.mouse.down()
+    page.mouse.move(cx + 30, cy + 10, steps=4)
+    page.mouse.up()
+    expect(page.locator("#inpaint-mask-preview img")).to_be_visible()
+    # "Fit", or a double click, shows the whole picture again.
+    page.locator("#inpaint-painter [data-action=fit]").click()
+    assert abs(canvas.bounding_box()["width"] - whole["width"]) < 2
+    page.mouse.move(x, y)
+    page.mouse.wheel(0, -300)
+    page.wait_for_function("!document.querySelector('#inpaint-mask-canvas').style.transform.includes('scale(1)')")
+    page.mouse.dblclick(x, y)
+    page.wait_for_function("document.querySelector('#inpaint-mask-canvas').style.transform.includes('scale(1)')")

@@ -777,3 +777,22 @@ def test_studio_runs_decode_under_the_engines_pixel_budget(demo, engine):
         with pytest.raises(gr.Error, match="the server is busy"):
             run(demo, painted(photo(96, 96), (20, 20, 60, 60)), modelId="opencv-telea")
     assert len(engine.store.list(include_hidden=True, limit=1000)) == stored  # refused before storing anything
+
+
+def test_before_and_after_start_where_the_change_is_at_one_scale(demo, tmp_path):
+    before = photo(400, 200)
+    after = before.copy()
+    after.paste((255, 0, 0), (300, 50, 360, 120))  # the change, right of the middle
+    before.save(tmp_path / "before.png")
+    after.save(tmp_path / "after.png")
+    shown, divider = handlers.comparison(demo.studio, str(tmp_path / "before.png"), str(tmp_path / "after.png"), None)
+    assert shown == str(tmp_path / "before.png") and 70 <= divider <= 85  # across the red square (75-90% wide)
+    # An extended picture: its input on the grown canvas, the result's size, not stretched over it.
+    grown = Image.new("RGB", (480, 200), (10, 200, 10))
+    grown.paste(before, (80, 0))
+    grown.save(tmp_path / "grown.png")
+    shown, divider = handlers.comparison(demo.studio, str(tmp_path / "before.png"), str(tmp_path / "grown.png"),
+                                         {"left": 80, "right": 0, "top": 0, "bottom": 0})
+    with Image.open(shown) as canvas:
+        assert canvas.size == (480, 200) and canvas.getpixel((200, 100)) == before.getpixel((120, 100))
+    assert divider < 15  # the new strip on the left

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import gradio as gr
-from PIL import Image
+from PIL import Image, ImageChops, ImageOps
 
 from .. import imageops, regions, zerogpu
 from ..assets import new_id
@@ -63,6 +63,7 @@ NAME_WORDS = 6  # a download is named after the prompt's first words and its see
 # generation runs on (per step, the studio's runs took 10% longer here).
 STEP_LINE_EVERY_S = 0.4
 DEFAULT_MASK_MODE = InpaintRequest.model_fields["mask_mode"].default
+COMPARE_REDUCE = 4  # where a result changed its input is found on pictures this many times smaller
 
 
 @dataclass
@@ -298,7 +299,8 @@ CHOICES = {"num_samples": "Samples", "steps": "Steps", "guidance": "Guidance", "
 
 def kept_choices(entry: ModelEntry, chosen: dict) -> tuple[dict, list[str]]:
     """The values `entry` gets for CHOICES: the user's own (`chosen`, set by `remember`) where it can take them,
-    else its nearest (clamped) or its default; and "Label wanted → given" for each one the user loses for now."""
+    else its nearest (clamped) or its default; and "Label given (not your wanted)" for each one the user loses for
+    now."""
     family = entry.family
     defaults = {"num_samples": DEFAULT_SAMPLES if family.seeded else 1, "steps": entry.default_steps,
                 "guidance": entry.default_guidance, "scheduler": entry.default_scheduler}
@@ -612,8 +614,29 @@ def select(studio: Studio, state: dict, index: int) -> dict:
         params["seamReport"] = picked["seam"]
     if summary.get("warnings"):
         params["warnings"] = summary["warnings"]
-    return {ui.compare: (state["input"], picked["path"]), ui.download: picked["path"], ui.params: params,
-            ui.session: {**state, "selected": index}}
+    before, divider = comparison(studio, state["input"], picked["path"], (summary.get("input") or {}).get("outpaint"))
+    return {ui.compare: gr.update(value=(before, picked["path"]), slider_position=divider), ui.download: picked["path"],
+            ui.params: params, ui.session: {**state, "selected": index}}
+
+
+def comparison(studio: Studio, input_path: str, result_path: str, outpaint: dict | None) -> tuple[str, float]:
+    """The before side of a result's comparison, at the result's scale (an extended picture's input on its grown
+    canvas, as the mask preview shows it), and where the divider starts: across the middle of what changed, so
+    both sides of the change show before anyone moves it (0..100, from the left)."""
+    with Image.open(input_path) as opened, Image.open(result_path) as result:
+        before = ImageOps.exif_transpose(opened).convert("RGB")  # as the engine read it
+        if outpaint:
+            before = regions.outpaint_canvas(before, outpaint, prefill=False)
+            input_path = str(studio.files_dir / f"before-{Path(result_path).stem}.png")
+            before.save(input_path)
+        # Compared small: where the change is, not its every pixel.
+        small_before, small_after = before.reduce(COMPARE_REDUCE), result.convert("RGB").reduce(COMPARE_REDUCE)
+    if small_before.size != small_after.size:
+        return input_path, 50.0
+    changed = ImageChops.difference(small_before, small_after).convert("L").point(lambda v: 255 * (v > 8)).getbbox()
+    if changed is None:
+        return input_path, 50.0
+    return input_path, round(100 * (changed[0] + changed[2]) / 2 / small_after.width, 1)
 
 
 def select_result(studio: Studio, values: dict, evt: gr.SelectData) -> dict:

@@ -50,6 +50,7 @@ CSS = """
 #inpaint-painter button[aria-pressed=true] { background: var(--color-accent-soft); border-color: var(--color-accent); }
 #inpaint-painter label { display: flex; gap: 4px; align-items: center; }
 #inpaint-painter input[type=range] { width: 110px; }
+#inpaint-painter button:disabled { opacity: 0.5; }
 #inpaint-painter output { min-width: 2.2em; font-variant-numeric: tabular-nums; }
 /* A phone: a shorter picture box (a landscape photo letterboxed in 560 px is mostly empty), tools on two lines. */
 @media (max-width: 640px) {
@@ -60,6 +61,13 @@ CSS = """
 /* What the model does not read looks switched off, not only refuses input. */
 textarea:disabled, input:disabled { opacity: 0.5; cursor: not-allowed; }
 input[type=range]:disabled { filter: grayscale(1); }
+/* The comparison's sides named on the pictures (the input on the left, the result on the right). */
+#inpaint-compare .slider-wrap .wrap { position: relative; }
+#inpaint-compare .slider-wrap .wrap::before, #inpaint-compare .slider-wrap .wrap::after {
+  position: absolute; top: 6px; z-index: 3; padding: 1px 8px; border-radius: var(--radius-sm); pointer-events: none;
+  background: rgba(0, 0, 0, 0.6); color: #fff; font-size: var(--text-sm); }
+#inpaint-compare .slider-wrap .wrap::before { content: "Before"; left: 6px; }
+#inpaint-compare .slider-wrap .wrap::after { content: "After"; right: 6px; }
 #inpaint-model-about p { margin: 0; font-size: var(--text-sm); color: var(--body-text-color-subdued); }
 #inpaint-model ul.options { min-width: 100%; width: max-content; max-width: 90vw; }
 /* A streaming output keeps gradio's accent border, not its endless pulse: repainted every frame by a browser
@@ -83,8 +91,11 @@ PAINTER_HTML = f"""<div class="inpaint-tools" role="toolbar" aria-label="Mask pa
   <button type="button" data-action="redo" title="Redo (Ctrl+Shift+Z)">Redo</button>
   <button type="button" data-action="clear" title="Remove all paint">Clear</button>
   <button type="button" data-action="original" title="Hold to see the picture without the mask (or hold O)">Original</button>
+  <button type="button" data-action="fit" disabled title="Show the whole picture (or double-click it). The wheel or two
+    fingers zoom, Space+drag or the middle button pans">Fit</button>
 </div>"""
-PAINTER_JS = ((Path(__file__).parent / "painter.js").read_text()
+# zoom.js (zoom and pan) comes after the painter, in its scope: it moves the painter's canvas with the picture.
+PAINTER_JS = ("\n".join((Path(__file__).parent / name).read_text() for name in ("painter.js", "zoom.js"))
               .replace("BRUSH_STEP", str(BRUSH_STEP)).replace("ORIGINAL_KEY", f'"{ORIGINAL_KEY}"')
               .replace("BRUSH_COLOUR", f'"{BRUSH_COLOUR}"'))
 # A mask the server sets (an example's, an imported file's, none for a new picture) reaches the canvas.
@@ -192,7 +203,7 @@ def build_layout(catalog: Catalog, default_id: str, deliver_files) -> Layout:
             with gr.Row():
                 ui.use_input = gr.Button("Use as input", elem_id="inpaint-use-input")
                 ui.download = gr.DownloadButton("Download PNG", value=None, elem_id="inpaint-download")
-            ui.compare = gr.ImageSlider(label="Before / after", type="filepath", interactive=False, max_height=400,
+            ui.compare = gr.ImageSlider(label="Before / after (drag the divider)", type="filepath", interactive=False, max_height=400,
                                         elem_id="inpaint-compare")
             ui.params = gr.JSON(label="Parameters of the selected sample", elem_id="inpaint-params")
             ui.history = gr.Gallery(label="Earlier runs (click one to bring it back)", columns=6, height=120,
