@@ -23,7 +23,7 @@ from .masks import MASK_OVERLAY_RGB
 
 # The photo should fill its box, not sit at 60% of it; and with the painter's tools, the prompt and Generate under
 # it, fit a laptop's screen (1440x900) without scrolling.
-PICTURE_HEIGHT_PX = 440
+PICTURE_HEIGHT_PX = 340
 
 # Gradio 6 takes theme and CSS at launch/mount time: the server passes these along with the Blocks.
 # System fonts: a self-hosted studio must not wait on a font CDN it may not reach.
@@ -32,8 +32,8 @@ THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="rose",
 CSS = """
 #inpaint-status p, #inpaint-reason p { margin: 0; }
 #inpaint-reason { min-height: 1.4em; color: var(--body-text-color-subdued); }
-#inpaint-intro h2 { margin: 0 0 2px; }
 #inpaint-intro p { margin: 0; }
+#inpaint-intro strong { font-size: var(--text-xl); }
 /* Captions in full ("seed 1234567890"), and whole images: a portrait's edited corner is what matters. An earlier
    run's caption stays on one line: wrapped, it covered the thumbnail. */
 #inpaint-gallery .caption-label { white-space: normal; overflow: visible; }
@@ -44,12 +44,12 @@ CSS = """
 #inpaint-mask-canvas { position: absolute; opacity: 0.5; touch-action: none; cursor: none; z-index: 1; }
 #inpaint-brush-ring { position: absolute; display: none; pointer-events: none; z-index: 2; border-radius: 50%;
                       border: 1px solid #fff; box-shadow: 0 0 0 1px rgba(0, 0, 0, 0.6); }
-#inpaint-painter .inpaint-tools { display: flex; flex-wrap: wrap; gap: 6px; align-items: center; }
-#inpaint-painter button { padding: 2px 10px; border-radius: var(--radius-sm); border: 1px solid var(--border-color-primary);
+#inpaint-painter .inpaint-tools { display: flex; flex-wrap: wrap; gap: 4px; align-items: center; }
+#inpaint-painter button { padding: 2px 8px; border-radius: var(--radius-sm); border: 1px solid var(--border-color-primary);
                           background: var(--button-secondary-background-fill); color: var(--body-text-color); }
 #inpaint-painter button[aria-pressed=true] { background: var(--color-accent-soft); border-color: var(--color-accent); }
 #inpaint-painter label { display: flex; gap: 4px; align-items: center; }
-#inpaint-painter input[type=range] { width: 110px; }
+#inpaint-painter input[type=range] { width: 80px; }
 #inpaint-painter button:disabled { opacity: 0.5; }
 #inpaint-painter output { min-width: 2.2em; font-variant-numeric: tabular-nums; }
 /* A phone: a shorter picture box (a landscape photo letterboxed in 560 px is mostly empty), tools on two lines. */
@@ -132,9 +132,8 @@ def build_layout(catalog: Catalog, default_id: str, deliver_files) -> Layout:
     size_bounds = _widest(e.size_range for e in catalog.entries())
     concepts_now = concept_choices(catalog, default, None)
 
-    gr.Markdown("## inpaint studio\nUpload or paste a picture, paint over what should change, say what to paint "
-                "there, generate. Pick a result to compare it, download it, or keep editing from it.",
-                elem_id="inpaint-intro")
+    gr.Markdown("**inpaint studio** · Upload or paste a picture, paint over what should change, say what to paint "
+                "there, generate.", elem_id="inpaint-intro")
     # Folded: open, the examples' table pushes Generate below the fold of a laptop's screen.
     ui = Layout(examples_box=gr.Accordion("Examples: a picture, its mask and a model, ready to generate", open=False,
                                           elem_id="inpaint-examples-box"),
@@ -149,15 +148,11 @@ def build_layout(catalog: Catalog, default_id: str, deliver_files) -> Layout:
             # Its value is the painted mask as a PNG data URL ("" before a stroke); painter.js draws it.
             ui.painter = gr.HTML("", label="Painted mask", html_template=PAINTER_HTML, js_on_load=PAINTER_JS,
                                  apply_default_css=False, elem_id="inpaint-painter")
-            # The prompt and the model that reads it side by side (one above the other on a phone).
-            with gr.Row(equal_height=False):
-                ui.prompt = gr.Textbox(label="Prompt", lines=2, placeholder=PROMPT_HINT, scale=3, min_width=200,
-                                       elem_id="inpaint-prompt")
-                # The models that paint (those that select objects have no place in a run).
-                ui.model = gr.Dropdown(choices=[(model_label(e), e.id) for e in catalog.entries() if not e.family.selects],
-                                       value=default_id,
-                                       label="Model", allow_custom_value=True,
-                                       scale=2, min_width=160, elem_id="inpaint-model")
+            # The model right above the prompt it reads (its placeholder says whether it reads one).
+            # The models that paint (those that select objects have no place in a run).
+            ui.model = gr.Dropdown(choices=[(model_label(e), e.id) for e in catalog.entries() if not e.family.selects],
+                                   value=default_id, label="Model", allow_custom_value=True, elem_id="inpaint-model")
+            ui.prompt = gr.Textbox(label="Prompt", lines=2, placeholder=PROMPT_HINT, elem_id="inpaint-prompt")
             with gr.Row():
                 # Greyed until there is a picture and something to repaint (the line under it says what is missing).
                 ui.generate_btn = gr.Button("Generate", variant="primary", scale=3, min_width=100, interactive=False,
