@@ -226,7 +226,7 @@ def follow(demo, model_id, *, size=None, chosen=None, table=(), busy=False) -> d
     return {names[id(component)]: update for component, update in out.items()}
 
 
-def test_model_change_follows_the_catalog(demo):
+def test_model_change_follows_the_catalog(demo, monkeypatch):
     sd = follow(demo, "tiny-sd-1_5", size=(320, 240))
     guidance, width = sd["guidance"], sd["width"]
     assert (guidance["minimum"], guidance["maximum"], guidance["value"]) == (0, 20, 7.5)
@@ -254,6 +254,11 @@ def test_model_change_follows_the_catalog(demo):
         assert classical[name]["interactive"] is False, name
     assert classical["prompt"]["placeholder"] == "opencv-telea needs no prompt"
     assert "Samples 1 (not your 4)" in classical["status"]  # said, and taken back with the next seeded model
+    # Switched during a run: a toast says the run keeps its model; the run's own line stays in the status line.
+    said = []
+    monkeypatch.setattr(gr, "Info", lambda message, **options: said.append(message))
+    assert "status" not in follow(demo, "opencv-telea", chosen={"num_samples": 4}, busy=True)
+    assert said == ["The run going on keeps its model; opencv-telea makes the next one."]
     # PatchMatch is seeded: several samples differ, so their count stays the user's to choose.
     patch = follow(demo, "patchmatch", chosen={"num_samples": 4})
     assert patch["num_samples"]["value"] == 4 and patch["num_samples"]["interactive"] and "status" not in patch
