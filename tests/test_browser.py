@@ -678,7 +678,7 @@ def status_lines(page) -> None:
 def test_test_models_are_marked_small_load_visibly_and_stop_keeps_what_is_done(page, picture, engine, monkeypatch):
     box = page.locator("#inpaint-model input")
     box.click()
-    expect(page.get_by_role("option", name="tiny-sd-1_5 · test model, random weights", exact=True)).to_be_visible()
+    expect(page.get_by_role("option", name="tiny-sd-1_5 · test model", exact=True)).to_be_visible()
     pick_model(page, "tiny-sd-1_5")
     upload_and_sketch(page, picture)
     expect(page.locator("#inpaint-steps input[type=number]")).to_have_value("12")  # its own default, not 30
@@ -745,7 +745,7 @@ def test_generate_is_in_view_on_a_laptop_and_results_on_a_phone(page, phone, pic
         assert box["y"] + box["height"] <= DESKTOP["height"], (element, box)
     prompt, model = page.locator("#inpaint-prompt").bounding_box(), page.locator("#inpaint-model").bounding_box()
     assert abs(model["y"] - prompt["y"]) < 200  # the model picker beside the prompt it reads
-    screenshot(page, "studio-sketch", full_page=False)
+    screenshot(page, "studio-laptop", full_page=False)
     upload_and_sketch(phone, CHEETAH)
     pick_model(phone, "opencv-telea")
     phone.locator("#inpaint-generate").scroll_into_view_if_needed()

@@ -181,7 +181,7 @@ def model_label(entry: ModelEntry) -> str:
     """The id, and what stands in the way of a run or in the way of a good result (a test model paints noise);
     short enough for the box on a phone (the model's type and description are in the line under it)."""
     if entry.source_kind == "tiny":
-        return f"{entry.id} · test model, random weights"
+        return f"{entry.id} · test model"  # whole in the box on a phone; the description says the rest
     availability = entry.availability()
     return entry.id if availability == "offline" else f"{entry.id} · {availability}"
 

@@ -61,10 +61,11 @@ CSS = """
 /* What the model does not read looks switched off, not only refuses input. */
 textarea:disabled, input:disabled { opacity: 0.5; cursor: not-allowed; }
 input[type=range]:disabled { filter: grayscale(1); }
-/* The comparison's sides named on the pictures (the input on the left, the result on the right). */
+/* The comparison's sides named on the pictures (the input on the left, the result on the right), at the bottom:
+   the component's label and buttons cover its top. */
 #inpaint-compare .slider-wrap .wrap { position: relative; }
 #inpaint-compare .slider-wrap .wrap::before, #inpaint-compare .slider-wrap .wrap::after {
-  position: absolute; top: 6px; z-index: 3; padding: 1px 8px; border-radius: var(--radius-sm); pointer-events: none;
+  position: absolute; bottom: 6px; z-index: 3; padding: 1px 8px; border-radius: var(--radius-sm); pointer-events: none;
   background: rgba(0, 0, 0, 0.6); color: #fff; font-size: var(--text-sm); }
 #inpaint-compare .slider-wrap .wrap::before { content: "Before"; left: 6px; }
 #inpaint-compare .slider-wrap .wrap::after { content: "After"; right: 6px; }
