@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +59,10 @@ class ModelEntry:
     weight_name: str = "{epoch}.safetensors"  # LoRA only: file of one epoch inside `source`
     scheduler: str | None = None
     md5: str | None = None  # of a downloaded file: checked before it is ever loaded
+    # A test model's own working size and step count, smaller than its family's: random weights paint noise
+    # either way, and at the family's 512-1024 px and 30 steps a CPU takes minutes over it.
+    native_resolution: int | None = None
+    default_steps: int | None = None  # None: the contract's (schema.DEFAULT_STEPS)
 
     @property
     def default_scheduler(self) -> str | None:
@@ -75,9 +81,12 @@ class ModelEntry:
     def size_range(self) -> Range:
         return self.size or self.family.size
 
-    @property
+    @functools.cached_property
     def family(self) -> Family:
-        return self.type.family
+        """The type's family, at the entry's own native resolution when it names one."""
+        if self.native_resolution is None:
+            return self.type.family
+        return dataclasses.replace(self.type.family, native_resolution=self.native_resolution)
 
     @property
     def scheduler_names(self) -> list[str]:
@@ -158,7 +167,19 @@ def _entry(raw: dict, base_dir: Path) -> ModelEntry:
         weight_name=raw.get("weightName", "{epoch}.safetensors"),
         scheduler=raw.get("scheduler"),
         md5=raw.get("md5"),
+        native_resolution=_native_resolution(raw, model_type.family, model_id),
+        default_steps=int(raw["defaultSteps"]) if "defaultSteps" in raw else None,
     )
+
+
+def _native_resolution(raw: dict, family: Family, model_id: str) -> int | None:
+    value = raw.get("nativeResolution")
+    if value is None:
+        return None
+    if family.native_resolution is None or int(value) not in family.size:
+        raise ValueError(f"catalog entry {model_id!r}: nativeResolution is for the families that have one, "
+                         f"within their size range {family.size}")
+    return int(value)
 
 
 class Catalog:

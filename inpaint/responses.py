@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, Field
 
 from .assets import Asset
-from .schema import DEFAULT_STEPS, DEFAULT_STRENGTH, CamelModel
+from .schema import DEFAULT_STRENGTH, CamelModel, default_steps
 
 if TYPE_CHECKING:
     from .catalog import ModelEntry
@@ -161,7 +161,7 @@ class ModelOut(CamelModel):
                                       steps=family.denoises, previews=family.has_previews, seeded=family.seeded,
                                       **{prompt: prompt in family.selects for prompt in ("points", "box", "text")}),
             defaults={"guidance": entry.default_guidance, "resolution": family.native_resolution,
-                      "scheduler": entry.default_scheduler, "numInferenceSteps": DEFAULT_STEPS,
+                      "scheduler": entry.default_scheduler, "numInferenceSteps": default_steps(entry),
                       "strength": DEFAULT_STRENGTH},
             ranges={name: RangeOut(min=span.low, max=span.high) for name, span in ranges.items()},
             schedulers=entry.scheduler_names, **lora)

@@ -88,7 +88,9 @@ DEVICES = GIVEN_DEVICES or tuple(f"cuda:{i}" for i in range(CUDA_COUNT)) or ("cp
 # A Ray cluster to run the generations on (`auto`, or `ray://host:10001`); unset runs them on DEVICES.
 RAY_ADDRESS = os.environ.get("INPAINT_RAY_ADDRESS", "").strip() or None
 MAX_PIPELINES = env_int("INPAINT_MAX_PIPELINES", 2, 1, 16)  # loaded pipelines kept in memory (LRU)
-MAX_BATCH = env_int("INPAINT_MAX_BATCH", 4, 1, 128)  # samples per pipeline call; numSamples runs in these
+# Samples per pipeline call; numSamples runs in these. A CPU gains nothing from a batch (it takes as long as the
+# samples one by one) and shows none of it until all are made, nor keeps any when the run is stopped.
+MAX_BATCH = env_int("INPAINT_MAX_BATCH", 4 if HAS_CUDA else 1, 1, 128)
 MAX_QUEUE = env_int("INPAINT_MAX_QUEUE", 32, 1, 10_000)  # queued REST jobs before 429
 MAX_BODY_BYTES = env_int("INPAINT_MAX_BODY_MB", 50, 1, 1024) * 1024 * 1024
 # Pixels decoded at once over every request being prepared (~19 MB of memory per megapixel at the peak).

@@ -349,7 +349,7 @@ def test_sketch_generate_stream_switch_model_and_error(page, picture, engine):
     # 5. A bad input: plain words in a toast and in the status line, and the page goes on working.
     page.locator("#inpaint-prompt textarea").fill("   ")
     page.locator("#inpaint-generate").click()
-    message = "Prompt: must not be empty or blank for flux.1 models"
+    message = "Prompt: must not be empty or blank for tiny-flux.1: it paints what the prompt says"
     expect(page.locator("#inpaint-status")).to_have_text(f"Not started · {message}")
     expect(page.locator(".toast-body").get_by_text(message)).to_be_visible()
     expect(captions).to_have_count(2)  # the results on show stay
@@ -408,8 +408,9 @@ def test_stop_ends_a_run_midway(page, picture, engine):
 
 def test_an_example_loads_its_picture_and_its_mask_together(page, engine):
     # The example's picture and its mask arrive together on the canvas: the preview and Generate follow.
-    page.locator("#inpaint-examples").get_by_text("The sun becomes a moon").click()
-    expect(page.locator("#inpaint-prompt textarea")).to_have_value("a full moon in a night sky")
+    page.locator("#inpaint-examples-box").get_by_text("Examples").click()  # folded: the page's top stays short
+    page.locator("#inpaint-examples").get_by_text("Remove the sun · patchmatch").click()
+    expect(page.locator("#inpaint-model input")).to_have_value("patchmatch")  # the model it is made for
     expect(page.locator("#inpaint-mask-preview img")).to_be_visible()
     expect(page.locator("#inpaint-generate")).to_be_enabled()
     generate(page, images=ui.DEFAULT_SAMPLES)  # PatchMatch is seeded: each sample is another fill
@@ -458,7 +459,7 @@ def test_on_a_phone_generate_sits_under_the_canvas(phone):
     sketch(phone, 0.5)
     canvas = phone.locator("#inpaint-picture").bounding_box()
     button = phone.locator("#inpaint-generate").bounding_box()
-    assert 0 <= button["y"] - (canvas["y"] + canvas["height"]) < 260  # the painter's tools and the prompt between
+    assert 0 <= button["y"] - (canvas["y"] + canvas["height"]) < 360  # the painter's tools, the model, the prompt
     assert phone.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]  # no sideways scrolling
     phone.locator("#inpaint-picture").evaluate("e => e.scrollIntoView()")  # the canvas down to Generate
     screenshot(phone, "studio-phone", full_page=False)
@@ -633,3 +634,211 @@ def test_model_names_and_the_seed_are_shown_in_full(page, phone, picture):
     caption = page.locator("#inpaint-gallery .caption-label").first.inner_text()
     expect(seed).to_have_value(caption.split()[1])
     assert seed.evaluate(fits), seed.input_value()
+
+
+def huge_jpeg(width: int = 9000, height: int = 6000) -> bytes:
+    """A small JPEG whose header declares `width` x `height` (54 MP): what a camera's full-size photo declares."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (90, 120, 200)).save(buffer, "JPEG")
+    data, at = bytearray(buffer.getvalue()), 2
+    while data[at + 1] not in (0xC0, 0xC2):  # to the frame header, segment by segment
+        at += 2 + int.from_bytes(data[at + 2:at + 4], "big")
+    data[at + 5:at + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
+
+
+def test_a_refused_upload_says_why_and_leaves_the_editor(page, picture, tmp_path):
+    png = picture.read_bytes()
+    refused = {"huge.jpg": (huge_jpeg(), "declares a size of 54.0 MP; at most 40 MP"),
+               "truncated.png": (png[:len(png) // 2], "truncated"),
+               "notes.png": (b"a text file, not a picture\n" * 8, "not a PNG, JPEG or WebP file")}
+    upload(page, picture)
+    for name, (data, message) in refused.items():
+        (tmp_path / name).write_bytes(data)
+        page.locator("#inpaint-picture input[type=file]").first.set_input_files(str(tmp_path / name))
+        expect(page.locator("#inpaint-status")).to_contain_text(re.compile(rf"Not loaded · Picture: .*{message}"))
+        expect(page.locator(".toast-body").get_by_text(message).last).to_be_visible()
+        expect(page.locator("#inpaint-picture img")).to_have_count(0)  # cleared: no stroke on a picture never loaded
+        expect(page.locator("#inpaint-generate")).to_be_disabled()
+        expect(page.locator("#inpaint-reason")).to_have_text("Upload or paste a picture to start.")
+    screenshot(page, "studio-refused-upload", full_page=False)
+    upload(page, picture)  # the next good picture loads as ever
+
+
+def status_lines(page) -> None:
+    """Records every text the status line shows, in order (window.__lines)."""
+    page.evaluate("""() => {
+        window.__lines = [];
+        const status = document.querySelector("#inpaint-status");
+        new MutationObserver(() => {
+            const text = status.innerText.trim();
+            if (text && text !== window.__lines[window.__lines.length - 1]) window.__lines.push(text);
+        }).observe(status, {subtree: true, childList: true, characterData: true});
+    }""")
+
+
+def test_test_models_are_marked_small_load_visibly_and_stop_keeps_what_is_done(page, picture, engine, monkeypatch):
+    box = page.locator("#inpaint-model input")
+    box.click()
+    expect(page.get_by_role("option", name="tiny-sd-1_5 · test model", exact=True)).to_be_visible()
+    pick_model(page, "tiny-sd-1_5")
+    upload_and_sketch(page, picture)
+    expect(page.locator("#inpaint-steps input[type=number]")).to_have_value("12")  # its own default, not 30
+    page.locator("#inpaint-prompt textarea").fill("a full moon")
+    set_number(page, "inpaint-samples", 1)
+    # Its weights load (slowly here): the status line says so until the first step, not "Denoising".
+    loading = engine.pipelines.get
+
+    def slow_load(model_id):
+        time.sleep(2)
+        return loading(model_id)
+
+    monkeypatch.setattr(engine.pipelines, "cached_ids", lambda: [])
+    monkeypatch.setattr(engine.pipelines, "get", slow_load)
+    status_lines(page)
+    generate(page, images=1)
+    lines = page.evaluate("window.__lines")
+    first_step = next(i for i, line in enumerate(lines) if re.search(r"\d+%|step \d+", line))
+    assert lines[first_step - 1].startswith("Loading tiny-sd-1_5"), lines
+    # A run of the test model's own size: its region in about 256x256 px, not SD 1.5's 512x512.
+    params = page.locator("#inpaint-params").inner_text()  # the JSON, one token a line
+    width, height = (int(re.search(rf'"{name}"\s*:\s*(\d+)', params)[1]) for name in ("width", "height"))
+    assert width * height <= 1.1 * 256 * 256, (width, height)
+    monkeypatch.undo()
+    # Stopped once a sample is done, a run keeps it (one sample a call on a CPU).
+    set_number(page, "inpaint-samples", 4)
+    set_number(page, "inpaint-steps", 40)
+    page.locator("#inpaint-generate").click()
+    expect(page.locator("#inpaint-status")).to_contain_text("1/4 images")
+    page.locator("#inpaint-stop").click()
+    expect(page.locator("#inpaint-status")).to_contain_text(re.compile(r"Stopped · kept [1-3] of 4 images"))
+    kept = int(re.search(r"kept (\d)", page.locator("#inpaint-status").inner_text())[1])
+    expect(page.locator("#inpaint-gallery .caption-label")).to_have_count(kept)
+
+
+def test_settings_set_by_hand_outlive_a_model_that_cannot_take_them(page, picture):
+    upload_and_sketch(page, picture)
+    samples = page.locator("#inpaint-samples input[type=number]")
+    set_number(page, "inpaint-samples", 1)
+    pick_model(page, "opencv-telea")  # deterministic: one sample
+    pick_model(page, "patchmatch")
+    expect(samples).to_have_value("1")  # not back to 4
+    set_number(page, "inpaint-samples", 3)
+    pick_model(page, "opencv-telea")
+    expect(samples).to_have_value("1")
+    expect(page.locator("#inpaint-status")).to_contain_text("Samples 1 (not your 3)")
+    pick_model(page, "tiny-sd-1_5")
+    expect(samples).to_have_value("3")
+    # Guidance past a model's range: its most for now, the user's value again after.
+    page.locator("#inpaint-advanced").get_by_text("Advanced").click()
+    set_number(page, "inpaint-guidance", 15)
+    pick_model(page, "tiny-flux.1")
+    expect(page.locator("#inpaint-guidance input[type=number]")).to_have_value("10")
+    expect(page.locator("#inpaint-status")).to_contain_text("Guidance 10 (not your 15)")
+    pick_model(page, "tiny-sd-1_5")
+    expect(page.locator("#inpaint-guidance input[type=number]")).to_have_value("15")
+
+
+def test_generate_is_in_view_on_a_laptop_and_results_on_a_phone(page, phone, picture):
+    upload_and_sketch(page, picture)
+    page.evaluate("window.scrollTo(0, 0)")
+    for element in ("#inpaint-generate", "#inpaint-reason"):
+        box = page.locator(element).bounding_box()
+        assert box["y"] + box["height"] <= DESKTOP["height"], (element, box)
+    prompt, model = page.locator("#inpaint-prompt").bounding_box(), page.locator("#inpaint-model").bounding_box()
+    assert abs(model["y"] - prompt["y"]) < 200  # the model picker beside the prompt it reads
+    screenshot(page, "studio-laptop", full_page=False)
+    upload_and_sketch(phone, CHEETAH)
+    pick_model(phone, "opencv-telea")
+    phone.locator("#inpaint-generate").scroll_into_view_if_needed()
+    generate(phone, images=1)
+    # The run's end brings its first result into view.
+    phone.wait_for_function("""() => {
+        const box = document.querySelector("#inpaint-gallery").getBoundingClientRect();
+        return box.top >= -1 && box.top < innerHeight / 2;
+    }""")
+    screenshot(phone, "studio-phone-results", full_page=False)
+
+
+def test_the_little_things(page, picture):
+    # Picked at the start: the mask's edge and the colour match (the contract's defaults), shown, not blank.
+    expect(page.locator("#inpaint-mask-mode input[value=binary]")).to_be_checked()
+    # What the model does not read looks switched off.
+    prompt = page.locator("#inpaint-prompt textarea")
+    expect(prompt).to_be_disabled()
+    assert float(prompt.evaluate("e => getComputedStyle(e).opacity")) < 1
+    page.locator("#inpaint-advanced").get_by_text("Advanced").click()
+    expect(page.locator("#inpaint-color-match input")).to_have_value(re.compile("Mean and spread"))
+    randomize = page.locator("#inpaint-randomize label")
+    assert randomize.evaluate("e => e.scrollWidth <= e.clientWidth + 1")
+    panel = page.locator("#inpaint-advanced").bounding_box()
+    height = page.locator("#inpaint-height").bounding_box()
+    assert height["x"] + height["width"] <= panel["x"] + panel["width"] + 1
+    # Under a loaded picture the upload icon asks for another file; the picture stays until one is chosen.
+    upload_and_sketch(page, picture)
+    with page.expect_file_chooser():
+        page.locator('#inpaint-picture [data-testid="source-select"] button[aria-label="Upload file"]').click()
+    expect(page.locator("#inpaint-picture img")).to_have_count(1)
+    # Ctrl+Enter in the prompt generates.
+    pick_model(page, "tiny-sd-1_5")
+    expect(page.locator("#inpaint-steps input[type=number]")).to_have_value("12")  # the model's settings arrived
+    set_number(page, "inpaint-samples", 1)
+    page.locator("#inpaint-prompt textarea").fill("a full moon")
+    page.locator("#inpaint-prompt textarea").press("Control+Enter")
+    expect(page.locator("#inpaint-status")).to_contain_text("Done · 1 image in")
+    # The comparison names its sides on the pictures, its divider across the change (the stroke, right of the middle).
+    wrap = page.locator("#inpaint-compare .slider-wrap .wrap")
+    sides = wrap.evaluate("e => [getComputedStyle(e, '::before').content, getComputedStyle(e, '::after').content]")
+    assert sides == ['"Before"', '"After"']
+    divider = page.locator("#inpaint-compare [data-testid=slider]").bounding_box()
+    assert divider["x"] + divider["width"] / 2 > wrap.bounding_box()["x"] + wrap.bounding_box()["width"] * 0.55
+    # Earlier runs' thumbnails stay in view under their one-line captions.
+    generate(page, images=1)
+    caption = page.locator("#inpaint-history .caption-label").first.bounding_box()
+    thumbnail = page.locator("#inpaint-history .thumbnail-item").first.bounding_box()
+    assert caption["height"] < thumbnail["height"] / 2
+
+
+def test_zoom_and_pan_on_the_picture(page, picture):
+    upload(page, picture)
+    canvas = page.locator("#inpaint-mask-canvas")
+    whole = canvas.bounding_box()
+    x, y = whole["x"] + whole["width"] * 0.75, whole["y"] + whole["height"] * 0.25
+    page.mouse.move(x, y)
+    scrolled = page.evaluate("scrollY")
+    page.mouse.wheel(0, -500)  # zooms in at the pointer; the page stays where it is
+    page.wait_for_function("document.querySelector('#inpaint-mask-canvas').style.transform.includes('scale(2')")
+    zoomed = canvas.bounding_box()
+    assert zoomed["width"] > 1.8 * whole["width"] and page.evaluate("scrollY") == scrolled
+    assert abs((x - zoomed["x"]) / zoomed["width"] - 0.75) < 0.02  # the point under the pointer stayed under it
+    # Space+drag and a middle-button drag pan, and paint nothing.
+    page.keyboard.down(" ")
+    page.mouse.down()
+    page.mouse.move(x - 100, y, steps=4)
+    page.mouse.up()
+    page.keyboard.up(" ")
+    assert canvas.bounding_box()["x"] < zoomed["x"] - 80
+    page.mouse.down(button="middle")
+    page.mouse.move(x, y, steps=4)
+    page.mouse.up(button="middle")
+    assert abs(canvas.bounding_box()["x"] - zoomed["x"]) < 5
+    expect(page.locator("#inpaint-mask-preview img")).to_have_count(0)
+    # At any zoom the brush keeps its size on screen, and a stroke paints where it is drawn.
+    frame = page.locator("#inpaint-picture .image-frame").bounding_box()
+    cx, cy = frame["x"] + frame["width"] / 2, frame["y"] + frame["height"] / 2
+    page.mouse.move(cx, cy)
+    page.mouse.move(cx + 1, cy + 1)
+    ring = page.locator("#inpaint-brush-ring").bounding_box()
+    assert abs(ring["width"] - BRUSH_SIZE) <= 2
+    page.mouse.down()
+    page.mouse.move(cx + 30, cy + 10, steps=4)
+    page.mouse.up()
+    expect(page.locator("#inpaint-mask-preview img")).to_be_visible()
+    # "Fit", or a double click, shows the whole picture again.
+    page.locator("#inpaint-painter [data-action=fit]").click()
+    assert abs(canvas.bounding_box()["width"] - whole["width"]) < 2
+    page.mouse.move(x, y)
+    page.mouse.wheel(0, -300)
+    page.wait_for_function("!document.querySelector('#inpaint-mask-canvas').style.transform.includes('scale(1)')")
+    page.mouse.dblclick(x, y)
+    page.wait_for_function("document.querySelector('#inpaint-mask-canvas').style.transform.includes('scale(1)')")

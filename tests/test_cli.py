@@ -158,9 +158,9 @@ def test_a_dry_run_prints_the_plan_and_runs_nothing(tmp_path):
     done = cli("generate", "-", "--dry-run", tmp_path=tmp_path, stdin=json.dumps(request))
     assert done.returncode == 0, done.stderr
     plan = json.loads(done.stdout)["plan"]
-    # SD 1.5's defaults, its native 512x512 for the region, and the seeds of the two samples.
-    assert plan["input"]["numInferenceSteps"] == 30 and plan["input"]["guidance"] == 7.5
-    assert [region["size"] for region in plan["regions"]] == [[512, 512]] and plan["seeds"] == [3, 4]
+    # The test model's defaults (its own 256x256 and 12 steps, SD 1.5's guidance), and the seeds of the two samples.
+    assert plan["input"]["numInferenceSteps"] == 12 and plan["input"]["guidance"] == 7.5
+    assert [region["size"] for region in plan["regions"]] == [[256, 256]] and plan["seeds"] == [3, 4]
     assert "image" not in plan["input"] and "maskId" not in plan["input"]  # nothing was stored to name
     assert not list((tmp_path / "data").rglob("*.png"))
     request["mask"] = data_url(Image.new("L", (320, 192), 0))

@@ -193,18 +193,18 @@ def test_example_pictures_are_drawn_here(tmp_path):
 
 # ---- handlers on the real engine -----------------------------------------------------------------
 
-def follow(demo, model_id, *, size=None, previous=None, samples=None, table=()) -> dict:
-    """The page's updates when the model changes, by component name."""
+def follow(demo, model_id, *, size=None, chosen=None, table=(), busy=False) -> dict:
+    """The page's updates when the model changes, by component name (`chosen`: what the user set by hand)."""
     ui = demo.studio.ui
-    out = handler(demo, "follow_model")({ui.model: model_id, ui.image_size: size, ui.previous_model: previous,
-                                        ui.num_samples: samples, ui.base_model: None, ui.auto_size: True,
+    out = handler(demo, "follow_model")({ui.model: model_id, ui.image_size: size, ui.chosen: chosen or {},
+                                        ui.busy: busy, ui.base_model: None, ui.auto_size: True,
                                         ui.concepts: list(table)})
     names = {id(component): name for name, component in vars(ui).items()}
     return {names[id(component)]: update for component, update in out.items()}
 
 
-def test_model_change_follows_the_catalog(demo):
-    sd = follow(demo, "tiny-sd-1_5", size=(320, 240), previous="opencv-telea", samples=1)
+def test_model_change_follows_the_catalog(demo, monkeypatch):
+    sd = follow(demo, "tiny-sd-1_5", size=(320, 240))
     guidance, width = sd["guidance"], sd["width"]
     assert (guidance["minimum"], guidance["maximum"], guidance["value"]) == (0, 20, 7.5)
     assert (width["minimum"], width["maximum"], width["value"], sd["height"]["value"]) == (64, 1024, 320, 240)
@@ -213,26 +213,33 @@ def test_model_change_follows_the_catalog(demo):
     assert sd["num_samples"]["value"] == ui.DEFAULT_SAMPLES
     assert not sd["base_model"]["visible"] and not sd["model_epoch"]["visible"]
 
-    flux = follow(demo, "tiny-flux.1", previous="tiny-sd-1_5", samples=2, table=[["tiny-sd-1_5-lora", 1.0, "epoch-2"]])
+    flux = follow(demo, "tiny-flux.1", chosen={"num_samples": 2}, table=[["tiny-sd-1_5-lora", 1.0, "epoch-2"]])
     assert (flux["guidance"]["maximum"], flux["guidance"]["value"]) == (10, 3.5)
-    assert (flux["width"]["maximum"], flux["width"]["value"]) == (2048, 1024)
+    assert (flux["width"]["maximum"], flux["width"]["value"]) == (2048, 256)  # a test model's own native size
     assert flux["scheduler"]["choices"] == ["FlowMatchEulerDiscreteScheduler"] and flux["negative_strength"]["visible"]
     assert flux["concepts"] == [] and not flux["concept_box"]["visible"]
     assert flux["num_samples"]["value"] == 2  # the user's count survives
 
-    lora = follow(demo, "tiny-sd-1_5-lora", previous="tiny-flux.1", samples=2)
+    lora = follow(demo, "tiny-sd-1_5-lora", chosen={"num_samples": 2})
     assert lora["base_model"]["visible"] and lora["base_model"]["value"] == "tiny-sd-1_5"
     assert lora["model_epoch"]["visible"] and lora["model_epoch"]["choices"] == ["epoch-1", "epoch-2"]
     assert lora["model_epoch"]["value"] == "epoch-2"
 
-    classical = follow(demo, "opencv-telea", previous="tiny-sd-1_5", samples=4)
+    classical = follow(demo, "opencv-telea", chosen={"num_samples": 4})
     assert classical["num_samples"]["value"] == 1 and classical["guidance"]["interactive"] is False
     for name in ("steps", "strength", "negative_prompt", "intermediate", "prompt"):  # greyed: the model ignores them
         assert classical[name]["interactive"] is False, name
     assert classical["prompt"]["placeholder"] == "opencv-telea needs no prompt"
+    assert "Samples 1 (not your 4)" in classical["status"]  # said, and taken back with the next seeded model
+    # Switched during a run: a toast says the run keeps its model; the run's own line stays in the status line.
+    said = []
+    monkeypatch.setattr(gr, "Info", lambda message, **options: said.append(message))
+    assert "status" not in follow(demo, "opencv-telea", chosen={"num_samples": 4}, busy=True)
+    assert said == ["The run going on keeps its model; opencv-telea makes the next one."]
     # PatchMatch is seeded: several samples differ, so their count stays the user's to choose.
-    patch = follow(demo, "patchmatch", previous="opencv-telea", samples=1)
-    assert patch["num_samples"]["value"] == ui.DEFAULT_SAMPLES and patch["num_samples"]["interactive"]
+    patch = follow(demo, "patchmatch", chosen={"num_samples": 4})
+    assert patch["num_samples"]["value"] == 4 and patch["num_samples"]["interactive"] and "status" not in patch
+    assert follow(demo, "patchmatch")["num_samples"]["value"] == ui.DEFAULT_SAMPLES
     assert not patch["prompt"]["interactive"]
     assert sd["prompt"]["interactive"] and sd["prompt"]["placeholder"] == ui.PROMPT_HINT
 
@@ -380,7 +387,7 @@ def test_same_image_reuses_its_asset_and_use_as_input_chains_results(demo, engin
 
 def test_bad_input_is_a_gr_error_in_plain_words_and_the_status_says_it(demo):
     ui = demo.studio.ui
-    cases = [(dict(prompt="   "), "Prompt: must not be empty or blank for sd-1_5 models"),
+    cases = [(dict(prompt="   "), "Prompt: must not be empty or blank for tiny-sd-1_5: it paints what the prompt says"),
              (dict(image=None), "Picture: upload or paste a picture first"),
              (painted(photo(SIZE, SIZE)), "Mask: nothing is painted: paint over what should change"),
              (dict(sketch=painted(photo(SIZE // 2, SIZE), BOX)["sketch"]), "Painted mask: mask is 64x128 px but the image is 128x128 px"),
@@ -439,6 +446,7 @@ def test_an_example_loads_its_picture_and_its_mask_on_the_canvas(demo):
     example = demo.studio.examples[0]
     assert out[ui.prompt] == example["prompt"] and out[ui.mask_upload] is None
     assert out[ui.picture] == str(example["image"])
+    assert out[ui.model] == example["model"] == "patchmatch"  # a removal, on the model made for it
     # The painter's value: the mask at the picture's size, opaque (the page shows its canvas see-through).
     layer = Image.open(io.BytesIO(imageops.decode_data_url(out[ui.painter], field="sketch")))
     assert layer.size == Image.open(example["image"]).size
@@ -476,9 +484,9 @@ def test_stop_ends_a_run_midway_and_keeps_what_was_made(demo, engine):
     assert max(steps_seen) < 150  # it never reached the end of the first micro-batch
 
 
-def test_a_wide_flux_run_streams_its_previews(demo, engine):
+def test_a_wide_flux_run_streams_its_previews(demo, engine, monkeypatch):
     # One micro-batch of 4 previews of a 2048x64 generation, side by side: past WebP's side before the bound.
-    assert engine.max_batch >= 4
+    monkeypatch.setattr(engine, "max_batch", 4)  # as on a GPU (a CPU makes one sample a call)
     ui = demo.studio.ui
     outputs = stream(demo, "wide", **painted(photo(SIZE, SIZE), BOX), prompt="a red apple",
                      modelId="tiny-flux.1", numSamples=4, numInferenceSteps=2, seed=3, randomizeSeed=False,
@@ -755,7 +763,7 @@ def test_client_rotated_jpeg_is_repainted_as_it_is_shown(client, files):
 
 
 @pytest.mark.parametrize("fields, message", [
-    (dict(prompt=""), "Prompt: must not be empty or blank for sd-1_5 models"),
+    (dict(prompt=""), "Prompt: must not be empty or blank for tiny-sd-1_5: it paints what the prompt says"),
     (dict(mask="empty-mask.png"), "Mask: nothing is painted"),
     (dict(modelId="nope"), "Model: unknown model id 'nope'"),
     (dict(modelId="tiny-flux.1", guidance=15), "Guidance: 15.0 is outside"),
@@ -784,3 +792,22 @@ def test_studio_runs_decode_under_the_engines_pixel_budget(demo, engine):
         with pytest.raises(gr.Error, match="the server is busy"):
             run(demo, painted(photo(96, 96), (20, 20, 60, 60)), modelId="opencv-telea")
     assert len(engine.store.list(include_hidden=True, limit=1000)) == stored  # refused before storing anything
+
+
+def test_before_and_after_start_where_the_change_is_at_one_scale(demo, tmp_path):
+    before = photo(400, 200)
+    after = before.copy()
+    after.paste((255, 0, 0), (300, 50, 360, 120))  # the change, right of the middle
+    before.save(tmp_path / "before.png")
+    after.save(tmp_path / "after.png")
+    shown, divider = handlers.comparison(demo.studio, str(tmp_path / "before.png"), str(tmp_path / "after.png"), None)
+    assert shown == str(tmp_path / "before.png") and 70 <= divider <= 85  # across the red square (75-90% wide)
+    # An extended picture: its input on the grown canvas, the result's size, not stretched over it.
+    grown = Image.new("RGB", (480, 200), (10, 200, 10))
+    grown.paste(before, (80, 0))
+    grown.save(tmp_path / "grown.png")
+    shown, divider = handlers.comparison(demo.studio, str(tmp_path / "before.png"), str(tmp_path / "grown.png"),
+                                         {"left": 80, "right": 0, "top": 0, "bottom": 0})
+    with Image.open(shown) as canvas:
+        assert canvas.size == (480, 200) and canvas.getpixel((200, 100)) == before.getpixel((120, 100))
+    assert divider < 15  # the new strip on the left

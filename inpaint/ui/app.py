@@ -80,12 +80,16 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
         on(ui.extend_reset.click, handlers.no_extension, None, extension)
         on(ui.mask_upload.upload, handlers.import_mask, {ui.picture, ui.mask_upload}, [ui.painter, ui.mask_upload])
         for new_picture in (ui.picture.upload, ui.picture.clear):
-            on(new_picture, handlers.follow_image, {ui.picture, ui.model}, [ui.width, ui.height, ui.image_size, ui.painter])
+            on(new_picture, handlers.follow_image, {ui.picture, ui.model},
+               [ui.width, ui.height, ui.image_size, ui.painter, ui.picture, ui.status])
 
-        follows = {ui.model, ui.image_size, ui.previous_model, ui.num_samples, ui.base_model, ui.auto_size, ui.concepts}
+        follows = {ui.model, ui.image_size, ui.chosen, ui.busy, ui.base_model, ui.auto_size, ui.concepts}
         followed = [ui[name] for name in FOLLOWED]
         on(ui.model.change, handlers.follow_model, follows, followed)
-        on(demo.load, handlers.page_defaults, follows, [*followed, ui.randomize])
+        on(demo.load, handlers.page_defaults, follows, [*followed, ui.randomize, ui.mask_mode, ui.color_match])
+        for name in handlers.CHOICES:  # by hand only: the values follow_model sets are not the user's
+            ui[name].input(bind(handlers.remember, studio, name=name), {ui[name], ui.chosen}, ui.chosen, queue=False,
+                           **PRIVATE)
         on(ui.base_model.change, handlers.follow_base, {ui.model, ui.base_model, ui.concepts},
            [ui.concept_pick, ui.concept_box, ui.concepts])
         ui.auto_size.change(lambda auto: (gr.update(interactive=not auto),) * 2, ui.auto_size, [ui.width, ui.height],
@@ -96,7 +100,7 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
 
         # A run: Generate goes grey and the status speaks at once (no queue), then the run streams, then
         # whatever its end, Generate is live again if nothing is missing. Only the run itself is public API.
-        run = gr.on([ui.generate_btn.click, ui.prompt.submit], bind(handlers.start, studio), {ui.busy},
+        run = gr.on([ui.generate_btn.click], bind(handlers.start, studio), {ui.busy},
                     [ui.generate_btn, ui.reason, ui.status, ui.busy], queue=False, **PRIVATE)
         run = run.then(api_function(functools.partial(handlers.generate, studio)),
                        [ui[f.component] for f in FIELDS] + [ui.session],
@@ -106,8 +110,9 @@ def build_demo(engine: Engine, *, default_model: str | None = None, max_queue: i
         # `.then` is meant to follow a failed run too, but gradio's page only follows a failure with `.failure`.
         finished = [ui.busy, ui.status, ui.history, ui.compare, ui.download, ui.params, ui.session]
         for after in (run.then, run.failure):
-            on(after, handlers.finish, {ui.session, ui.status}, finished).then(
-                bind(handlers.show_mask, studio), mask, mask_shown, **PRIVATE)
+            ended = on(after, handlers.finish, {ui.session, ui.status}, finished)
+            ended.then(bind(handlers.show_mask, studio), mask, mask_shown, **PRIVATE)
+            ended.then(None, js=RESULTS_INTO_VIEW_JS, **PRIVATE)
         # The run ends itself within a step and keeps what it made; a queue-level cancel would abandon its
         # handler mid-stream (the page then shows an error and briefly ignores the next Generate).
         ui.stop_btn.click(bind(handlers.stop, studio), None, ui.status, queue=False, **PRIVATE)
@@ -144,10 +149,18 @@ PRIVATE = {"api_visibility": "private", "show_progress": "hidden"}
 # Selections run beside the generations (not on the device lock: see inpaint.segment); GrabCut takes a core for
 # about half a second, so a few at once keep clicks answering without starving a run.
 SELECTIONS_AT_ONCE = 2
+
+# On a phone the results sit a screen or more below Generate: a run that made something brings the first into view.
+RESULTS_INTO_VIEW_JS = """() => {
+    const status = document.querySelector("#inpaint-status");
+    if (matchMedia("(max-width: 640px)").matches && /\\b(Done|kept [1-9])/.test(status ? status.innerText : "")) {
+        document.querySelector("#inpaint-gallery").scrollIntoView({block: "start"});
+    }
+}"""
 # What follows the model: the fields table's rows that depend on it, and the ranges, choices and LoRA parts.
 FOLLOWED = ("guidance", "width", "height", "scheduler", "base_model", "model_epoch", "negative_strength",
             "concept_pick", "concept_box", "concepts", "num_samples", "steps", "strength", "negative_prompt",
-            "intermediate", "prompt", "model", "previous_model", "auto_size")
+            "intermediate", "prompt", "model_about", "auto_size", "status")
 
 
 def wire(studio: Studio, trigger, fn, inputs, outputs, **options):

@@ -48,12 +48,14 @@ def prune(folder: Path, max_age_s: float) -> None:
 
 
 def make_examples(folder: Path, catalog) -> list[dict]:
-    """Each example's picture, its mask (an L image, white = repaint), a prompt, a model, and a label."""
+    """Each example's picture, its mask (an L image, white = repaint), a prompt, the model it is made for (picked
+    with it: a removal on a test model paints noise), and a label that names both."""
     drawn = draw_example(folder)
-    rows = [{"label": "The sun becomes a moon", "image": drawn["image"], "mask": drawn["sun"],
-                 "prompt": "a full moon in a night sky", "model": None},
+    patchmatch_runs = "patchmatch" in catalog and catalog.get("patchmatch").availability() == "offline"
+    remover = "patchmatch" if patchmatch_runs else "opencv-telea"
+    rows = [{"label": "Remove the sun", "image": drawn["image"], "mask": drawn["sun"], "prompt": "", "model": remover},
             {"label": "The house becomes a barn", "image": drawn["image"], "mask": drawn["house"],
-                 "prompt": "a red barn with a tall silo", "model": "tiny-sd-1_5" if "tiny-sd-1_5" in catalog else None}]
+             "prompt": "a red barn with a tall silo", "model": "tiny-sd-1_5"}]
     if CHEETAH.exists():
         with Image.open(CHEETAH) as photo:
             photo.convert("RGB").save(folder / "cheetah.png")
@@ -61,5 +63,5 @@ def make_examples(folder: Path, catalog) -> list[dict]:
         ImageDraw.Draw(mask).ellipse(CHEETAH_BOX, fill=255)
         mask.save(folder / "cheetah-mask.png")
         rows.insert(0, {"label": "Remove the cheetah", "image": folder / "cheetah.png",
-                            "mask": folder / "cheetah-mask.png", "prompt": "an empty plain", "model": None})
-    return rows
+                        "mask": folder / "cheetah-mask.png", "prompt": "", "model": remover})
+    return [{**row, "label": f"{row['label']} · {row['model']}"} for row in rows if row["model"] in catalog]

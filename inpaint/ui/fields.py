@@ -178,14 +178,16 @@ def fit_size(size: tuple[int, int] | None, entry: ModelEntry) -> tuple[int, int]
 
 
 def model_label(entry: ModelEntry) -> str:
-    """The id, and what stands in the way of a run; short enough for the box on a phone (the model's type
-    and description are in the line under it)."""
+    """The id, and what stands in the way of a run or in the way of a good result (a test model paints noise);
+    short enough for the box on a phone (the model's type and description are in the line under it)."""
+    if entry.source_kind == "tiny":
+        return f"{entry.id} · test model"  # whole in the box on a phone; the description says the rest
     availability = entry.availability()
     return entry.id if availability == "offline" else f"{entry.id} · {availability}"
 
 
 def model_info(entry: ModelEntry) -> str:
-    return f"{entry.type.name} · {entry.description}"
+    return f"**{entry.id}** · {entry.type.name} · {entry.description}"
 
 
 def pipeline_model_id(entry: ModelEntry, base_model_id: str | None) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import gradio as gr
-from PIL import Image
+from PIL import Image, ImageChops, ImageOps
 
 from .. import imageops, regions, zerogpu
 from ..assets import new_id
@@ -22,7 +22,7 @@ from ..errors import Busy, QueueFull, RequestError
 from ..events import Event, Failed, Loading, Preview, Progress, Regions, Result, Waiting, Warned
 from ..generate import Engine
 from ..jobs import JobQueue
-from ..schema import DEFAULT_SAMPLES, MAX_CONCEPTS
+from ..schema import DEFAULT_COLOR_MATCH, DEFAULT_SAMPLES, MAX_CONCEPTS, InpaintRequest, default_steps
 from . import device
 from .examples import prune
 from .fields import (
@@ -61,6 +61,8 @@ NAME_WORDS = 6  # a download is named after the prompt's first words and its see
 # a step a message (20 a second on a GPU) keeps the browser busy: on a CPU box it takes the cores the
 # generation runs on (per step, the studio's runs took 10% longer here).
 STEP_LINE_EVERY_S = 0.4
+DEFAULT_MASK_MODE = InpaintRequest.model_fields["mask_mode"].default
+COMPARE_REDUCE = 4  # where a result changed its input is found on pictures this many times smaller
 
 
 @dataclass
@@ -254,41 +256,34 @@ def import_mask(studio: Studio, values: dict) -> dict:
 
 
 def load_example(studio: Studio, index: int) -> dict:
-    """An example's picture and mask together on the canvas, its prompt, and its model when it names one."""
+    """An example's picture and mask together on the canvas, its prompt, and its model."""
     ui, example = studio.ui, studio.examples[index]
     with Image.open(example["mask"]) as mask:
-        out = {ui.picture: str(example["image"]), ui.painter: painted(mask.convert("L")), ui.mask_upload: None,
-               ui.prompt: example["prompt"]}
-    if example["model"]:
-        out[ui.model] = example["model"]
-    return out
+        return {ui.picture: str(example["image"]), ui.painter: painted(mask.convert("L")), ui.mask_upload: None,
+                ui.prompt: example["prompt"], ui.model: example["model"]}
 
 
 # ---- following the model --------------------------------------------------------------------------
 
 def follow_model(studio: Studio, values: dict) -> dict:
-    """Every control follows the model's entry: what it reads, ranges, defaults, schedulers, LoRA fields."""
+    """Every control follows the model's entry: what it reads, ranges, defaults, schedulers, LoRA fields. What
+    the user set by hand stays (see `kept_choices`); switched during a run, the page says the run goes on."""
     ui = studio.ui
     entry = studio.entry(values[ui.model])
     family = entry.family
     w, h = fit_size(values[ui.image_size], entry)
     sizes = {"minimum": entry.size_range.low, "maximum": entry.size_range.high, "step": 8}
-    previous = values[ui.previous_model]
-    was_seeded = previous in studio.catalog and studio.catalog.get(previous).family.seeded
-    samples = values[ui.num_samples]
-    if not family.seeded:
-        samples = 1  # deterministic: every sample would be the same
-    elif samples is None or not was_seeded:
-        samples = DEFAULT_SAMPLES
     base_id = values[ui.base_model]
     base_id = base_id if base_id in entry.compliant_model_ids else (list(entry.compliant_model_ids) or [None])[0]
     compatible = concept_choices(studio.catalog, entry, base_id)
     rows = [list(r) for r in concept_rows(values[ui.concepts]) if str(r[0] or "").strip() in compatible]
     auto = values[ui.auto_size]
+    kept, changed = kept_choices(entry, values[ui.chosen] or {})
     out = {ui[name]: update for name, update in follow_updates(entry).items()}
     out[ui.guidance].update(minimum=entry.guidance_range.low, maximum=entry.guidance_range.high,
-                            value=entry.default_guidance)
-    out[ui.scheduler].update(choices=entry.scheduler_names, value=entry.default_scheduler)
+                            value=kept["guidance"])
+    out[ui.scheduler].update(choices=entry.scheduler_names, value=kept["scheduler"])
+    out[ui.steps].update(value=kept["steps"])
     out[ui.base_model].update(choices=list(entry.compliant_model_ids), value=base_id)
     out[ui.model_epoch] = gr.update(choices=list(entry.epochs), value=(list(entry.epochs) or [None])[-1],
                                     visible=bool(entry.epochs))
@@ -300,18 +295,57 @@ def follow_model(studio: Studio, values: dict) -> dict:
         ui.concept_pick: gr.update(choices=compatible, value=None),
         ui.concept_box: gr.update(visible=bool(compatible)),
         ui.concepts: rows,
-        ui.num_samples: gr.update(value=samples, interactive=family.seeded),
-        ui.model: gr.update(info=model_info(entry)),
-        ui.previous_model: entry.id,
+        ui.num_samples: gr.update(value=kept["num_samples"], interactive=family.seeded),
+        ui.model_about: model_info(entry),
     })
+    if values[ui.busy]:  # the run's own line goes on in the status line: a toast says what the switch does
+        gr.Info(f"The run going on keeps its model; {entry.id} makes the next one.", title="Model")
+    elif changed:
+        out[ui.status] = (f"**{entry.id}** takes {', '.join(changed)} for now; "
+                          "yours come back with a model that takes them.")
     return out
 
 
-def page_defaults(studio: Studio, values: dict) -> dict:
-    """The page's friendly starting values: a random seed each run, auto size, the model's own settings."""
+# The settings a user sets by hand and keeps across models (layout name -> page label), as long as a model can
+# take them; until then each follows the model's own default.
+CHOICES = {"num_samples": "Samples", "steps": "Steps", "guidance": "Guidance", "scheduler": "Scheduler"}
+
+
+def kept_choices(entry: ModelEntry, chosen: dict) -> tuple[dict, list[str]]:
+    """The values `entry` gets for CHOICES: the user's own (`chosen`, set by `remember`) where it can take them,
+    else its nearest (clamped) or its default; and "Label given (not your wanted)" for each one the user loses for
+    now."""
+    family = entry.family
+    defaults = {"num_samples": DEFAULT_SAMPLES if family.seeded else 1, "steps": default_steps(entry),
+                "guidance": entry.default_guidance, "scheduler": entry.default_scheduler}
+    taken = {"num_samples": (lambda n: n) if family.seeded else (lambda n: 1),  # deterministic: one is enough
+             "steps": lambda n: n,
+             "guidance": lambda g: entry.guidance_range.clamp(g),
+             "scheduler": lambda name: name if name in entry.scheduler_names else entry.default_scheduler}
+    read = family.denoises  # a model that does not read a setting shows it greyed: nothing is lost
+    kept, changed = dict(defaults), []
+    for name, label in CHOICES.items():
+        wanted = chosen.get(name)
+        if wanted is None:
+            continue
+        kept[name] = taken[name](wanted)
+        if kept[name] != wanted and (read or name == "num_samples"):
+            changed.append(f"{label} {kept[name]} (not your {wanted})")
+    return kept, changed
+
+
+def remember(studio: Studio, values: dict, name: str) -> dict:
+    """A setting the user changed by hand: kept across model switches (kept_choices)."""
     ui = studio.ui
-    return {**follow_model(studio, {**values, ui.previous_model: None, ui.auto_size: True, ui.concepts: []}),
-            ui.randomize: True, ui.auto_size: True}
+    return {ui.chosen: {**(values[ui.chosen] or {}), name: values[ui[name]]}}
+
+
+def page_defaults(studio: Studio, values: dict) -> dict:
+    """The page's friendly starting values: a random seed each run, auto size, the model's own settings, and the
+    contract's mask edge and colour match shown picked (an API caller's None means the same)."""
+    ui = studio.ui
+    return {**follow_model(studio, {**values, ui.auto_size: True, ui.concepts: [], ui.chosen: {}, ui.busy: False}),
+            ui.randomize: True, ui.auto_size: True, ui.mask_mode: DEFAULT_MASK_MODE, ui.color_match: DEFAULT_COLOR_MATCH}
 
 
 def follow_base(studio: Studio, values: dict) -> dict:
@@ -323,16 +357,23 @@ def follow_base(studio: Studio, values: dict) -> dict:
 
 
 def follow_image(studio: Studio, values: dict) -> dict:
-    """A new picture (uploaded, pasted or cleared): the sizes follow it, and it starts unpainted."""
+    """A new picture (uploaded, pasted or cleared): the sizes follow it, and it starts unpainted. A picture the
+    run would refuse leaves the editor at once, the server's words in a toast and in the status line."""
     ui = studio.ui
     try:
         with decoding(studio, values[ui.picture], None, None):
             background = read_picture(values[ui.picture])
-    except RequestError:
-        background = None  # the mask preview, next, or the run says what is wrong with the file
+    except Busy:
+        background = None  # a sound picture, the server decoding others: the mask preview says so
+    except RequestError as exc:
+        message = plain(studio, exc)
+        gr.Warning(message, title="Picture not loaded")
+        return {**follow_image(studio, {**values, ui.picture: None}), ui.status: f"**Not loaded** · {message}"}
     size = background.size if background is not None else None
     w, h = fit_size(size, studio.entry(values[ui.model]))
-    return {ui.width: w, ui.height: h, ui.image_size: size, ui.painter: ""}
+    # The picture handed back as it is: an output left out gets an empty update, on which gradio rebuilds the
+    # component from its arguments and forgets deliver_files.
+    return {ui.width: w, ui.height: h, ui.image_size: size, ui.painter: "", ui.picture: values[ui.picture]}
 
 
 def add_concept_row(studio: Studio, values: dict) -> dict:
@@ -475,7 +516,7 @@ def generate(studio: Studio, values: dict, state: dict | None, request: gr.Reque
                     line["stage"] = f"**{working}**"
                     if not line["step"] or not resolved.intermediate_images:
                         line["step"] = f" · {fraction:.0%}"
-                case Regions(regions=planned):
+                case Regions(regions=planned) if not line["stage"].startswith("**Loading"):  # planned before it loads
                     line["stage"] = f"**{working}** {len(planned)} region{'s' * (len(planned) > 1)}"
                 case Warned(message=message) if message not in warnings:  # shown once, however often reported
                     warnings.append(message)  # summary["warnings"] is this list
@@ -576,8 +617,29 @@ def select(studio: Studio, state: dict, index: int) -> dict:
         params["seamReport"] = picked["seam"]
     if summary.get("warnings"):
         params["warnings"] = summary["warnings"]
-    return {ui.compare: (state["input"], picked["path"]), ui.download: picked["path"], ui.params: params,
-            ui.session: {**state, "selected": index}}
+    before, divider = comparison(studio, state["input"], picked["path"], (summary.get("input") or {}).get("outpaint"))
+    return {ui.compare: gr.update(value=(before, picked["path"]), slider_position=divider), ui.download: picked["path"],
+            ui.params: params, ui.session: {**state, "selected": index}}
+
+
+def comparison(studio: Studio, input_path: str, result_path: str, outpaint: dict | None) -> tuple[str, float]:
+    """The before side of a result's comparison, at the result's scale (an extended picture's input on its grown
+    canvas, as the mask preview shows it), and where the divider starts: across the middle of what changed, so
+    both sides of the change show before anyone moves it (0..100, from the left)."""
+    with Image.open(input_path) as opened, Image.open(result_path) as result:
+        before = ImageOps.exif_transpose(opened).convert("RGB")  # as the engine read it
+        if outpaint:
+            before = regions.outpaint_canvas(before, outpaint, prefill=False)
+            input_path = str(studio.files_dir / f"before-{Path(result_path).stem}.png")
+            before.save(input_path)
+        # Compared small: where the change is, not its every pixel.
+        small_before, small_after = before.reduce(COMPARE_REDUCE), result.convert("RGB").reduce(COMPARE_REDUCE)
+    if small_before.size != small_after.size:
+        return input_path, 50.0
+    changed = ImageChops.difference(small_before, small_after).convert("L").point(lambda v: 255 * (v > 8)).getbbox()
+    if changed is None:
+        return input_path, 50.0
+    return input_path, round(100 * (changed[0] + changed[2]) / 2 / small_after.width, 1)
 
 
 def select_result(studio: Studio, values: dict, evt: gr.SelectData) -> dict:

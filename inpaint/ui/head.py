@@ -1,11 +1,13 @@
-"""The studio page's first script (frames.js), put in its HTML ahead of gradio's own scripts: gradio adds a
-page's `head` only once its scripts ran, too late for a script that changes what they find."""
+"""The studio page's first scripts (frames.js, page.js), put in its HTML ahead of gradio's own scripts: gradio adds
+a page's `head` only once its scripts ran, too late for a script that changes what they find."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-FIRST_SCRIPT = b"<script>" + (Path(__file__).parent / "frames.js").read_bytes() + b"</script>"
+# page.js (the page's own shortcuts) listens on the document: it comes along, needing no component of its own.
+FIRST_SCRIPT = b"".join(b"<script>" + (Path(__file__).parent / name).read_bytes() + b"</script>"
+                        for name in ("frames.js", "page.js"))
 
 
 class FirstScript:

@@ -22,7 +22,9 @@ from .fields import (
 from .masks import MASK_OVERLAY_RGB
 from .selection import SELECT_HINT, best_selector, reads_text, selector_choices
 
-PICTURE_HEIGHT_PX = 560  # the photo should fill its box, not sit at 60% of it
+# The photo should fill its box, not sit at 60% of it; and with the painter's tools, the prompt and Generate under
+# it, fit a laptop's screen (1440x900) without scrolling.
+PICTURE_HEIGHT_PX = 340
 
 # Gradio 6 takes theme and CSS at launch/mount time: the server passes these along with the Blocks.
 # System fonts: a self-hosted studio must not wait on a font CDN it may not reach.
@@ -31,20 +33,25 @@ THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="rose",
 CSS = """
 #inpaint-status p, #inpaint-reason p { margin: 0; }
 #inpaint-reason { min-height: 1.4em; color: var(--body-text-color-subdued); }
-/* Captions in full ("seed 1234567890"), and whole images: a portrait's edited corner is what matters. */
-#inpaint-gallery .caption-label, #inpaint-history .caption-label { white-space: normal; overflow: visible; }
+#inpaint-intro p { margin: 0; }
+#inpaint-intro strong { font-size: var(--text-xl); }
+/* Captions in full ("seed 1234567890"), and whole images: a portrait's edited corner is what matters. An earlier
+   run's caption stays on one line: wrapped, it covered the thumbnail. */
+#inpaint-gallery .caption-label { white-space: normal; overflow: visible; }
+#inpaint-history .caption-label { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; max-width: 100%; }
 #inpaint-gallery img, #inpaint-history img { object-fit: contain !important; }
 #inpaint-model input { text-overflow: clip; }
 /* The painter (painter.js): its canvas over the picture, see-through, so what is under the paint shows. */
 #inpaint-mask-canvas { position: absolute; opacity: 0.5; touch-action: none; cursor: none; z-index: 1; }
 #inpaint-brush-ring { position: absolute; display: none; pointer-events: none; z-index: 2; border-radius: 50%;
                       border: 1px solid #fff; box-shadow: 0 0 0 1px rgba(0, 0, 0, 0.6); }
-#inpaint-painter .inpaint-tools { display: flex; flex-wrap: wrap; gap: 6px; align-items: center; }
-#inpaint-painter button { padding: 2px 10px; border-radius: var(--radius-sm); border: 1px solid var(--border-color-primary);
+#inpaint-painter .inpaint-tools { display: flex; flex-wrap: wrap; gap: 4px; align-items: center; }
+#inpaint-painter button { padding: 2px 8px; border-radius: var(--radius-sm); border: 1px solid var(--border-color-primary);
                           background: var(--button-secondary-background-fill); color: var(--body-text-color); }
 #inpaint-painter button[aria-pressed=true] { background: var(--color-accent-soft); border-color: var(--color-accent); }
 #inpaint-painter label { display: flex; gap: 4px; align-items: center; }
-#inpaint-painter input[type=range] { width: 110px; }
+#inpaint-painter input[type=range] { width: 80px; }
+#inpaint-painter button:disabled { opacity: 0.5; }
 #inpaint-painter output { min-width: 2.2em; font-variant-numeric: tabular-nums; }
 /* A phone: a shorter picture box (a landscape photo letterboxed in 560 px is mostly empty), tools on two lines. */
 @media (max-width: 640px) {
@@ -52,6 +59,18 @@ CSS = """
   #inpaint-painter button { padding: 2px 5px; }
   #inpaint-painter input[type=range] { width: 48px; }
 }
+/* What the model does not read looks switched off, not only refuses input. */
+textarea:disabled, input:disabled { opacity: 0.5; cursor: not-allowed; }
+input[type=range]:disabled { filter: grayscale(1); }
+/* The comparison's sides named on the pictures (the input on the left, the result on the right), at the bottom:
+   the component's label and buttons cover its top. */
+#inpaint-compare .slider-wrap .wrap { position: relative; }
+#inpaint-compare .slider-wrap .wrap::before, #inpaint-compare .slider-wrap .wrap::after {
+  position: absolute; bottom: 6px; z-index: 3; padding: 1px 8px; border-radius: var(--radius-sm); pointer-events: none;
+  background: rgba(0, 0, 0, 0.6); color: #fff; font-size: var(--text-sm); }
+#inpaint-compare .slider-wrap .wrap::before { content: "Before"; left: 6px; }
+#inpaint-compare .slider-wrap .wrap::after { content: "After"; right: 6px; }
+#inpaint-model-about p { margin: 0; font-size: var(--text-sm); color: var(--body-text-color-subdued); }
 #inpaint-model ul.options { min-width: 100%; width: max-content; max-width: 90vw; }
 /* A streaming output keeps gradio's accent border, not its endless pulse: repainted every frame by a browser
    without a GPU, it competes with the run for the CPU the whole time (the status line says the run goes on). */
@@ -86,8 +105,11 @@ PAINTER_HTML = f"""<div class="inpaint-tools" role="toolbar" aria-label="Mask pa
   <button type="button" data-action="redo" title="Redo (Ctrl+Shift+Z)">Redo</button>
   <button type="button" data-action="clear" title="Remove all paint">Clear</button>
   <button type="button" data-action="original" title="Hold to see the picture without the mask (or hold O)">Original</button>
+  <button type="button" data-action="fit" disabled title="Show the whole picture (or double-click it). The wheel or two
+    fingers zoom, Space+drag or the middle button pans">Fit</button>
 </div>"""
-PAINTER_JS = ((Path(__file__).parent / "painter.js").read_text()
+# zoom.js (zoom and pan) comes after the painter, in its scope: it moves the painter's canvas with the picture.
+PAINTER_JS = ("\n".join((Path(__file__).parent / name).read_text() for name in ("painter.js", "zoom.js"))
               .replace("BRUSH_STEP", str(BRUSH_STEP)).replace("ORIGINAL_KEY", f'"{ORIGINAL_KEY}"')
               .replace("BRUSH_COLOUR", f'"{BRUSH_COLOUR}"'))
 # The Select tool (select.js, kept apart from the painter's own code): its status line under the toolbar.
@@ -128,11 +150,13 @@ def build_layout(catalog: Catalog, default_id: str, deliver_files) -> Layout:
     size_bounds = _widest(e.size_range for e in catalog.entries())
     concepts_now = concept_choices(catalog, default, None)
 
-    gr.Markdown("## inpaint studio\nUpload or paste a picture, paint over what should change, say what to paint "
-                "there, generate. Pick a result to compare it, download it, or keep editing from it.")
-    ui = Layout(examples_box=gr.Row(), session=gr.State({"source": None, "input": None, "results": [],
-                                                        "selected": None, "history": []}),
-                image_size=gr.State(None), previous_model=gr.State(None), busy=gr.State(False))
+    gr.Markdown("**inpaint studio** · Upload or paste a picture, paint over what should change, say what to paint "
+                "there, generate.", elem_id="inpaint-intro")
+    # Folded: open, the examples' table pushes Generate below the fold of a laptop's screen.
+    ui = Layout(examples_box=gr.Accordion("Examples: a picture, its mask and a model, ready to generate", open=False,
+                                          elem_id="inpaint-examples-box"),
+                session=gr.State({"source": None, "input": None, "results": [], "selected": None, "history": []}),
+                image_size=gr.State(None), chosen=gr.State({}), busy=gr.State(False))
     with gr.Row(equal_height=False):
         with gr.Column(scale=5, min_width=340):
             # A one-word label: the image's toolbar sits over a longer one on a phone.
@@ -143,6 +167,10 @@ def build_layout(catalog: Catalog, default_id: str, deliver_files) -> Layout:
             ui.painter = gr.HTML("", label="Painted mask", html_template=PAINTER_HTML, js_on_load=PAINTER_JS,
                                  apply_default_css=False, elem_id="inpaint-painter")
             build_select_row(ui, catalog)
+            # The model right above the prompt it reads (its placeholder says whether it reads one).
+            # The models that paint (those that select objects have no place in a run).
+            ui.model = gr.Dropdown(choices=[(model_label(e), e.id) for e in catalog.entries() if not e.family.selects],
+                                   value=default_id, label="Model", allow_custom_value=True, elem_id="inpaint-model")
             ui.prompt = gr.Textbox(label="Prompt", lines=2, placeholder=PROMPT_HINT, elem_id="inpaint-prompt")
             with gr.Row():
                 # Greyed until there is a picture and something to repaint (the line under it says what is missing).
@@ -189,7 +217,7 @@ def build_layout(catalog: Catalog, default_id: str, deliver_files) -> Layout:
             with gr.Row():
                 ui.use_input = gr.Button("Use as input", elem_id="inpaint-use-input")
                 ui.download = gr.DownloadButton("Download PNG", value=None, elem_id="inpaint-download")
-            ui.compare = gr.ImageSlider(label="Before / after", type="filepath", interactive=False, max_height=400,
+            ui.compare = gr.ImageSlider(label="Before / after (drag the divider)", type="filepath", interactive=False, max_height=400,
                                         elem_id="inpaint-compare")
             ui.params = gr.JSON(label="Parameters of the selected sample", elem_id="inpaint-params")
             ui.history = gr.Gallery(label="Earlier runs (click one to bring it back)", columns=6, height=120,
@@ -197,11 +225,8 @@ def build_layout(catalog: Catalog, default_id: str, deliver_files) -> Layout:
                                     elem_id="inpaint-history")
 
         with gr.Column(scale=3, min_width=280):
-            # The models that paint (those that select objects have no place in a run).
-            ui.model = gr.Dropdown(choices=[(model_label(e), e.id) for e in catalog.entries() if not e.family.selects],
-                                   value=default_id,
-                                   label="Model", info=model_info(default), allow_custom_value=True,
-                                   elem_id="inpaint-model")
+            # What the model beside the prompt is: its type and description (too long to sit beside it).
+            ui.model_about = gr.Markdown(model_info(default), elem_id="inpaint-model-about")
             ui.negative_prompt = gr.Textbox(label="Negative prompt", lines=1, placeholder="What to avoid",
                                             elem_id="inpaint-negative-prompt")
             ui.num_samples = optional(gr.Slider(1, 128, step=1, label="Samples", elem_id="inpaint-samples"))
@@ -211,11 +236,9 @@ def build_layout(catalog: Catalog, default_id: str, deliver_files) -> Layout:
             ui.disable_merging = gr.Checkbox(label="Regenerate the whole picture, not just around the mask",
                                              value=False, elem_id="inpaint-disable-merging")
             with gr.Accordion("Advanced", open=False, elem_id="inpaint-advanced"):
-                with gr.Row():
-                    ui.seed = gr.Number(label="Seed (the one used last)", value=None, precision=0, min_width=160,
-                                        elem_id="inpaint-seed")
-                    ui.randomize = gr.Checkbox(label="Randomise seed", value=False, min_width=120,
-                                               info="A new seed each run", elem_id="inpaint-randomize")
+                ui.seed = gr.Number(label="Seed (the one used last)", value=None, precision=0, elem_id="inpaint-seed")
+                ui.randomize = gr.Checkbox(label="Randomise seed", value=False, info="A new seed each run",
+                                           elem_id="inpaint-randomize")
                 ui.strength = gr.Slider(0.01, 1.0, value=DEFAULT_STRENGTH, step=0.01, label="Strength",
                                         info="How far from the picture the masked area may go",
                                         elem_id="inpaint-strength")
@@ -230,11 +253,8 @@ def build_layout(catalog: Catalog, default_id: str, deliver_files) -> Layout:
                 ui.auto_size = gr.Checkbox(label="Auto size", value=False, elem_id="inpaint-auto-size",
                                            info="Whole picture: its own size. Otherwise: the model's native "
                                                 "resolution around the mask.")
-                with gr.Row():
-                    ui.width = optional(gr.Slider(*size_bounds, step=8, label="Width", min_width=120,
-                                                  elem_id="inpaint-width"))
-                    ui.height = optional(gr.Slider(*size_bounds, step=8, label="Height", min_width=120,
-                                                   elem_id="inpaint-height"))
+                ui.width = optional(gr.Slider(*size_bounds, step=8, label="Width", elem_id="inpaint-width"))
+                ui.height = optional(gr.Slider(*size_bounds, step=8, label="Height", elem_id="inpaint-height"))
                 ui.base_model = gr.Dropdown(choices=list(default.compliant_model_ids), value=None,
                                             label="Base model (LoRA models)", allow_custom_value=True,
                                             visible=default.type.is_lora)
