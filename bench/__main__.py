@@ -20,7 +20,7 @@ from pathlib import Path
 
 ORDER = ("startup", "classical_request_vs_limit", "classical_throughput_2048", "patchmatch_large_vs_telea",
          "memory_rise_2048", "classical_quality", "cli_classical_overhead", "patchmatch_engine_overhead",
-         "batch_overhead", "compat_overhead", "engine_overhead", "rest_overhead",
+         "batch_overhead", "finish_overlap", "compat_overhead", "engine_overhead", "rest_overhead",
          "image_size_scaling", "preview_overhead", "preview_vs_vae", "warm_cache", "memory_128", "outside_mask_drift",
          "region_resolution", "seam_delta_e", "multi_region_cost", "outside_mask_drift_modes", "gpu", "gpu_time_estimate_error", "workers_throughput", "ray_overhead",
          "segment_second_click_ratio", "grabcut_iou", "huge_picture_refusal", "mask_grow_scaling")
@@ -99,6 +99,10 @@ def _run(quick: bool, selected: list[str], results: Path | None, command: str) -
             from . import batch
 
             record("batch_overhead", lambda: batch.batch_overhead(profile, work_dir))
+        if "finish_overlap" in selected:  # the shipped tiny model, not the timed benchmark model
+            from . import finish
+
+            record("finish_overlap", lambda: finish.finish_overlap(profile, work_dir))
         for name in SEAMS:
             if name in selected:
                 from . import seams
@@ -115,8 +119,8 @@ def _run(quick: bool, selected: list[str], results: Path | None, command: str) -
 
                 record(name, lambda measure=getattr(guards, name): measure(profile, work_dir))
         # The other metrics time the loaded model; without them, nothing waits for it.
-        without_model = {"startup", *CLASSICAL, "batch_overhead", *SEAMS, *SEGMENT, *GUARDS, "gpu_time_estimate_error",
-                         *SCALE}
+        without_model = {"startup", *CLASSICAL, "batch_overhead", "finish_overlap", *SEAMS, *SEGMENT, *GUARDS,
+                         "gpu_time_estimate_error", *SCALE}
         bench = metrics.Bench(profile, work_dir) if set(selected) - without_model else None
         if bench is not None:
             log.info("%s run; model %s loaded in %.1f s, ready after %.1f s", profile.name, models.MID_MODEL_ID,

@@ -47,6 +47,8 @@ METHOD = f"""\
   photographs that scikit-image ships (holes with known ground truth; see `bench/classical.py`).
 - `batch_overhead`: `python -m inpaint batch`'s code over a folder of those photographs against the same requests
   made one by one, in one process on one engine (`bench/batch.py`).
+- `finish_overlap` (`bench/finish.py`): the time from a batch's last denoising step to the job's end, 4 samples
+  against 1, with the shipped tiny SD 1.5 on a large photograph: the results are finished on a small pool.
 - `gpu_time_estimate_error`: the ZeroGPU duration model calibrated on this machine with the tiny models, then
   its prediction against the measured time of other requests.
 - `region_resolution`, `seam_delta_e`, `multi_region_cost`, `outside_mask_drift_modes`: the shipped tiny and

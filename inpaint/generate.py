@@ -14,11 +14,12 @@ import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
+import cv2
 import numpy as np
 from PIL import ExifTags, Image
 
@@ -91,24 +92,35 @@ class _Inputs:
 _MEASURING = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="inpaint-seam-report")
 
 
+# Results finished at once: a batch's colour match, blend, seam report and encode (numpy, OpenCV and the PNG
+# encoder let go of the GIL) overlap instead of queueing after the last step. A few: each holds its result's picture.
+FINISH_WORKERS = min(4, os.cpu_count() or 1)
+
+
 class _Writer:
-    """Stores results on its own thread, in the order given, while the caller makes the next ones; emits each
-    one's Result once it is stored. After a failed write the later ones are dropped, and check() raises its
-    error: the job fails with the results before it kept."""
+    """Finishes results on a small pool and stores them on its own thread in the order given, while the caller
+    makes the next ones; emits each one's Result once it is stored, in that order. After a failed finish or write
+    the later ones are dropped, and check() raises its error: the job fails with the results before it kept."""
 
     def __init__(self, emit: Emit):
         self.emit = emit
         self.error: BaseException | None = None
+        self._finishing = ThreadPoolExecutor(max_workers=FINISH_WORKERS, thread_name_prefix="inpaint-finish")
         # One thread: the results are stored, and reported, in order.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inpaint-writer")
 
-    def submit(self, write: Callable[[], Result]) -> None:
-        self._thread.submit(self._write, write)
+    def submit(self, finish: Callable[[], Callable[[], Result]]) -> None:
+        """`finish()` runs on the pool and gives back the write, which runs in order on the writer's thread."""
+        self._thread.submit(self._write, self._finishing.submit(self._finish, finish))
 
-    def _write(self, write: Callable[[], Result]) -> None:
+    def _finish(self, finish: Callable[[], Callable[[], Result]]) -> Callable[[], Result] | None:
+        return None if self.error is not None else finish()  # after a failure the rest is dropped: no work for it
+
+    def _write(self, finished: Future) -> None:
         if self.error is not None:
             return
         try:
+            write = finished.result()
             self.emit(write())
         except BaseException as exc:  # raised on the caller's thread by check()
             self.error = exc
@@ -118,8 +130,9 @@ class _Writer:
             raise self.error
 
     def close(self) -> None:
-        """Waits for the writes submitted so far."""
+        """Waits for the results submitted so far."""
         self._thread.shutdown(wait=True)
+        self._finishing.shutdown(wait=True)
 
 
 def _stored_as_sent(data: bytes, decoded: Image.Image, *, alpha: bool) -> bool:
@@ -472,36 +485,45 @@ class Engine:
         seam_reference = _MEASURING.submit(seams.reference, original, measured, boxes=boxes,
                                            inset=entry.family.seam_px if request.mask_mode == "binary" else 0)
 
-        def finish(seed: int, outputs: list[Image.Image]) -> Result:
-            """Colour-matched, merged back, measured and stored; runs on the writer thread."""
+        def finish(seed: int, outputs: list[Image.Image]) -> Callable[[], Result]:
+            """Colour-matched, merged back, measured and encoded, on the writer's pool; gives back its write (the
+            store), which the writer runs in seed order."""
             if alpha is None:
                 output = outputs[0]
                 if output.size != size:
                     output = imageops.resize(output, size)
                 output = seams.match_colors(output, *crops[0], request.color_match)
             else:
-                # Region by region into one copy of the picture, each output let go as soon as it is an array
-                # (before the copy is made, for the first): a large picture is held as few times as the work needs.
-                output_np = None
+                # Region by region into one picture, each output let go as soon as it is blended in; only where a
+                # region's alpha is above 0 becomes arrays. A large picture is held as few times as the work needs:
+                # a region of all of it (a large hole) gives its output to be the result, the picture's own pixels
+                # put back where alpha is 0, instead of a copy of the picture.
+                output = None
                 for i, (region, (crop, crop_mask)) in enumerate(zip(plan, crops)):
                     left, top, right, bottom = region.box
                     generated = outputs[i] if outputs[i].size == crop.size else imageops.resize(outputs[i], crop.size)
                     outputs[i] = None
-                    generated_np = np.asarray(seams.match_colors(generated, crop, crop_mask, request.color_match))
+                    generated = seams.match_colors(generated, crop, crop_mask, request.color_match)
+                    under = output
+                    if output is None and crop is image and generated is not image:
+                        output = generated if generated.mode == "RGB" else generated.convert("RGB")
+                        output.paste(image, mask=Image.fromarray(cv2.compare(alpha, 0, cv2.CMP_EQ)))
+                    elif output is None:
+                        output = image.copy()
+                    imageops.blend_onto(output, under or image, generated, region.box, alpha[top:bottom, left:right])
                     del generated
-                    if output_np is None:
-                        output_np = np.array(image)
-                    imageops.blend_into(output_np, generated_np, region.box, alpha[top:bottom, left:right])
-                    del generated_np
-                output = Image.fromarray(output_np, "RGB")
-                del output_np
-            # Measured on another core while the result is encoded and stored.
+                output.info.clear()  # the profile is the store's to embed (icc_profile), as for any result
+            # Measured on another core while the result is encoded.
             report = _MEASURING.submit(seams.report, output, seam_reference.result())
             data = self.store.encode(output, icc_profile=icc_profile)
-            asset = self.store.put(output, kind="result", hidden=request.hide_results,
-                                   parent_id=request.image_asset_id, job_id=job_id, seed=seed,
-                                   model_id=request.model_id, icc_profile=icc_profile, data=data)
-            return Result(asset, report.result())
+            measured = report.result()
+
+            def write() -> Result:
+                asset = self.store.put(output, kind="result", hidden=request.hide_results,
+                                       parent_id=request.image_asset_id, job_id=job_id, seed=seed,
+                                       model_id=request.model_id, icc_profile=icc_profile, data=data)
+                return Result(asset, measured)
+            return write
 
         writer = _Writer(emit)
         try:
@@ -512,7 +534,7 @@ class Engine:
 
     def _samples(self, request: ResolvedRequest, entry, emit: Emit, cancel: threading.Event,
                  crops: list[tuple[Image.Image, Image.Image]], writer: _Writer,
-                 finish: Callable[[int, list[Image.Image]], Result]) -> None:
+                 finish: Callable[[int, list[Image.Image]], Callable[[], Result]]) -> None:
         """Generates the samples micro-batch by micro-batch, each sample's crops (region and mask) in the same
         batch under its seed, handing each sample's outputs to `writer`."""
         family = entry.family
@@ -562,7 +584,7 @@ class Engine:
                 pending = pending[len(seeds):]
                 writer.check()  # a write failed: the job fails now, not after the remaining samples
 
-                # 5. Merged back and stored on the writer thread, in order, while the next micro-batch generates
+                # 5. Merged back on the writer's pool and stored in order, while the next micro-batch generates
                 for i, seed in enumerate(seeds):
                     writer.submit(functools.partial(finish, seed, outputs[i * len(crops):(i + 1) * len(crops)]))
                 del outputs  # the writer holds them now, and lets each go once it is merged

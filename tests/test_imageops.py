@@ -497,3 +497,23 @@ def test_encoders_and_resize():
     assert set(np.unique(np.asarray(imageops.resize(mask, (67, 33), mask=True)))) <= {0, 255}
     with pytest.raises(ValueError):
         imageops.to_data_url(img, "gif")
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L"])
+def test_array_of_is_a_writable_copy_of_the_pixels(mode):
+    image = photo(300, 600, seed=4).convert(mode)  # more rows than a strip
+    image_np = imageops.array_of(image)
+    assert np.array_equal(image_np, np.array(image)) and image_np.flags.writeable
+
+
+def test_blend_onto_writes_what_blend_into_does_and_only_where_alpha_is_above_0():
+    original, generated = photo(160, 120, seed=5), photo(100, 80, seed=6)
+    box = (30, 20, 130, 100)
+    alpha_np = np.zeros((80, 100), np.uint8)
+    alpha_np[10:50, 20:70] = 255
+    alpha_np[10:50, 15:20] = 128  # a feathered edge
+    expected_np = np.array(original)
+    imageops.blend_into(expected_np, generated, box, alpha_np)
+    out = original.copy()
+    imageops.blend_onto(out, original, generated, box, alpha_np)
+    assert np.array_equal(np.asarray(out), expected_np)

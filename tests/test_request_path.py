@@ -13,10 +13,11 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image, ImageOps, PngImagePlugin
 
-from inpaint import assets, imageops
+from inpaint import assets, generate, imageops, seams
 from inpaint.api import create_app
 from inpaint.assets import AssetStore
 from inpaint.catalog import Catalog
+from inpaint.events import Done, Result
 from inpaint.families.diffusion import Diffusers
 from inpaint.generate import Engine
 from inpaint.events import Result, results
@@ -350,6 +351,31 @@ def test_results_are_stored_in_order_while_the_next_micro_batch_generates(engine
     assert [a.seed for a in assets_] == [11, 12, 13]
     assert overlapped == [True] * 3 and threading.current_thread() not in writers
     assert all(engine.store.exists(a.id) for a in assets_)
+
+
+@pytest.mark.skipif(generate.FINISH_WORKERS < 2, reason="one finishing thread on a single core")
+def test_a_batchs_results_are_finished_at_once_and_reported_in_seed_order(engine, monkeypatch):
+    real_match, finishing, lock, later_finished = seams.match_colors, [], threading.Lock(), threading.Event()
+    first_waited = []
+
+    def match_colors(*args):
+        with lock:
+            first = not finishing
+            finishing.append(threading.current_thread())
+        if first:  # the first result to start finishing ends after another one: only a pool gets past this
+            first_waited.append(later_finished.wait(timeout=5))
+        matched = real_match(*args)
+        if not first:
+            later_finished.set()
+        return matched
+
+    monkeypatch.setattr(Diffusers, "run", lambda self, model, request, region, mask, seeds, on_step:
+                        [photo(64, 64, seed=seed) for seed in seeds])
+    monkeypatch.setattr(seams, "match_colors", match_colors)
+    events = list(engine.run(engine.prepare(diffusion_body(3))))
+    assert [event.asset.seed for event in events if isinstance(event, Result)] == [11, 12, 13]
+    assert isinstance(events[-1], Done)
+    assert first_waited == [True] and len(set(finishing)) == 2
 
 
 def test_a_failed_write_fails_the_generation_and_keeps_the_results_stored_before_it(engine, monkeypatch):

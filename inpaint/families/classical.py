@@ -15,6 +15,9 @@ from . import coarse_fine
 from .base import Family
 
 OPENCV_RADIUS_PX = 3  # neighbourhood each classical algorithm looks at; OpenCV's documented example uses 3
+# Around the hole's box: OpenCV reads the known pixels within its radius of the hole (Telea's distances outside it
+# too). Twice that leaves room; tests/test_families.py checks the fill against one of the whole picture.
+OPENCV_MARGIN_PX = 2 * OPENCV_RADIUS_PX + 2
 PATCHMATCH_INSTALL = "pip install pypatchmatch"
 
 
@@ -36,9 +39,19 @@ class OpenCV(Family):
         import cv2
 
         # Both algorithms fill each channel on its own, so RGB needs no round trip through OpenCV's BGR (two
-        # copies of a large picture).
-        return [Image.fromarray(cv2.inpaint(np.asarray(region), np.asarray(mask), OPENCV_RADIUS_PX, model))
-                for region, mask in zip(regions, masks)]
+        # copies of a large picture). They read the known pixels within their radius of the hole only, so they
+        # run on the hole's box and a margin: the same pixels, without OpenCV's working copies of the rest.
+        filled = []
+        for region, mask in zip(regions, masks):
+            fill = region.copy()
+            hole = mask.getbbox()
+            if hole is not None:
+                box = (max(0, hole[0] - OPENCV_MARGIN_PX), max(0, hole[1] - OPENCV_MARGIN_PX),
+                       min(mask.width, hole[2] + OPENCV_MARGIN_PX), min(mask.height, hole[3] + OPENCV_MARGIN_PX))
+                fill.paste(Image.fromarray(cv2.inpaint(np.asarray(region.crop(box)), np.asarray(mask.crop(box)),
+                                                       OPENCV_RADIUS_PX, model)), box[:2])
+            filled.append(fill)
+        return filled
 
 
 # The library's seed is process-wide state: one fill at a time, or two requests would draw from each other's.
