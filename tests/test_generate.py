@@ -313,7 +313,8 @@ def test_lora_epochs_differ(engine):
     assert not np.array_equal(pixels(engine, first), pixels(engine, second))
 
 
-def test_previews_arrive_every_step_and_cancel_stops_within_one_step(engine):
+def test_previews_arrive_every_step_and_cancel_stops_within_one_step(engine, monkeypatch):
+    monkeypatch.setattr(engine, "max_batch", 2)  # both samples in one pipeline call: a preview shows each
     steps = []
     cancel = threading.Event()
     request = engine.prepare(tiny_body(numInferenceSteps=8, intermediateImages=True, numSamples=2))

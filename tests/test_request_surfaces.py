@@ -105,6 +105,8 @@ def test_every_request_field_has_its_studio_parameter_with_the_schema_default():
 
 
 def test_the_defaults_models_show_are_the_schema_defaults():
-    defaults = ModelOut.of(Catalog.load().get("tiny-sd-1_5")).defaults
-    assert defaults["numInferenceSteps"] == InpaintRequest.model_fields["num_inference_steps"].default
+    catalog = Catalog.load()
+    defaults = ModelOut.of(catalog.get("tiny-sd-1_5")).defaults
+    assert defaults["numInferenceSteps"] == schema.default_steps(catalog.get("tiny-sd-1_5")) == 12  # its own
+    assert ModelOut.of(catalog.get("sd-1_5-inpainting")).defaults["numInferenceSteps"] == schema.DEFAULT_STEPS
     assert defaults["strength"] == InpaintRequest.model_fields["strength"].default

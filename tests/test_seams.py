@@ -137,17 +137,18 @@ def test_two_far_marks_are_two_regions_in_one_batch_each_at_the_native_area(engi
         return original_run(self, model, request, regions_, masks, seeds, on_step)
 
     monkeypatch.setattr(Diffusers, "run", counting_run)
+    monkeypatch.setattr(engine, "max_batch", 4)  # both samples' regions in one pipeline call
     photo, mask = two_marks()
     defaults = {k: v for k, v in body(photo, mask, "tiny-sd-1_5").items() if k not in ("width", "height")}
     request = engine.prepare({**defaults, "numSamples": 2})
-    assert (request.width, request.height) == (512, 512)  # SD 1.5's native area, the regions' aspect
+    assert (request.width, request.height) == (256, 256)  # the test model's native area, the regions' aspect
     events = list(engine.run(request))
     assets = results(events)
     reported = [list(event.regions) for event in events if isinstance(event, Regions)]
     # The marks grown by 8 px (48x48) with 32 px of context each side: two boxes of 112x112, each generated at
-    # 512x512 (the one box around both would be the whole image, at 512x512).
-    assert reported == [[{"box": [0, 0, 112, 112], "size": [512, 512]},
-                         {"box": [912, 912, 1024, 1024], "size": [512, 512]}]]
+    # 256x256 (the one box around both would be the whole image, at 256x256).
+    assert reported == [[{"box": [0, 0, 112, 112], "size": [256, 256]},
+                         {"box": [912, 912, 1024, 1024], "size": [256, 256]}]]
     # Both regions of both samples in one pipeline call, each region under its sample's seed.
     assert calls == [[request.seed, request.seed, request.seed + 1, request.seed + 1]]
     result_np, photo_np = pixels(engine, assets[0].id), np.asarray(photo)

@@ -154,7 +154,7 @@ def test_size_defaults_to_the_image_rounded_to_8_and_inside_the_models_range():
     assert fields.fit_size((203, 97), CATALOG.get("tiny-sd-1_5")) == (200, 96)
     assert fields.fit_size((3000, 40), CATALOG.get("tiny-sd-1_5")) == (1024, 64)
     assert fields.fit_size((300, 300), CATALOG.get("tiny-sd-xl")) == (512, 512)
-    assert fields.fit_size(None, CATALOG.get("tiny-flux.1")) == (1024, 1024)
+    assert fields.fit_size(None, CATALOG.get("tiny-flux.1")) == (256, 256)  # the test model's native square
 
 
 def test_concepts_table_becomes_the_requests_concepts():
@@ -722,7 +722,7 @@ def test_parameters_left_out_take_the_contracts_defaults(client, files):
                                     modelId="tiny-sd-1_5", numSamples=1, numInferenceSteps=2, api_name="/inpaint")
     used = summary["input"]
     assert (used["guidance"], used["scheduler"], used["strength"]) == (7.5, "PNDMScheduler", 0.75)
-    assert (used["width"], used["height"]) == (512, 512)  # the native resolution around a square mask
+    assert (used["width"], used["height"]) == (256, 256)  # the test model's native area around a square mask
     *_, summary, _ = client.predict(image=image, mask=handle_file(str(files / "mask.png")), prompt="an apple",
                                     modelId="opencv-telea", api_name="/inpaint")
     # A model that reads no prompt gets none from the studio: nothing to warn about.

@@ -31,7 +31,8 @@ def pixels(engine, asset_id):
     return np.asarray(engine.store.open_image(asset_id).convert("RGB"))
 
 
-def test_a_run_streams_loading_previews_progress_results_then_done_as_plain_data(engine):
+def test_a_run_streams_loading_previews_progress_results_then_done_as_plain_data(engine, monkeypatch):
+    monkeypatch.setattr(engine, "max_batch", 2)  # both samples in one pipeline call: a preview shows each
     request = engine.prepare(tiny_body(numSamples=2, numInferenceSteps=3, intermediateImages=True))
     events = list(engine.run(request))
     assert events[0] == Loading("tiny-sd-1_5") and events[-1] == Done()

@@ -195,6 +195,8 @@ def mask_preview(studio: Studio, values: dict, sketch: str | None, upload) -> di
         body["outpaint"] = sides
     try:
         plan = studio.engine.plan(body, image=picture, mask=mask)
+    except Busy:
+        raise  # show_mask says so; the preview comes with the next change
     except RequestError as exc:
         if exc.field == "image":
             raise
