@@ -4,9 +4,7 @@ Also records the studio's figures (first feedback, mask preview latency, uploads
 import contextlib
 import io
 import json
-import os
 import re
-import socket
 import statistics
 import time
 from pathlib import Path
@@ -22,23 +20,16 @@ from inpaint.generate import Engine
 from inpaint.errors import ModelUnavailable
 from inpaint.ui.examples import CHEETAH
 from inpaint.ui.layout import BRUSH_SIZE, BRUSH_STEP
+from tests.support.browser import (DESKTOP, PHONE, WAIT_MS, chromium, open_page, require_chromium,
+                                  served_studio)
 from tests.support.figures import figure_path
 
-CHROMIUM = Path("/usr/bin/chromium")
 FIGURES = Path(__file__).parent / ".artifacts" / "ui-figures.json"  # bench/studio.md quotes them
 SCREENSHOT_WIDTH = 1000  # small enough to commit
-DESKTOP = {"width": 1440, "height": 900}
-PHONE = {"width": 390, "height": 844}
-WAIT_MS = int(os.environ.get("INPAINT_BROWSER_WAIT_MS", "300000"))  # a ceiling for a shared, slow machine
 
-if not CHROMIUM.exists():
-    if os.environ.get("CI"):
-        pytest.fail(f"{CHROMIUM} is missing: CI must install Debian's chromium (see .ci/run)", pytrace=False)
-    pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium to run the browser tests",
-                allow_module_level=True)
+require_chromium()
 
-from playwright.sync_api import expect, sync_playwright
-from starlette.middleware import Middleware
+from playwright.sync_api import expect  # noqa: E402  (after the check: without Chromium the module is skipped)
 
 expect.set_options(timeout=WAIT_MS)
 
@@ -50,38 +41,14 @@ def engine(tmp_path_factory, pipeline_cache):
 
 @pytest.fixture(scope="module")
 def studio(engine):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    demo = ui.build_demo(engine, default_model="patchmatch")  # the app's default without a GPU
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
-                theme=ui.THEME, css=ui.CSS,
-                app_kwargs={"middleware": [Middleware(ui.FirstScript)]})
-    try:
-        yield demo.local_url
-    finally:
-        demo.close()
+    with served_studio(engine) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                  "--disable-extensions", "--no-first-run"])
-        yield chromium
-        chromium.close()
-
-
-def open_page(browser, studio, viewport: dict):
-    context = browser.new_context(viewport=viewport)
-    page = context.new_page()
-    page.set_default_timeout(WAIT_MS)
-    page.goto(studio, wait_until="load")
-    # The page's own defaults (random seed, auto size, the model's ranges) arrive with a load event.
-    expect(page.locator("#inpaint-samples input[type=number]")).to_have_value(str(ui.DEFAULT_SAMPLES))
-    return context, page
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture

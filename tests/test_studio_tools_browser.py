@@ -4,8 +4,6 @@ Screenshots of both, desktop and phone, go to tests/.artifacts/studio-tools/ (RE
 by hand)."""
 
 import io
-import os
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -13,25 +11,19 @@ import pytest
 from PIL import Image, ImageDraw
 
 from bench import photos
-from inpaint import ui
 from inpaint.assets import AssetStore
 from inpaint.catalog import Catalog
 from inpaint.generate import Engine
 from inpaint.ui.examples import CHEETAH
+from tests.support.browser import DESKTOP, PHONE, WAIT_MS, chromium, open_page, require_chromium, served_studio
 
-CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = Path(__file__).parent / ".artifacts" / "studio-tools"
-DESKTOP = {"width": 1440, "height": 900}
-PHONE = {"width": 390, "height": 844}
-WAIT_MS = int(os.environ.get("INPAINT_BROWSER_WAIT_MS", "300000"))  # a ceiling for a shared, slow machine
 SIDE = 384
 CHEETAH_SIZE = (502, 343)  # gradio's photograph of a running cheetah
 
-if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium to run the browser tests", allow_module_level=True)
+require_chromium()
 
-from playwright.sync_api import expect, sync_playwright
-from starlette.middleware import Middleware
+from playwright.sync_api import expect  # noqa: E402  (after the check: without Chromium the module is skipped)
 
 expect.set_options(timeout=WAIT_MS)
 
@@ -48,36 +40,14 @@ PAINT = """() => {
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory, pipeline_cache):
     engine = Engine(Catalog.load(), AssetStore(tmp_path_factory.mktemp("tools-store")), pipeline_cache)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    demo = ui.build_demo(engine, default_model="patchmatch")  # the app's default without a GPU
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, theme=ui.THEME,
-                css=ui.CSS, app_kwargs={"middleware": [Middleware(ui.FirstScript)]})
-    try:
-        yield demo.local_url
-    finally:
-        demo.close()
+    with served_studio(engine) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                  "--disable-extensions", "--no-first-run"])
-        yield chromium
-        chromium.close()
-
-
-def open_page(browser, studio, viewport: dict):
-    context = browser.new_context(viewport=viewport)
-    page = context.new_page()
-    page.set_default_timeout(WAIT_MS)
-    page.goto(studio, wait_until="load")
-    expect(page.locator("#inpaint-samples input[type=number]")).to_have_value(str(ui.DEFAULT_SAMPLES))
-    return context, page
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture(scope="module")
