@@ -42,7 +42,8 @@ from .events import (
 )
 from .limits import PixelBudget
 from .pipelines import PipelineCache, concepts_applied
-from .schema import InpaintRequest, ResolvedRequest, parse_request, resolve
+from .schema import Box, InpaintRequest, Region, ResolvedRequest, parse_request, resolve
+from .threads import KeptThreads
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ class _Inputs:
         return image
 
 
+_GENERATING = KeptThreads("inpaint-generation")  # threads kept between runs: see threads.py
 _MEASURING = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="inpaint-seam-report")
 
 
@@ -216,9 +218,7 @@ class Engine:
         planned as the job plans them. Takes what `prepare` takes; raises RequestError naming the field at fault,
         as `prepare` does."""
         with self._checked(body, image, mask) as checked:
-            family = self.catalog.get(checked.resolved.model_id).family
-            return Plan(checked.resolved, tuple(plan_regions(checked.resolved, family, checked.mask)),
-                        checked.image, checked.mask)
+            return Plan(checked.resolved, checked.image, checked.mask)
 
     def prepare(self, body: object, *, image: bytes | None = None, mask: MaskInput | None = None) -> ResolvedRequest:
         """Validate a request and store its inputs; raises RequestError naming the field at fault.
@@ -267,14 +267,16 @@ class Engine:
             mask = self._mask(req, raw_mask, sources[1][0], image.size, family.seam_px, warnings)
             if req.parent_id is not None:
                 self.store.get(req.parent_id, field="parentId")
-            largest = max(regions.group(_repainted(mask, req.mask_mode)),
-                          key=lambda box: (box[2] - box[0]) * (box[3] - box[1]))
 
-            # 4. Model rules and defaults
+            # 4. Model rules and defaults (the processing size follows the largest region), then the crops at
+            #    that size: the plan the run follows, made once here.
+            repainted = _repainted(mask, req.mask_mode)
+            largest = max(regions.group(repainted), key=lambda box: (box[2] - box[0]) * (box[3] - box[1]))
             resolved = resolve(req, self.catalog, image_size=canvas_size,
                                region_size=(largest[2] - largest[0], largest[3] - largest[1]),
                                image_asset_id=image_asset_id or "", mask_asset_id="",
                                warnings=warnings)
+            resolved = resolved.model_copy(update={"regions": _plan(resolved, family, repainted)})
             yield _Checked(req, resolved, sources, image, as_sent, raw_mask, mask)
 
     def upload(self, data: bytes, *, hide: bool = False, parent_id: str | None = None) -> Asset:
@@ -420,7 +422,8 @@ class Engine:
             if request.pipeline_model_id not in self.pipelines.cached_ids():
                 yield Loading(request.pipeline_model_id)
 
-        # The work runs on a thread of its own and queues what it reports; this thread yields it.
+        # The work runs on a thread of its own (one kept from an earlier run) and queues what it reports; this
+        # thread yields it.
         events: queue.SimpleQueue[Event] = queue.SimpleQueue()
 
         def work() -> None:
@@ -433,8 +436,7 @@ class Engine:
                     log.error("generation failed", exc_info=exc)
                 events.put(failed)
 
-        thread = threading.Thread(target=work, name="inpaint-generation", daemon=True)
-        thread.start()
+        finished = _GENERATING.start(work)
         ended = False
         try:
             while not ended:
@@ -444,7 +446,7 @@ class Engine:
         finally:
             if not ended:  # the consumer left early (stopped, disconnected)
                 cancel.set()
-            thread.join()
+            finished.wait()
 
     def _generate(self, request: ResolvedRequest, emit: Emit, cancel: threading.Event, job_id: str | None) -> None:
         """The work of one run (see `run`), reported through `emit`; raises what stopped it. Each result is stored
@@ -467,10 +469,10 @@ class Engine:
                                             seed=request.seed)
         repaint = _repainted(mask, request.mask_mode)
 
-        # 2. What to generate: one crop per region of the mask (merge), or the whole image (resized). In merge
-        #    mode each result is blended in by `alpha`: the feathered mask, or a soft mask's own grey levels.
-        size = (request.width, request.height)
-        plan = plan_regions(request, entry.family, mask)
+        # 2. What to generate: the crops prepare planned, one per region of the mask (merge), or the whole image
+        #    (resized). In merge mode each result is blended in by `alpha`: the feathered mask, or a soft mask's
+        #    own grey levels.
+        size, plan = (request.width, request.height), request.regions
         if request.disable_merging:
             crops = [(imageops.resize(image, size), imageops.resize(repaint, size, mask=True))]
             alpha = None
@@ -599,9 +601,12 @@ class Plan:
     """What a request will do (Engine.plan): `to_json()` is the answer of a dry run."""
 
     request: ResolvedRequest
-    regions: tuple[regions.Region, ...]
     image: Image.Image  # the picture as decoded (on the grown canvas's scale: an outpaint adds around it)
     mask: Image.Image  # the mask as the job uses it: grown by the seam band, on the grown canvas of an outpaint
+
+    @property
+    def regions(self) -> tuple[Region, ...]:
+        return self.request.regions
 
     def to_json(self) -> dict:
         """The resolved request (as a job's `metadata.input`, without the asset ids that storing would give),
@@ -625,16 +630,16 @@ class _Checked(NamedTuple):
     mask: Image.Image  # as stored and used
 
 
-def plan_regions(request: ResolvedRequest, family, mask: Image.Image) -> list[regions.Region]:
-    """The crops a request generates from its mask as stored (on the grown canvas of an outpaint): one per region
-    of the mask, at the request's processing size (merge), or the whole image resized (disableMerging)."""
+def _plan(request: ResolvedRequest, family, repainted: Image.Image) -> tuple[Region, ...]:
+    """The crops a request generates from what its mask repaints (on the grown canvas of an outpaint): one per
+    region of the mask, at the request's processing size (merge), or the whole image resized (disableMerging)."""
     size = (request.width, request.height)
     if request.disable_merging:
-        return [regions.Region((0, 0, *mask.size), size)]
-    return regions.plan(_repainted(mask, request.mask_mode), family, size=size)
+        return (Region((0, 0, *repainted.size), size),)
+    return tuple(regions.plan(repainted, family, size=size))
 
 
-def _crop(image: Image.Image, box: regions.Box) -> Image.Image:
+def _crop(image: Image.Image, box: Box) -> Image.Image:
     """The box of `image`; the image itself (not a copy of it) when the box is all of it."""
     return image if box == (0, 0, *image.size) else image.crop(box)
 

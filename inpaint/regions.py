@@ -6,7 +6,6 @@ Pure PIL/numpy/OpenCV: the studio calls `plan` and `outpaint_canvas` for its pre
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -14,9 +13,7 @@ from PIL import Image
 
 from .errors import RequestError
 from .imageops import MAX_PIXELS, MAX_SIDE, MIN_SIDE
-from .schema import generation_size
-
-Box = tuple[int, int, int, int]  # left, top, right, bottom
+from .schema import Box, Region, generation_size
 
 CONTEXT = 0.5  # context around a region: half its longer side on each side...
 MIN_CONTEXT_PX = 32  # ...and at least this, so a small mark still sees its surroundings
@@ -30,17 +27,6 @@ ASPECT_TOLERANCE = 0.02
 # The new area of an outpaint is pre-filled at most at this many pixels (then enlarged): its colours are a
 # starting point for the model, not detail, and PatchMatch's time grows with the pixels.
 PREFILL_PIXELS = 512 * 512
-
-
-@dataclass(frozen=True)
-class Region:
-    """One crop of the image: generated at `size`, pasted back into `box`."""
-
-    box: Box
-    size: tuple[int, int]  # the processing size (width, height)
-
-    def to_json(self) -> dict:
-        return {"box": list(self.box), "size": list(self.size)}
 
 
 def context_box(bbox: Box, image_size: tuple[int, int], *, aspect: float | None = None) -> Box:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from typing import Literal, TypeVar, Union
@@ -181,6 +182,20 @@ def validated(schema: type[Model], body: object, what: str) -> Model:
         raise validation_error(exc.errors(), what) from None
 
 
+Box = tuple[int, int, int, int]  # left, top, right, bottom
+
+
+@dataclasses.dataclass(frozen=True)
+class Region:
+    """One crop of the image: generated at `size`, pasted back into `box` (planned by inpaint.regions)."""
+
+    box: Box
+    size: tuple[int, int]  # the processing size (width, height)
+
+    def to_json(self) -> dict:
+        return {"box": list(self.box), "size": list(self.size)}
+
+
 class ResolvedConcept(CamelModel):
     model_config = ConfigDict(frozen=True)
 
@@ -223,6 +238,8 @@ class ResolvedRequest(CamelModel):
     image_asset_id: str = Field(alias="image")
     mask_asset_id: str = Field(alias="maskId")
     warnings: tuple[str, ...] = Field((), exclude=True)
+    # The crops, planned once when the request was checked (Engine.prepare): the job's `metadata.regions`.
+    regions: tuple[Region, ...] = Field((), exclude=True)
 
     @property
     def seeds(self) -> list[int]:

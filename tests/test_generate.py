@@ -15,8 +15,9 @@ from PIL import Image, ImageDraw, ImageFilter
 from inpaint.assets import AssetStore
 from inpaint.catalog import Catalog
 from inpaint.errors import JobCanceled, RequestError
-from inpaint.events import Failed, Preview, Regions, Result, Warned, results
+from inpaint.events import Failed, Preview, Regions, Result, Waiting, Warned, results
 from inpaint.families.diffusion import Diffusers
+from inpaint import regions
 from inpaint.generate import Engine
 from inpaint.jobs import Job, record, run_job
 from inpaint.pipelines import PipelineCache
@@ -351,6 +352,49 @@ def test_one_diffusion_run_holds_the_device_and_one_stopped_while_waiting_never_
         worker.join(timeout=10)
         assert not worker.is_alive() and isinstance(outcome[0], JobCanceled)
     assert [a.id for a in engine.store.list(include_hidden=True) if a.kind == "result"] == [result.id]
+
+
+def test_the_crops_are_planned_once_when_the_request_is_prepared(engine, monkeypatch):
+    planned = []
+    plan = regions.plan
+    monkeypatch.setattr(regions, "plan", lambda *args, **kwargs: planned.append(plan(*args, **kwargs)) or planned[-1])
+    mask = rect_mask(400, 300, (8, 8, 24, 24))
+    mask.paste(255, (360, 260, 390, 290))  # two marks far apart: two crops
+    request = engine.prepare(body(photo(400, 300), mask))
+    assert len(planned) == 1 and len(request.regions) == 2
+    events = list(engine.run(request))
+    assert len(planned) == 1  # the run follows the request's plan
+    assert next(event.regions for event in events if isinstance(event, Regions)) == tuple(
+        region.to_json() for region in request.regions)
+
+
+def test_runs_one_after_another_reuse_a_thread_and_runs_at_once_each_have_one(engine, monkeypatch):
+    # A new thread per run would pay torch's per-thread setup on every run (threads.py); one run waiting for
+    # the device must still never hold up another.
+    threads, generate = [], engine._generate
+
+    def recorded(*args):
+        threads.append(threading.current_thread())
+        return generate(*args)
+
+    monkeypatch.setattr(engine, "_generate", recorded)
+    request_body = body(photo(64, 64), rect_mask(64, 64, (16, 16, 48, 48)))
+    for _ in range(3):
+        run(engine, request_body)
+    assert threads[0] is threads[1] is threads[2] and threads[0] is not threading.current_thread()
+    assert threads[0].daemon  # a call that cannot be interrupted must not hold up the process's exit
+
+    events = []
+    with engine.device_lock:  # a diffusion run waits for the device on the kept thread...
+        waiting = engine.prepare(tiny_body(numSamples=1))
+        consumer = threading.Thread(target=lambda: events.extend(engine.run(waiting)))
+        consumer.start()
+        while len(threads) < 4:
+            consumer.join(timeout=0.01)
+        run(engine, request_body)  # ...while a classical run gets a thread of its own
+        assert threads[3] is threads[0] and threads[4] is not threads[0]
+    consumer.join()
+    assert isinstance(events[0], Waiting) and any(isinstance(event, Result) for event in events)
 
 
 def test_out_of_memory_halves_the_batch_and_keeps_the_results(engine, monkeypatch):

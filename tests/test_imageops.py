@@ -9,7 +9,7 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from inpaint import imageops
 from inpaint.errors import RequestError
@@ -421,6 +421,35 @@ def test_feather_keeps_mask_touching_the_border_solid_there():
     mask_np[:, :50] = 255
     alpha_np = np.asarray(imageops.feather(Image.fromarray(mask_np, "L"), 8))
     assert (alpha_np[:, :30] == 255).all() and (alpha_np[:, 50:] == 0).all()
+
+
+@pytest.mark.parametrize("radius", [1, 4, 8, 16])
+def test_feather_and_grow_of_a_mark_do_not_depend_on_the_picture_around_it(radius):
+    # Both work within the marks' box and a margin: whatever lies beyond, far or at the border, must not show.
+    rng = np.random.default_rng(radius)
+    mark_np = np.zeros((90, 70), np.uint8)
+    mark_np[20:60, 15:50] = 255
+    mark_np[rng.random(mark_np.shape) < 0.02] = 255  # specks up to the mark's own border
+    on_its_own = Image.fromarray(np.pad(mark_np, 200), "L")  # zeros all around, far past any margin
+    on_a_picture_np = np.zeros((1500, 1300), np.uint8)
+    on_a_picture_np[:90, -70:] = mark_np  # in a corner: the picture's border cuts the margin
+    on_a_picture_np[900:990, 600:670] = mark_np  # and far inside
+    on_a_picture = Image.fromarray(on_a_picture_np, "L")
+
+    alone_np = np.asarray(imageops.feather(on_its_own, radius))[200:290, 200:270]
+    alpha_np = np.asarray(imageops.feather(on_a_picture, radius))
+    assert np.array_equal(alpha_np[900:990, 600:670], alone_np) and alpha_np.any()
+    reference_np = np.asarray(on_a_picture.filter(ImageFilter.GaussianBlur(radius / 2)))  # the whole picture's blur
+    expected_np = np.where(on_a_picture_np > 0, np.clip(reference_np.astype(int) * 2 - 255, 0, 255), 0)
+    assert np.array_equal(alpha_np, expected_np)
+
+    grown_np = np.asarray(imageops.prepare_mask(on_a_picture, on_a_picture.size, grow=radius)[0])
+    alone_np = np.asarray(imageops.prepare_mask(on_its_own, on_its_own.size, grow=radius)[0])
+    inside_np = grown_np[900 - radius:990 + radius, 600 - radius:670 + radius]
+    corner_np = grown_np[:90 + radius, -70 - radius:]  # cut by the top and right borders
+    assert np.array_equal(inside_np, alone_np[200 - radius:290 + radius, 200 - radius:270 + radius])
+    assert np.array_equal(corner_np, alone_np[200:290 + radius, 200 - radius:270])
+    assert np.count_nonzero(grown_np) == np.count_nonzero(inside_np) + np.count_nonzero(corner_np)
 
 
 def test_mask_bbox():
