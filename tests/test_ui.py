@@ -244,6 +244,15 @@ def test_model_change_follows_the_catalog(demo, monkeypatch):
     assert sd["prompt"]["interactive"] and sd["prompt"]["placeholder"] == ui.PROMPT_HINT
 
 
+def test_a_setting_emptied_on_the_way_to_a_new_value_is_not_remembered(demo):
+    ui = demo.studio.ui
+    chosen = {"guidance": 15, "num_samples": 3}
+    assert handlers.remember(demo.studio, {ui.guidance: None, ui.chosen: chosen}, "guidance") == {}
+    assert handlers.remember(demo.studio, {ui.guidance: 9.5, ui.chosen: chosen}, "guidance") == {
+        ui.chosen: {"guidance": 9.5, "num_samples": 3}}
+    assert follow(demo, "tiny-sd-1_5", chosen=chosen)["guidance"]["value"] == 15
+
+
 def test_every_field_has_a_component_and_the_api_its_parameter(demo):
     # Adding a request field is one row of the table: its component, its API parameter, its request key.
     ui = demo.studio.ui

@@ -337,8 +337,11 @@ def kept_choices(entry: ModelEntry, chosen: dict) -> tuple[dict, list[str]]:
 
 
 def remember(studio: Studio, values: dict, name: str) -> dict:
-    """A setting the user changed by hand: kept across model switches (kept_choices)."""
+    """A setting the user changed by hand: kept across model switches (kept_choices). A number field emptied on the
+    way to a new value (select all, type) is not a choice: remembered, it would stand for "the model's default"."""
     ui = studio.ui
+    if values[ui[name]] is None:
+        return {}
     return {ui.chosen: {**(values[ui.chosen] or {}), name: values[ui[name]]}}
 
 
