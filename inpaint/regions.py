@@ -1,6 +1,7 @@
 """Where generation happens: one crop per mask region, its processing size, and the grown canvas of an outpaint.
 
-Pure PIL/numpy/OpenCV: the studio calls `plan` and `outpaint_canvas` for its previews without loading a model.
+Pure PIL/numpy/OpenCV, no model: `Engine.prepare` plans a request's crops here once (the request carries them), and
+the studio draws its previews on `outpaint_canvas`.
 """
 
 from __future__ import annotations
